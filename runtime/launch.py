@@ -1,0 +1,245 @@
+"""Start one process per rank on this machine, watch them, and never hang silently.
+
+:func:`run_local` spawns ``python -m <module> <args>`` once per rank with the usual
+torch.distributed environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``, ``MASTER_PORT`` on a free port). Each rank's stdout and stderr go to
+``<log_dir>/rank<i>.log`` and, line by line, to this process's stderr prefixed with
+``[rank i]`` (``echo=False`` to keep quiet).
+
+Failure handling (what "never a silent hang" means here):
+
+* a rank that exits non-zero (or is killed by a signal) makes the launcher kill the
+  other ranks and raise :class:`LaunchError` naming that rank, its exit status and
+  the tail of its log. If several ranks fail within ``grace_s`` of each other, the
+  one killed by a signal, else the one that failed first, is named; the others are
+  listed. A rank that timed out waiting for a peer prints ``PIPESIM_BLAME <peer>``
+  (see ``runtime.engine``), and the launcher then names that peer as the rank that
+  made no progress.
+* the whole run exceeding ``timeout_s`` -> kill all, raise naming the rank whose
+  output went quiet first.
+* ``stall_s`` (optional): no rank has written a line for ``stall_s`` seconds -> same.
+
+With ``network`` set (and not ``"default"``) the ranks run inside the hosts of the
+local testbed (:class:`pipesim.testbed.Testbed`): host ``i`` runs rank ``i``,
+``MASTER_ADDR`` is host 0's address, and each argv is wrapped by
+``tb.command(i, argv)``. The environment is passed explicitly with ``env K=V ...`` so
+that it survives whatever the wrapper does to the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BLAME_PREFIX = "PIPESIM_BLAME "
+
+
+class LaunchError(RuntimeError):
+    """A rank failed or hung. ``rank`` is the rank blamed, ``log_tail`` its last lines."""
+
+    def __init__(self, message: str, rank: int | None, returncode: int | None, log_tail: str, log_dir: Path):
+        super().__init__(message)
+        self.rank, self.returncode, self.log_tail, self.log_dir = rank, returncode, log_tail, log_dir
+
+
+@dataclass
+class LaunchResult:
+    ranks: int
+    returncodes: list[int]
+    wall_s: float
+    log_dir: Path
+    logs: list[Path] = field(default_factory=list)
+
+    def log(self, rank: int) -> str:
+        return self.logs[rank].read_text(errors="replace")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class _Rank:
+    def __init__(self, rank: int, argv: list[str], env: dict, log: Path, echo: bool):
+        self.rank, self.log = rank, log
+        self.last_output = time.monotonic()
+        self.exit_time: float | None = None
+        self.blame: int | None = None
+        self._fh = open(log, "w", buffering=1)
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True, text=True,
+                                     errors="replace", bufsize=1)
+        self._thread = threading.Thread(target=self._pump, args=(echo,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, echo: bool) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.last_output = time.monotonic()
+            self._fh.write(line)
+            if line.startswith(BLAME_PREFIX):
+                try:
+                    self.blame = int(line[len(BLAME_PREFIX):].split()[0])
+                except (ValueError, IndexError):
+                    pass
+            if echo:
+                sys.stderr.write(f"[rank {self.rank}] {line}")
+                sys.stderr.flush()
+        self._fh.flush()
+
+    def poll(self) -> int | None:
+        rc = self.proc.poll()
+        if rc is not None and self.exit_time is None:
+            self.exit_time = time.monotonic()
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: takes wrappers' children too
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+
+    def close(self) -> None:
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._thread.join(timeout=5)
+        self._fh.close()
+
+
+def run_local(module: str, args: list[str], ranks: int, *, network: str | None = None, timeout_s: float = 300,
+              env: dict | None = None, log_dir=None, stall_s: float | None = None, echo: bool = True,
+              grace_s: float = 1.0, python: str | None = None) -> LaunchResult:
+    """Run ``python -m module *args`` as ``ranks`` ranks; return when all exit 0, else raise LaunchError."""
+    if ranks < 1:
+        raise ValueError(f"ranks must be >= 1, got {ranks}")
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="pipesim-run-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    python = python or sys.executable
+    use_testbed = network is not None and network.strip().lower() != "default"
+
+    with ExitStack() as stack:
+        if use_testbed:
+            from pipesim.testbed import Testbed  # another engineer's module; imported only when needed
+
+            tb = stack.enter_context(Testbed(num_hosts=ranks, network=network))
+            master = tb.addresses[0]
+            wrap = tb.command
+        else:
+            master = "127.0.0.1"
+            wrap = None
+        port = free_port("127.0.0.1")
+        base_env = dict(os.environ)
+        base_env.update(env or {})
+        # make `python -m runtime` importable from the repository even when not installed
+        repo = str(Path(__file__).resolve().parent.parent)
+        base_env["PYTHONPATH"] = repo + (os.pathsep + base_env["PYTHONPATH"] if base_env.get("PYTHONPATH") else "")
+        base_env["PYTHONUNBUFFERED"] = "1"
+        procs: list[_Rank] = []
+        t0 = time.monotonic()
+        try:
+            for i in range(ranks):
+                dist_env = {"RANK": str(i), "WORLD_SIZE": str(ranks), "LOCAL_RANK": "0" if use_testbed else str(i),
+                            "MASTER_ADDR": master, "MASTER_PORT": str(port)}
+                argv = [python, "-m", module, *map(str, args)]
+                if wrap is not None:
+                    extra = {k: v for k, v in (env or {}).items()}
+                    extra.update(dist_env)
+                    extra["PYTHONPATH"] = base_env["PYTHONPATH"]
+                    extra["PYTHONUNBUFFERED"] = "1"
+                    argv = wrap(i, ["env", *(f"{k}={v}" for k, v in extra.items()), *argv])
+                procs.append(_Rank(i, argv, {**base_env, **dist_env}, log_dir / f"rank{i}.log", echo))
+            _watch(procs, t0, timeout_s, stall_s, grace_s, log_dir)
+        finally:
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.close()
+        return LaunchResult(ranks, [p.proc.returncode for p in procs], time.monotonic() - t0, log_dir,
+                            [p.log for p in procs])
+
+
+def _describe(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit status {rc}"
+
+
+def _watch(procs: list[_Rank], t0: float, timeout_s: float, stall_s: float | None, grace_s: float,
+           log_dir: Path) -> None:
+    while True:
+        rcs = [p.poll() for p in procs]
+        failed = [p for p, rc in zip(procs, rcs) if rc not in (None, 0)]
+        if failed:
+            deadline = time.monotonic() + grace_s  # let near-simultaneous failures show up
+            while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                time.sleep(0.05)
+            failed = [p for p in procs if p.poll() not in (None, 0)]
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.close()
+            by_signal = [p for p in failed if p.proc.returncode < 0]
+            first = min(by_signal or failed, key=lambda p: (p.exit_time or 0.0, p.rank))
+            blamed = first.blame if first.blame is not None and not by_signal else None
+            others = ", ".join(f"rank {p.rank} ({_describe(p.proc.returncode)})" for p in failed if p is not first)
+            if blamed is not None and 0 <= blamed < len(procs):
+                msg = (f"rank {blamed} made no progress: rank {first.rank} timed out waiting for it "
+                       f"({_describe(first.proc.returncode)})")
+                name, tail_of = blamed, procs[blamed]
+            else:
+                msg = f"rank {first.rank} failed ({_describe(first.proc.returncode)})"
+                name, tail_of = first.rank, first
+            if others:
+                msg += f"; also failed: {others}"
+            tail = _tail(tail_of.log)
+            if tail_of is not first:
+                tail += f"\n--- rank {first.rank} ---\n" + _tail(first.log)
+            raise LaunchError(f"{msg}\nlogs: {log_dir}\n--- tail of rank {name}'s log ---\n{tail}",
+                              name, first.proc.returncode, tail, log_dir)
+        if all(rc == 0 for rc in rcs):
+            return
+        now = time.monotonic()
+        alive = [p for p, rc in zip(procs, rcs) if rc is None]
+        quiet = min(alive, key=lambda p: p.last_output)
+        why = None
+        if now - t0 > timeout_s:
+            why = f"run exceeded its timeout of {timeout_s:g}s"
+        elif stall_s is not None and now - max(p.last_output for p in alive) > stall_s:
+            why = f"no rank wrote any output for {stall_s:g}s"
+        if why:
+            for p in procs:
+                p.kill()
+            for p in procs:
+                p.close()
+            tail = _tail(quiet.log)
+            raise LaunchError(f"{why}; rank {quiet.rank} went quiet first "
+                              f"({now - quiet.last_output:.1f}s without output); still running: "
+                              f"{', '.join(str(p.rank) for p in alive)}\nlogs: {log_dir}\n"
+                              f"--- tail of rank {quiet.rank}'s log ---\n{tail}", quiet.rank, None, tail, log_dir)
+        time.sleep(0.05)
