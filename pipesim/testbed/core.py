@@ -1,0 +1,247 @@
+"""A local multi-host testbed: N network namespaces joined by shaped links.
+
+Usage::
+
+    from pipesim.testbed import Testbed, available
+    ok, reason = available()
+    with Testbed(num_hosts=3, network="delay 10ms bandwidth 1Gbps") as tb:
+        tb.addresses          # IPv4 address of host i, reachable from every other host
+        tb.command(i, argv)   # argv wrapped to run inside host i
+
+Every directed pair (i, j) gets ``setting.for_link(i, j)``: the pipeline links
+(i <-> i+1) and the others alike, so a uniform setting shapes all traffic, as netem on
+every machine's interface would. Delay comes from a user-space delay line between TUN
+devices (this kernel has no ``sch_netem``); bandwidth from htb per destination on each
+host's egress; a setting with no delay uses plain veth pairs and a bridge. Real kernel
+TCP runs end to end. All of it lives in a helper process that removes the namespaces
+when the testbed is closed, when the parent dies (even by SIGKILL), or on a signal.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+from .. import network as _network
+from . import sysnet
+
+_live: "weakref.WeakSet[Testbed]" = weakref.WeakSet()
+_available: tuple[bool, str] | None = None
+_handlers_installed = False
+
+
+def available() -> tuple[bool, str]:
+    """(True, "") when testbeds can be built here, else (False, what is missing and what to do)."""
+    global _available
+    if _available is not None:
+        return _available
+    if sys.platform != "linux":
+        _available = (False, "the testbed needs Linux network namespaces")
+    elif os.geteuid() != 0:
+        _available = (False, "needs root (network namespaces, TUN, tc): run with sudo")
+    elif sysnet.missing_tools():
+        _available = (False, f"missing {', '.join(sysnet.missing_tools())}: install iproute2 "
+                             "(apt-get install iproute2)")
+    elif not os.path.exists("/dev/net/tun"):
+        _available = (False, "no /dev/net/tun: load the tun module (modprobe tun) or run the "
+                             "container with --device /dev/net/tun")
+    else:
+        probe = f"{sysnet.PREFIX}{os.getpid()}-probe{secrets.token_hex(2)}"
+        p = sysnet.run(["ip", "netns", "add", probe], check=False)
+        if p.returncode != 0:
+            _available = (False, f"cannot create a network namespace ({p.stderr.strip()}); "
+                                 "run as root on a host or a --privileged container")
+        else:
+            sysnet.run(["ip", "netns", "del", probe], check=False)
+            _available = (True, "")
+    return _available
+
+
+def _close_all() -> None:
+    for tb in list(_live):
+        tb.close()
+
+
+def _on_term(signum, frame):
+    _close_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_handlers() -> None:
+    global _handlers_installed
+    if _handlers_installed:
+        return
+    _handlers_installed = True
+    atexit.register(_close_all)
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(s) in (signal.SIG_DFL, None):
+                signal.signal(s, _on_term)
+
+
+def link_table(setting: _network.NetworkSetting, n: int) -> dict[str, tuple[float | None, float | None]]:
+    """``"i,j" -> (delay_s, bandwidth_bps)`` for every directed pair of hosts."""
+    table = {}
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                ov = setting.for_link(i, j)
+                table[f"{i},{j}"] = (ov.delay_s, ov.bandwidth_bps)
+    return table
+
+
+class Testbed:
+    """N hosts (network namespaces) joined by links shaped to a network setting.
+
+    ``network``: a setting string (``"delay 10ms bandwidth 1Gbps"``) or a parsed
+    :class:`~pipesim.network.NetworkSetting`. ``verbose`` prints progress to stderr.
+    """
+
+    def __init__(self, num_hosts: int = 2, network: str | _network.NetworkSetting = "default", *,
+                 verbose: bool = False, startup_timeout_s: float = 30.0, stats_file: str | None = None):
+        if not isinstance(num_hosts, int) or num_hosts < 1:
+            raise ValueError(f"num_hosts must be an integer >= 1, got {num_hosts!r}")
+        if num_hosts > 200:
+            raise ValueError(f"num_hosts must be <= 200, got {num_hosts}")
+        self.setting = _network.parse(network) if isinstance(network, str) else network
+        if not isinstance(self.setting, _network.NetworkSetting):
+            raise ValueError(f"network must be a string or NetworkSetting, got {type(network).__name__}")
+        for links, _ in self.setting.clauses:
+            for a, b in links or ():
+                if max(a, b) >= num_hosts:
+                    raise ValueError(f"network setting {self.setting.label!r} names link {a}-{b}, "
+                                     f"but the testbed has hosts 0..{num_hosts - 1}")
+        self.num_hosts = num_hosts
+        self.links = link_table(self.setting, num_hosts)
+        self.mode = "tun" if any((d or 0) > 0 for d, _ in self.links.values()) else "veth"
+        self.verbose = verbose
+        self.startup_timeout_s = startup_timeout_s
+        self.stats_file = stats_file
+        self.addresses: list[str] = []
+        self.namespaces: list[str] = []
+        self.iface = ""
+        self.helper_pid: int | None = None
+        self._all_ns: list[str] = []
+        self._proc: subprocess.Popen | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+    def __enter__(self) -> "Testbed":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _say(self, msg: str) -> None:
+        if self.verbose:
+            print(f"[testbed] {msg}", file=sys.stderr, flush=True)
+
+    def start(self) -> "Testbed":
+        ok, reason = available()
+        if not ok:
+            raise RuntimeError(f"cannot build a testbed: {reason}")
+        stale = sysnet.sweep_stale()
+        if stale:
+            self._say(f"removed {len(stale)} namespaces left by a crashed testbed")
+        _install_handlers()
+        spec = {"num_hosts": self.num_hosts, "tag": f"{os.getpid()}-{secrets.token_hex(3)}",
+                "mode": self.mode, "links": self.links, "stats_file": self.stats_file}
+        # namespaces are named after this (owner) process's pid: a later testbed sweeps
+        # those whose owner is gone (only if owner and helper were both killed)
+        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._say(f"starting {self.num_hosts} hosts, network {self.setting.label!r} ({self.mode} mode)")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "pipesim.testbed.helper", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+        self.helper_pid = self._proc.pid
+        _live.add(self)
+        line = self._read_line(self.startup_timeout_s)
+        try:
+            msg = json.loads(line) if line else {"error": "helper exited without a word (see stderr above)"}
+        except json.JSONDecodeError:
+            msg = {"error": f"helper said {line!r}"}
+        if "ready" not in msg:
+            self.close()
+            raise RuntimeError(f"testbed setup failed: {msg.get('error')}")
+        info = msg["ready"]
+        self.namespaces, self._all_ns = info["namespaces"], info["all_namespaces"]
+        self.addresses, self.iface = info["addresses"], info["iface"]
+        self._say("up: " + ", ".join(f"host {i} {a} (netns {ns})" for i, (a, ns)
+                                      in enumerate(zip(self.addresses, self.namespaces))))
+        return self
+
+    def _read_line(self, timeout: float) -> str:
+        fd = self._proc.stdout.fileno()
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return ""
+            r, _, _ = select.select([fd], [], [], left)
+            if r:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+        return buf.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        """Stop the helper (it removes everything) and make sure nothing is left."""
+        proc, self._proc = self._proc, None
+        _live.discard(self)
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        # fallback if the helper was killed before it could clean up
+        left = [ns for ns in self._all_ns if ns in sysnet.list_netns()]
+        if left:
+            sysnet.delete_netns(left)
+        self._say("down")
+
+    @property
+    def is_up(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- running things inside hosts ----------------------------------------------------
+    def command(self, i: int, argv: list[str]) -> list[str]:
+        """``argv`` wrapped to run inside host ``i``."""
+        if not self.namespaces:
+            raise RuntimeError("testbed is not up; use it as `with Testbed(...) as tb:`")
+        if not 0 <= i < self.num_hosts:
+            raise ValueError(f"host index {i} out of range 0..{self.num_hosts - 1}")
+        return ["ip", "netns", "exec", self.namespaces[i], *argv]
+
+    def run(self, i: int, argv: list[str], **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(self.command(i, argv), **kw)
+
+    def popen(self, i: int, argv: list[str], **kw) -> subprocess.Popen:
+        return subprocess.Popen(self.command(i, argv), **kw)
+
+    def __repr__(self) -> str:
+        return (f"Testbed(num_hosts={self.num_hosts}, network={self.setting.label!r}, mode={self.mode}, "
+                f"up={self.is_up})")

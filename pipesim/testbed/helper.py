@@ -1,0 +1,169 @@
+"""The testbed's helper process: builds the hosts, runs the delay line, and tears down.
+
+Started by :class:`pipesim.testbed.Testbed` as ``python -m pipesim.testbed.helper SPEC``
+in its own session (so Ctrl-C reaches only the parent). It owns every namespace and
+device it makes and removes them when:
+
+- its stdin (a pipe from the parent) reaches EOF: the parent closed the testbed, or
+  died, even by SIGKILL;
+- its parent process changes (the parent died while someone else still holds the pipe);
+- it gets SIGTERM, SIGINT or SIGHUP.
+
+It prints one JSON line on stdout: ``{"ready": ...}`` or ``{"error": "..."}``.
+
+Two modes (chosen by the parent):
+
+``veth``  no link has a delay: each host has a veth pair to a bridge that lives in a
+          switch namespace of its own; bandwidth by htb on each host's veth egress.
+``tun``   some link has a delay: each host has a TUN device (MTU 65535); this process
+          reads every packet and holds it for the link's delay (:mod:`.router`);
+          bandwidth by htb on each host's TUN egress, before the delay line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+
+from . import router, sysnet
+
+IFACE = "tb0"
+TUN_MTU = 65535
+SUBNET = "10.77.0"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _on_signal(signum, frame):
+    raise _Stop(signal.Signals(signum).name)
+
+
+def address(i: int) -> str:
+    return f"{SUBNET}.{i + 1}"
+
+
+def shape_commands(ns: str, src: int, links: dict, n: int) -> list[list[str]]:
+    """tc commands that cap each directed link src -> j at its bandwidth (htb, per destination).
+
+    Unclassified traffic (links without a cap) bypasses shaping (``default 0``).
+    """
+    caps = {j: links[f"{src},{j}"][1] for j in range(n) if j != src and links[f"{src},{j}"][1]}
+    if not caps:
+        return []
+    tc = ["tc", "-n", ns]
+    cmds = [tc + ["qdisc", "add", "dev", IFACE, "root", "handle", "1:", "htb", "default", "0"]]
+    for j, bps in sorted(caps.items()):
+        cls = f"1:{j + 10:x}"
+        # burst: 2 ms of the rate, at least two 64 KiB packets (GSO / TUN MTU)
+        burst = max(int(bps / 8 * 0.002), 2 * 65536)
+        cmds.append(tc + ["class", "add", "dev", IFACE, "parent", "1:", "classid", cls, "htb",
+                          "rate", f"{int(bps)}bit", "ceil", f"{int(bps)}bit",
+                          "burst", str(burst), "cburst", str(burst), "quantum", "65536"])
+        cmds.append(tc + ["qdisc", "add", "dev", IFACE, "parent", cls, "pfifo", "limit", "1000"])
+        cmds.append(tc + ["filter", "add", "dev", IFACE, "parent", "1:", "protocol", "ip", "prio", "1",
+                          "u32", "match", "ip", "dst", f"{address(j)}/32", "flowid", cls])
+    return cmds
+
+
+def _disable_ipv6(ns: str) -> None:
+    for key in ("all", "default"):
+        sysctl = ["ip", "netns", "exec", ns, "sh", "-c",
+                  f"echo 1 > /proc/sys/net/ipv6/conf/{key}/disable_ipv6"]
+        sysnet.run(sysctl, check=False)
+
+
+def build(spec: dict, made: list[str], fds: list[int]) -> dict:
+    n, tag, mode, links = spec["num_hosts"], spec["tag"], spec["mode"], spec["links"]
+    hosts = [f"{sysnet.PREFIX}{tag}-h{i}" for i in range(n)]
+    for ns in hosts:
+        sysnet.run(["ip", "netns", "add", ns], what="creating network namespace")
+        made.append(ns)
+        sysnet.run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    if mode == "veth":
+        sw = f"{sysnet.PREFIX}{tag}-sw"
+        sysnet.run(["ip", "netns", "add", sw], what="creating switch namespace")
+        made.append(sw)
+        sysnet.run(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"], what="creating bridge")
+        sysnet.run(["ip", "-n", sw, "link", "set", "br0", "up"])
+        for i, ns in enumerate(hosts):
+            sysnet.run(["ip", "-n", sw, "link", "add", f"p{i}", "type", "veth", "peer", "name", IFACE,
+                        "netns", ns], what="creating veth pair")
+            sysnet.run(["ip", "-n", sw, "link", "set", f"p{i}", "master", "br0", "up"])
+    else:
+        for ns in hosts:
+            _disable_ipv6(ns)
+            fds.append(sysnet.open_tun_in(ns, IFACE))
+            sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "mtu", str(TUN_MTU), "txqueuelen", "1000"])
+    for i, ns in enumerate(hosts):
+        sysnet.run(["ip", "-n", ns, "addr", "add", f"{address(i)}/24", "dev", IFACE])
+        sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "up"])
+        for cmd in shape_commands(ns, i, links, n):
+            sysnet.run(cmd, what="shaping bandwidth with htb")
+    return {"namespaces": hosts, "all_namespaces": list(made), "addresses": [address(i) for i in range(n)],
+            "iface": IFACE, "mode": mode, "pid": os.getpid()}
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    parent = os.getppid()
+    made: list[str] = []
+    fds: list[int] = []
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+    stats = router.Stats(spec["num_hosts"])
+    why = "?"
+    try:
+        try:
+            info = build(spec, made, fds)
+        except Exception as e:  # report, then clean up below
+            print(json.dumps({"error": str(e)}), flush=True)
+            return 1
+        print(json.dumps({"ready": info}), flush=True)
+        ctrl = sys.stdin.fileno()
+        if spec["mode"] == "tun":
+            sysnet.set_timer_slack(1)
+            n = spec["num_hosts"]
+            delays = [[(spec["links"][f"{i},{j}"][0] or 0.0) if i != j else 0.0 for j in range(n)]
+                      for i in range(n)]
+            index = {socket.inet_aton(address(i)): i for i in range(n)}
+            why = router.serve(fds, index, delays, ctrl, parent, stats)
+        else:
+            import select
+            while True:
+                r, _, _ = select.select([ctrl], [], [], 0.2)
+                if r and not os.read(ctrl, 4096):
+                    why = "stopped"
+                    break
+                if os.getppid() != parent:
+                    why = "parent exited"
+                    break
+    except _Stop as e:
+        why = f"signal {e}"
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        failed = sysnet.delete_netns(list(reversed(made)))
+        if spec.get("stats_file"):
+            try:
+                with open(spec["stats_file"], "w") as f:
+                    json.dump({"why": why, **stats.as_dict()}, f)
+            except OSError:
+                pass
+        if failed:
+            print(f"pipesim testbed: could not delete namespaces {failed}; "
+                  f"remove them with `ip netns del NAME`", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,145 @@
+"""The user-space delay line: one loop that moves IP packets between the hosts' TUN devices.
+
+What is modelled: a constant one-way delay per directed link (src host -> dst host),
+as ``netem delay D`` without jitter, loss or reordering. Each packet read from host
+``src``'s TUN device is held for ``delay[src][dst]`` seconds (``dst`` from the IPv4
+destination address) and then written to host ``dst``'s TUN device, where the kernel
+receives it. Packets of one link leave in the order they came (one FIFO per link,
+constant delay). Bandwidth is not modelled here: the kernel shapes each directed link
+with an htb class on the sender's TUN egress, before the packet reaches this loop.
+
+What is not modelled: jitter, loss, reordering, IPv6 (dropped), a queue limit in the
+delay line (it holds whatever the sender's window puts in flight). Timing: wake-ups use
+``select`` with microsecond timeouts and a 1 ns timer slack; the error is the wake-up
+latency plus Python's per-packet cost (tens of microseconds on an idle machine).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections import deque
+
+READ_SIZE = 65536 + 64
+BATCH = 64            # packets read from one device per wake-up, at most
+SPIN_S = 60e-6        # busy-wait at most this long for a packet that is almost due
+EARLY_MAX_S = 400e-6  # cap on the learned wake-up bias
+
+
+class Stats:
+    def __init__(self, n: int):
+        self.packets = [[0] * n for _ in range(n)]
+        self.bytes = [[0] * n for _ in range(n)]
+        self.dropped = 0
+        self.max_late_s = 0.0      # worst release lateness seen
+        self.sum_late_s = 0.0
+        self.released = 0
+
+    def as_dict(self) -> dict:
+        return {"packets": self.packets, "bytes": self.bytes, "dropped": self.dropped,
+                "max_late_s": self.max_late_s,
+                "mean_late_s": self.sum_late_s / self.released if self.released else 0.0}
+
+
+def serve(fds: list[int], addr_index: dict[bytes, int], delays: list[list[float]],
+          ctrl_fd: int, parent_pid: int, stats: Stats | None = None) -> str:
+    """Forward packets until ``ctrl_fd`` reaches EOF or the parent process is gone.
+
+    ``fds[i]``: non-blocking TUN fd of host i; ``addr_index``: IPv4 address (4 bytes) ->
+    host index; ``delays[i][j]``: one-way delay in seconds. Returns why it stopped.
+    """
+    n = len(fds)
+    stats = stats or Stats(n)
+    queues = [[deque() for _ in range(n)] for _ in range(n)]
+    active: set[tuple[int, int]] = set()
+    host_of = {fd: i for i, fd in enumerate(fds)}
+    rlist = list(fds) + [ctrl_fd]
+    mono = time.monotonic
+    write, read = os.write, os.read
+    next_parent_check = 0.0
+    bias = 50e-6          # select() oversleeps by about this much; learned as we go
+    target = None         # when the last timed select() should have woken
+
+    while True:
+        # release every packet whose time has come
+        now = mono()
+        if target is not None:
+            over = now - target
+            if over > -1e-3:    # woke by timeout, not by a packet: learn the oversleep
+                bias += 0.05 * (min(max(over + bias, 0.0), EARLY_MAX_S) - bias)
+            target = None
+        if active:
+            soonest = min(queues[s][d][0][0] for s, d in active)
+            if 0 < soonest - now <= SPIN_S:
+                while mono() < soonest:
+                    pass
+                now = mono()
+        nxt = None
+        if active:
+            for link in list(active):
+                q = queues[link[0]][link[1]]
+                out = fds[link[1]]
+                while q and q[0][0] <= now:
+                    t, pkt = q.popleft()
+                    try:
+                        write(out, pkt)
+                    except OSError:
+                        stats.dropped += 1
+                    late = mono() - t
+                    stats.released += 1
+                    stats.sum_late_s += late
+                    if late > stats.max_late_s:
+                        stats.max_late_s = late
+                    now = mono()
+                if q:
+                    if nxt is None or q[0][0] < nxt:
+                        nxt = q[0][0]
+                else:
+                    active.discard(link)
+        if now >= next_parent_check:
+            if os.getppid() != parent_pid:
+                return "parent exited"
+            next_parent_check = now + 0.2
+        if nxt is None:
+            timeout = 0.2
+        else:
+            timeout = max(0.0, min(0.2, nxt - now - bias))
+            if timeout > 0:
+                target = now + timeout
+        try:
+            ready, _, _ = select.select(rlist, [], [], timeout)
+        except InterruptedError:
+            continue
+        for fd in ready:
+            if fd == ctrl_fd:
+                if not read(ctrl_fd, 4096):
+                    return "stopped"
+                continue
+            src = host_of[fd]
+            for _ in range(BATCH):
+                try:
+                    pkt = read(fd, READ_SIZE)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    break
+                t = mono()
+                if len(pkt) < 20 or pkt[0] >> 4 != 4:
+                    stats.dropped += 1
+                    continue
+                dst = addr_index.get(pkt[16:20])
+                if dst is None or dst == src:
+                    stats.dropped += 1
+                    continue
+                stats.packets[src][dst] += 1
+                stats.bytes[src][dst] += len(pkt)
+                d = delays[src][dst]
+                if d <= 0:
+                    try:
+                        write(fds[dst], pkt)
+                    except OSError:
+                        stats.dropped += 1
+                else:
+                    queues[src][dst].append((t + d, pkt))
+                    active.add((src, dst))

@@ -1,0 +1,147 @@
+"""Thin wrappers over ``ip``/``tc`` and the few syscalls the testbed needs (Linux only).
+
+Nothing here touches the machine's own interfaces: every command names a network
+namespace (``ip -n NS ...``), and TUN devices are created directly inside the host's
+namespace (``setns`` around the ``open`` of /dev/net/tun), so the root namespace never
+sees them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+
+CLONE_NEWNET = 0x40000000
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+PR_SET_TIMERSLACK = 29
+NETNS_DIR = "/run/netns"
+PREFIX = "pst-"          # every namespace a testbed creates starts with this
+
+_libc = None
+
+
+def libc():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def run(argv: list[str], check: bool = True, what: str = "") -> subprocess.CompletedProcess:
+    """Run a command; on failure raise RuntimeError with the command and its stderr."""
+    p = subprocess.run(argv, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        msg = (p.stderr or p.stdout).strip()
+        raise RuntimeError(f"{what + ': ' if what else ''}`{' '.join(argv)}` failed: {msg}")
+    return p
+
+
+def setns_net(fd: int) -> None:
+    if libc().setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+def set_timer_slack(ns: int = 1) -> None:
+    """Make select() wake-ups precise (default slack is 50 us)."""
+    try:
+        libc().prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(ns), 0, 0, 0)
+    except Exception:
+        pass
+
+
+def open_tun_in(netns: str, name: str) -> int:
+    """Create TUN device ``name`` inside namespace ``netns``; return its (non-blocking) fd."""
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY)
+    try:
+        setns_net(target)
+        try:
+            fd = os.open("/dev/net/tun", os.O_RDWR)
+            ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+            fcntl.ioctl(fd, TUNSETIFF, ifr)
+        finally:
+            setns_net(own)
+    finally:
+        os.close(own)
+        os.close(target)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    return fd
+
+
+def list_netns() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def netns_pids(ns: str) -> list[int]:
+    p = run(["ip", "netns", "pids", ns], check=False)
+    return [int(x) for x in p.stdout.split() if x.strip().isdigit()]
+
+
+def kill_netns_processes(ns: str, grace_s: float = 1.0) -> None:
+    """SIGTERM, then SIGKILL, every process still running inside ``ns``."""
+    me = os.getpid()
+    pids = [p for p in netns_pids(ns) if p != me]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            pids = [p for p in pids if os.path.exists(f"/proc/{p}")]
+            if not pids:
+                return
+            time.sleep(0.02)
+
+
+def delete_netns(names: list[str]) -> list[str]:
+    """Kill processes inside, then delete each namespace; return the names that failed."""
+    failed = []
+    for ns in names:
+        if ns not in list_netns():
+            continue
+        kill_netns_processes(ns)
+        p = run(["ip", "netns", "del", ns], check=False)
+        if p.returncode != 0 and ns in list_netns():
+            failed.append(ns)
+    return failed
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale() -> list[str]:
+    """Delete testbed namespaces whose owning helper process is gone (after a hard crash)."""
+    stale = []
+    for ns in list_netns():
+        if not ns.startswith(PREFIX):
+            continue
+        parts = ns[len(PREFIX):].split("-")
+        if parts and parts[0].isdigit() and not pid_alive(int(parts[0])):
+            stale.append(ns)
+    delete_netns(stale)
+    return stale
+
+
+def missing_tools() -> list[str]:
+    return [t for t in ("ip", "tc") if shutil.which(t) is None]
