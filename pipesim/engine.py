@@ -1,0 +1,488 @@
+"""SimPy model of one pipeline-parallel training run: ranks, links, host CPU.
+
+What is modelled
+----------------
+* One SimPy process per rank walks that rank's lowered action list
+  (:func:`pipesim.schedule.build`) in program order, for ``steps`` consecutive
+  training steps with no barrier in between (as the runtime runs them). After its
+  last action a rank waits for its outstanding sends, runs the optimizer step
+  (``optimizer_s``) and starts the next step.
+* Compute (F, B, optimizer) takes the profile's median time for the stage and
+  micro-batch size. If the profile has a ``host`` section (all ranks on one machine,
+  as on the local testbed), the ranks share its CPU: while k ranks compute at once,
+  each progresses ``slowdown[k]`` times slower (processor sharing, re-evaluated at
+  every start and end of a computation).
+* Posting a send or receive never blocks. A forward waits until its activation has
+  arrived, a backward until its gradient has arrived.
+* Each directed link is a FIFO that serializes messages at the link's bandwidth --
+  capped, for a message larger than one window, by the single-connection limit
+  ``window / RTT`` -- and delivers each message ``latency`` after its last byte left.
+  Links are full duplex: the two directions are independent queues.
+* Which transfers share a queue (:attr:`Transport.queue`):
+  ``"link"``: one FIFO per link direction (gloo: one TCP connection per pair of ranks);
+  ``"rank"``: one send queue and one receive queue per rank that serve forward and
+  backward traffic in program order (runtimes that put all sends on one CUDA
+  stream). A send at the head of its rank's queue blocks the sends behind it, and a
+  receive at the head blocks the receives behind it, so head-of-line blocking
+  between forward and backward traffic is modelled.
+* When a send may start (:attr:`Transport.send_mode`): ``"eager"``: as soon as it is
+  posted; ``"rendezvous"``: only once the receiver has posted the matching receive
+  and its ready-notice (a small control message on the reverse direction of the
+  link, queued behind whatever that direction is carrying) has reached the sender,
+  as gloo does for every message and NCCL for large ones. ``eager_limit_bytes``
+  makes messages up to that size eager under ``"rendezvous"``.
+
+What is not modelled
+--------------------
+TCP slow start and loss; CPU time spent by the communication stack itself (copies,
+checksums, the testbed's delay line); memory limits (peak in-flight activations are
+reported, not enforced); jitter (every duration is the profile's median); data-,
+tensor- or sequence-parallel collectives; more than one stage per rank.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import simpy
+
+from . import schedule as S
+from .network import NetworkSetting, parse as parse_network
+from .profile import Link, Profile
+from .trace import TraceEvent
+
+CONTROL_BYTES = 64  # size of a rendezvous ready-notice on the wire
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How the lowering and the communication backend move messages (see module docstring)."""
+
+    queue: str = "link"
+    send_mode: str = "rendezvous"
+    eager_limit_bytes: int = 0
+    recv_ahead: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.queue not in ("link", "rank"):
+            raise ValueError(f"transport queue must be 'link' or 'rank', got {self.queue!r}")
+        if self.send_mode not in ("eager", "rendezvous"):
+            raise ValueError(f"transport send_mode must be 'eager' or 'rendezvous', got {self.send_mode!r}")
+        if self.eager_limit_bytes < 0:
+            raise ValueError(f"transport eager_limit_bytes must be >= 0, got {self.eager_limit_bytes}")
+        if self.recv_ahead is not None and self.recv_ahead < 0:
+            raise ValueError(f"transport recv_ahead must be >= 0 or None, got {self.recv_ahead}")
+
+    @classmethod
+    def for_backend(cls, backend: str | None) -> "Transport":
+        """The transport the runtime uses with ``backend`` (gloo: per-pair TCP, rendezvous, receives posted up front;
+        nccl: one p2p stream per rank, rendezvous, each receive posted just before it is needed)."""
+        if backend == "nccl":
+            return cls(queue="rank", send_mode="rendezvous", recv_ahead=0)
+        return cls(queue="link", send_mode="rendezvous", recv_ahead=None)
+
+
+@dataclass
+class RankStats:
+    rank: int
+    step_time: float  # this rank's own period over the measured step
+    compute: float  # F, B and optimizer time in the measured step
+    waiting: float  # blocked on a receive or on its sends in the measured step
+    idle: float  # rank 0's step time minus this rank's compute and waiting
+    peak_inflight: int
+
+
+@dataclass
+class SimResult:
+    step_time: float  # as seen by rank 0 (the seed's convention)
+    ranks: list[RankStats]
+    bubble_fraction: float
+    trace: list[TraceEvent]
+    step_ends: list[list[float]]  # per rank, end time of each step
+    schedule: str
+    micro_batch_size: int
+    num_microbatches: int
+    network: str
+    actions: int = 0  # actions executed (for throughput figures)
+
+    def summary(self) -> str:
+        lines = [f"step time (rank 0): {self.step_time:.4f} s   bubble: {100 * self.bubble_fraction:.1f}%",
+                 "| rank | compute s | waiting s | idle s | peak activations |",
+                 "|---:|---:|---:|---:|---:|"]
+        for r in self.ranks:
+            lines.append(f"| {r.rank} | {r.compute:.4f} | {r.waiting:.4f} | {r.idle:.4f} | {r.peak_inflight} |")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ components
+
+
+class SharedCPU:
+    """Processor sharing among ranks on one host: k concurrent jobs each run at 1/slowdown(k)."""
+
+    def __init__(self, env: simpy.Environment, factor: Callable[[int], float]):
+        self.env, self.factor = env, factor
+        self.jobs: dict[simpy.Event, float] = {}  # done-event -> remaining solo seconds
+        self.last = 0.0
+        self.rate = 1.0
+        self.gen = 0
+
+    def run(self, work: float) -> simpy.Event:
+        self._advance()
+        done = self.env.event()
+        self.jobs[done] = work
+        self._reschedule()
+        return done
+
+    def _advance(self) -> None:
+        dt = self.env.now - self.last
+        if dt > 0 and self.jobs:
+            step = dt * self.rate
+            for k in self.jobs:
+                self.jobs[k] -= step
+        self.last = self.env.now
+
+    def _reschedule(self) -> None:
+        self.gen += 1
+        if not self.jobs:
+            return
+        self.rate = 1.0 / self.factor(len(self.jobs))
+        nxt = min(self.jobs.values())
+        gen = self.gen
+        ev = self.env.timeout(max(nxt, 0.0) / self.rate)
+        ev.callbacks.append(lambda _e: self._wake(gen))
+
+    def _wake(self, gen: int) -> None:
+        if gen != self.gen:
+            return
+        self._advance()
+        eps = 1e-12
+        finished = [k for k, v in self.jobs.items() if v <= eps]
+        for k in finished:
+            del self.jobs[k]
+            k.succeed()
+        self._reschedule()
+
+
+class Message:
+    __slots__ = ("key", "src", "dst", "nbytes", "control", "send_post", "recv_post", "notified", "pending_send",
+                 "arrived", "sent", "arrive_ev", "sent_ev", "queue_ready", "data_in")
+
+    def __init__(self, key, src, dst, nbytes, control=False):
+        self.key, self.src, self.dst, self.nbytes, self.control = key, src, dst, nbytes, control
+        self.send_post = self.recv_post = None
+        self.notified = False
+        self.pending_send: Callable[[], None] | None = None
+        self.arrived = self.sent = None  # times
+        self.arrive_ev = self.sent_ev = None  # events, made on demand
+        self.queue_ready = False
+        self.data_in = False
+
+
+class Wire:
+    """One direction of a link: a FIFO serializing at the link's rate, then a propagation delay."""
+
+    def __init__(self, env: simpy.Environment, link: Link, rtt: float, on_delivered: Callable[[Message], None],
+                 on_sent: Callable[[Message], None]):
+        self.env, self.link, self.rtt = env, link, rtt
+        self.q: deque[Message] = deque()
+        self.busy = False
+        self.on_delivered, self.on_sent = on_delivered, on_sent
+
+    def serialize_time(self, nbytes: int) -> float:
+        bw = self.link.bandwidth_bps
+        t = nbytes * 8.0 / bw
+        w = self.link.window_bytes
+        if w and nbytes > w:
+            # beyond the first window, each window waits for its acknowledgement when RTT > window/bw
+            t += (nbytes / w - 1.0) * max(0.0, self.rtt - w * 8.0 / bw)
+        return t
+
+    def put(self, msg: Message) -> None:
+        self.q.append(msg)
+        if not self.busy:
+            self._next()
+
+    def _next(self) -> None:
+        if not self.q:
+            self.busy = False
+            return
+        self.busy = True
+        msg = self.q[0]
+        ev = self.env.timeout(self.serialize_time(msg.nbytes))
+        ev.callbacks.append(self._done)
+
+    def _done(self, _ev) -> None:
+        msg = self.q.popleft()
+        self.on_sent(msg)
+        ev = self.env.timeout(self.link.latency_s)
+        ev.callbacks.append(lambda _e, m=msg: self.on_delivered(m))
+        self._next()
+
+
+# ------------------------------------------------------------------------------ simulation
+
+
+class _Sim:
+    def __init__(self, profile: Profile, sched: list[list[S.Action]], mbs: int, setting: NetworkSetting,
+                 transport: Transport, steps: int, record: bool):
+        self.env = simpy.Environment()
+        self.profile, self.sched, self.mbs, self.setting = profile, sched, mbs, setting
+        self.transport, self.steps, self.record = transport, steps, record
+        p = len(sched)
+        self.p = p
+        self.comp = [profile.stages[r].at(mbs, f"profile stage {r}: ") for r in range(p)]
+        self.opt = [profile.stages[r].optimizer_s for r in range(p)]
+        self.cpu = SharedCPU(self.env, profile.host.factor) if profile.host is not None else None
+        self.wires: dict[tuple[int, int], Wire] = {}
+        for r in range(p - 1):
+            for a, b in ((r, r + 1), (r + 1, r)):
+                link = profile.link(a, b, setting)
+                back = profile.link(b, a, setting)
+                self.wires[(a, b)] = Wire(self.env, link, link.latency_s + back.latency_s, self._delivered, self._sent)
+        self.msgs: dict[tuple, Message] = {}
+        # rank queues ("rank" mode): posted sends / receives per rank in program order
+        self.sendq = [deque() for _ in range(p)]
+        self.recvq = [deque() for _ in range(p)]
+        self.trace: list[TraceEvent] = []
+        self.step_ends = [[] for _ in range(p)]
+        self.busy = [[0.0] * steps for _ in range(p)]
+        self.wait = [[0.0] * steps for _ in range(p)]
+        self.live = [0] * p
+        self.peak = [0] * p
+        self.actions = 0
+
+    # --------------------------------------------------------------- messages
+
+    def _msg(self, step: int, a: S.Action, sender: int, receiver: int) -> Message:
+        key = (step, sender, receiver, a.tag)
+        m = self.msgs.get(key)
+        if m is None:
+            c = self.comp[sender]
+            nbytes = c.activation_bytes if a.kind in (S.Kind.SEND_F, S.Kind.RECV_F) else c.gradient_bytes
+            m = self.msgs[key] = Message(key, sender, receiver, nbytes)
+        return m
+
+    def _rendezvous(self, m: Message) -> bool:
+        t = self.transport
+        return t.send_mode == "rendezvous" and m.nbytes > t.eager_limit_bytes
+
+    def _sent(self, m: Message) -> None:
+        if m.control:
+            return
+        m.sent = self.env.now
+        if m.sent_ev is not None:
+            m.sent_ev.succeed()
+        if self.transport.queue == "rank":
+            q = self.sendq[m.src]
+            q.popleft()
+            self._pump_send(m.src)
+
+    def _delivered(self, m: Message) -> None:
+        if m.control:  # the ready-notice of a receive reached the sender
+            data = m.key
+            data.notified = True
+            if data.pending_send is not None:
+                fn, data.pending_send = data.pending_send, None
+                fn()
+            return
+        if self.transport.queue == "rank":
+            m.data_in = True  # the receive completes once it heads its queue
+            self._pump_recv(m.dst)
+        else:
+            self._complete_recv(m)
+
+    def _complete_recv(self, m: Message) -> None:
+        m.arrived = self.env.now
+        if m.arrive_ev is not None:
+            m.arrive_ev.succeed()
+
+    def _start_transfer(self, m: Message) -> None:
+        self.wires[(m.src, m.dst)].put(m)
+
+    def _notify(self, m: Message) -> None:
+        """Receiver is ready for m: send the ready-notice back (rendezvous) or mark it."""
+        if self._rendezvous(m):
+            ctrl = Message(m, m.dst, m.src, CONTROL_BYTES, control=True)
+            self.wires[(m.dst, m.src)].put(ctrl)
+        else:
+            m.notified = True
+
+    def post_send(self, m: Message) -> None:
+        m.send_post = self.env.now
+        if self.transport.queue == "rank":
+            self.sendq[m.src].append(m)
+            if len(self.sendq[m.src]) == 1:
+                self._pump_send(m.src)
+            return
+        if self._rendezvous(m) and not m.notified:
+            m.pending_send = lambda: self._start_transfer(m)
+        else:
+            self._start_transfer(m)
+
+    def post_recv(self, m: Message) -> None:
+        m.recv_post = self.env.now
+        if self.transport.queue == "rank":
+            self.recvq[m.dst].append(m)
+            if len(self.recvq[m.dst]) == 1:
+                self._pump_recv(m.dst)
+            return
+        self._notify(m)
+
+    def _pump_send(self, r: int) -> None:
+        """Rank queue: the head send transfers once its receiver is ready."""
+        q = self.sendq[r]
+        if not q:
+            return
+        m = q[0]
+        if not self._rendezvous(m) or m.notified:
+            self._start_transfer(m)
+        else:
+            m.pending_send = lambda: self._start_transfer(m)
+
+    def _pump_recv(self, r: int) -> None:
+        """Rank queue: complete the head receives whose data is in; the next head becomes
+        active and notifies its sender."""
+        q = self.recvq[r]
+        while q and q[0].data_in:
+            self._complete_recv(q.popleft())
+        if q and not q[0].queue_ready:
+            q[0].queue_ready = True
+            self._notify(q[0])
+
+    def _event(self, m: Message, which: str) -> simpy.Event:
+        ev = getattr(m, which)
+        if ev is None:
+            ev = self.env.event()
+            setattr(m, which, ev)
+        return ev
+
+    # --------------------------------------------------------------- ranks
+
+    def _compute(self, dur: float):
+        if self.cpu is not None:
+            return self.cpu.run(dur)
+        return self.env.timeout(dur)
+
+    def rank(self, r: int):
+        env = self.env
+        acts = self.sched[r]
+        comp = self.comp[r]
+        K = S.Kind
+        rec = self.record
+        for step in range(self.steps):
+            sends: list[Message] = []
+            for a in acts:
+                k = a.kind
+                if k is K.F or k is K.B:
+                    if k is K.F and r > 0:
+                        m = self._msg(step, S.Action(r, K.RECV_F, a.mb), r - 1, r)
+                    elif k is K.B and r < self.p - 1:
+                        m = self._msg(step, S.Action(r, K.RECV_B, a.mb), r + 1, r)
+                    else:
+                        m = None
+                    if m is not None and m.arrived is None:
+                        t0 = env.now
+                        yield self._event(m, "arrive_ev")
+                        self.wait[r][step] += env.now - t0
+                    t0 = env.now
+                    yield self._compute(comp.forward_s if k is K.F else comp.backward_s)
+                    self.busy[r][step] += env.now - t0
+                    if k is K.F:
+                        self.live[r] += 1
+                        if self.live[r] > self.peak[r]:
+                            self.peak[r] = self.live[r]
+                    else:
+                        self.live[r] -= 1
+                    if rec:
+                        self.trace.append(TraceEvent(r, str(a), t0, env.now, step))
+                elif k is K.SEND_F or k is K.SEND_B:
+                    m = self._msg(step, a, r, a.peer)
+                    self.post_send(m)
+                    sends.append(m)
+                elif k is K.RECV_F or k is K.RECV_B:
+                    self.post_recv(self._msg(step, a, a.peer, r))
+                else:
+                    raise ValueError(f"rank {r}: no handler for action kind {k!r}")
+                self.actions += 1
+            t0 = env.now
+            for m in sends:
+                if m.sent is None:
+                    yield self._event(m, "sent_ev")
+            self.wait[r][step] += env.now - t0
+            t0 = env.now
+            if self.opt[r] > 0:
+                yield self._compute(self.opt[r])
+            self.busy[r][step] += env.now - t0
+            if rec:
+                self.trace.append(TraceEvent(r, "OPT", t0, env.now, step))
+            self.step_ends[r].append(env.now)
+
+    def comm_trace(self) -> list[TraceEvent]:
+        out = []
+        for (step, src, dst, tag), m in self.msgs.items():
+            mb, kind = divmod(tag, 2)
+            skind, rkind = (S.Kind.SEND_F, S.Kind.RECV_F) if kind == 0 else (S.Kind.SEND_B, S.Kind.RECV_B)
+            if m.send_post is not None:
+                out.append(TraceEvent(src, str(S.Action(src, skind, mb)), m.send_post,
+                                      m.sent if m.sent is not None else m.send_post, step, m.nbytes))
+            if m.recv_post is not None:
+                out.append(TraceEvent(dst, str(S.Action(dst, rkind, mb)), m.recv_post,
+                                      m.arrived if m.arrived is not None else m.recv_post, step, m.nbytes))
+        return out
+
+    def run(self) -> None:
+        for r in range(self.p):
+            self.env.process(self.rank(r))
+        self.env.run()
+        stuck = [r for r in range(self.p) if len(self.step_ends[r]) < self.steps]
+        if stuck:
+            raise RuntimeError(f"schedule deadlocks: rank(s) {stuck} never finish step "
+                               f"{min(len(self.step_ends[r]) for r in stuck)}")
+
+
+def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
+             network: str | NetworkSetting = "default", *, transport: Transport | None = None,
+             steps: int = 2, record: bool = True, lowered: list[list[S.Action]] | None = None) -> SimResult:
+    """Simulate ``steps`` consecutive training steps and report the last one.
+
+    The step time is rank 0's period over the last step (the time between the end of
+    its previous step and the end of this one; the end of step 1 when ``steps == 1``),
+    as the runtime measures it. Pass ``lowered`` to run a hand-made schedule.
+    """
+    if micro_batch_size < 1 or batch_size < 1:
+        raise ValueError(f"micro-batch size and batch size must be positive, got {micro_batch_size} and {batch_size}")
+    if batch_size % micro_batch_size:
+        raise ValueError(f"batch size {batch_size} is not a multiple of micro-batch size {micro_batch_size}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    m = batch_size // micro_batch_size
+    p = profile.num_stages
+    setting = parse_network(network) if isinstance(network, str) else network
+    transport = transport or Transport.for_backend(profile.device.get("backend"))
+    if lowered is None:
+        lowered = S.build(schedule, p, m, recv_ahead=transport.recv_ahead)
+    else:
+        S.validate(lowered, m)
+        if len(lowered) != p:
+            raise ValueError(f"schedule has {len(lowered)} ranks but the profile has {p} stages")
+    sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record)
+    sim.run()
+    last = steps - 1
+
+    def period(r: int) -> float:
+        ends = sim.step_ends[r]
+        return ends[last] - (ends[last - 1] if last > 0 else 0.0)
+
+    step_time = period(0)
+    ranks = []
+    for r in range(p):
+        c, w = sim.busy[r][last], sim.wait[r][last]
+        ranks.append(RankStats(r, period(r), c, w, step_time - c - w, sim.peak[r]))
+    bubble = 1.0 - sum(x.compute for x in ranks) / (p * step_time) if step_time > 0 else 0.0
+    trace = sorted(sim.trace + sim.comm_trace(), key=lambda e: (e.start, e.rank)) if record else []
+    return SimResult(step_time=step_time, ranks=ranks, bubble_fraction=bubble, trace=trace,
+                     step_ends=sim.step_ends, schedule=schedule, micro_batch_size=micro_batch_size,
+                     num_microbatches=m, network=str(setting), actions=sim.actions)
