@@ -1,0 +1,111 @@
+"""The ``pipesim run`` verb and the per-rank argument parser (no torch at import time).
+
+``pipesim run --local --ranks 3 ...`` starts the ranks on this machine (or inside the
+local testbed's hosts with ``--network``) through :func:`runtime.launch.run_local`;
+each rank runs ``python -m runtime <rank args>``, the same entry point that torchrun
+uses on a real cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_CPU_PRESET = "cpu-small"  # mirrors runtime.model.DEFAULT_CPU_PRESET (importing it would import torch)
+
+
+def add_rank_args(ap: argparse.ArgumentParser) -> None:
+    """Arguments every rank takes (shared by ``pipesim run`` and ``python -m runtime``)."""
+    ap.add_argument("--model", default=DEFAULT_CPU_PRESET, help="model preset (default %(default)s)")
+    ap.add_argument("--schedule", default="1f1b", choices=["gpipe", "1f1b"])
+    ap.add_argument("--micro-batch-size", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=5, help="measured steps (after the warm-up)")
+    ap.add_argument("--warmup", type=int, default=2, help="warm-up steps, not measured (default %(default)s)")
+    ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0, help="parameter seed")
+    ap.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per rank (default 1)")
+    ap.add_argument("--recv-ahead", type=int, default=-1,
+                    help="lowering's recv_ahead; -1 = backend default (gloo: all receives at step start, nccl: 0)")
+    ap.add_argument("--op-timeout", type=float, default=120.0,
+                    help="seconds a rank waits for any peer operation before failing (default %(default)s)")
+    ap.add_argument("--trace", default=None, help="trace file: .json (Chrome), .csv, or another suffix for both")
+    ap.add_argument("--out", default=None, help="results JSON (written by rank 0)")
+    ap.add_argument("--steps-log", default=None, help="JSONL file, one line per rank per completed step")
+    ap.add_argument("--save-params", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--network", default=None, help="network setting (recorded; applied by the launcher)")
+
+
+RANK_FLAGS = ["model", "schedule", "micro_batch_size", "batch_size", "steps", "warmup", "optimizer", "lr", "seed",
+              "device", "threads", "recv_ahead", "op_timeout", "trace", "out", "steps_log", "save_params", "network"]
+
+
+def rank_argv(ns: argparse.Namespace) -> list[str]:
+    out = []
+    for f in RANK_FLAGS:
+        v = getattr(ns, f, None)
+        if v is not None:
+            out += ["--" + f.replace("_", "-"), str(v)]
+    return out
+
+
+def config_from_args(ns: argparse.Namespace):
+    from runtime.engine import RunConfig
+
+    return RunConfig(schedule=ns.schedule, model=ns.model, micro_batch_size=ns.micro_batch_size,
+                     batch_size=ns.batch_size, steps=ns.steps, warmup=ns.warmup, optimizer=ns.optimizer, lr=ns.lr,
+                     seed=ns.seed, device=ns.device, threads=ns.threads, recv_ahead=ns.recv_ahead,
+                     op_timeout_s=ns.op_timeout, trace=ns.trace, out=ns.out, steps_log=ns.steps_log,
+                     save_params=ns.save_params, network=ns.network)
+
+
+def register(subparsers) -> None:
+    ap = subparsers.add_parser("run", help="run real pipeline-parallel training steps (torch)",
+                               description="Run real training steps of a GPT split over ranks; prints rank 0's step time.")
+    ap.add_argument("--local", action="store_true", required=True, help="start all ranks on this machine")
+    ap.add_argument("--ranks", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=600.0, help="whole-run timeout in seconds (default %(default)s)")
+    ap.add_argument("--log-dir", default=None, help="per-rank logs, step log and results (default: a new temp dir)")
+    ap.add_argument("--quiet", action="store_true", help="do not relay the ranks' output")
+    add_rank_args(ap)
+    ap.set_defaults(func=_run)
+
+
+def _run(ns: argparse.Namespace) -> int:
+    import tempfile
+
+    from runtime.launch import LaunchError, run_local
+
+    log_dir = Path(ns.log_dir or tempfile.mkdtemp(prefix="pipesim-run-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if ns.out is None:
+        ns.out = str(log_dir / "results.json")
+    if ns.steps_log is None:
+        ns.steps_log = str(log_dir / "steps.jsonl")
+    for f in ("out", "steps_log", "trace"):
+        if getattr(ns, f):
+            setattr(ns, f, str(Path(getattr(ns, f)).resolve()))
+    if ns.op_timeout >= ns.timeout:
+        ns.op_timeout = max(1.0, ns.timeout / 2)
+    t0 = time.time()
+    try:
+        run_local("runtime", rank_argv(ns), ns.ranks, network=ns.network, timeout_s=ns.timeout, log_dir=log_dir,
+                  echo=not ns.quiet)
+    except LaunchError as e:
+        print(f"pipesim run: {e}", file=sys.stderr)
+        print(f"pipesim run: completed steps so far are in {ns.steps_log}", file=sys.stderr)
+        return 1
+    res = json.loads(Path(ns.out).read_text())
+    s = res["step_time"]
+    print(f"{res['schedule']} {res['model']['name']} ranks {res['ranks']} batch {res['batch_size']} "
+          f"micro-batch {res['micro_batch_size']} network {ns.network or 'default'}: "
+          f"rank 0 step time median {s['median']:.4f} s (p10 {s['p10']:.4f}, p90 {s['p90']:.4f}, "
+          f"min {s['min']:.4f}, max {s['max']:.4f}, n {s['n']}); wall {time.time() - t0:.1f} s")
+    print(f"results: {ns.out}  steps: {ns.steps_log}" + (f"  trace: {', '.join(res.get('trace_files', []))}"
+                                                          if ns.trace else ""))
+    return 0

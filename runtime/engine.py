@@ -1,0 +1,519 @@
+"""Execute one rank's lowered action list with torch.distributed point-to-point operations.
+
+What is executed is exactly ``pipesim.schedule.build(name, p, m, recv_ahead)[rank]``,
+in program order, through a dispatch table from action kind to handler (an unknown
+kind is an error). Semantics, which the simulator replays:
+
+* ``RECV_F`` / ``RECV_B`` post ``irecv(buf, src=peer, tag=action.tag)`` and return.
+* ``F`` waits for the work of its ``RECV_F`` (stage > 0), runs the stage's forward;
+  on the last stage the loss of the micro-batch is scaled by ``1/m`` so that the
+  accumulated gradient is that of the full-batch mean loss.
+* ``SEND_F`` / ``SEND_B`` post ``isend(..., dst=peer, tag=action.tag)`` right after
+  the compute that produced the tensor and return.
+* ``B`` waits for the work of its ``RECV_B`` (stage < last), runs the backward;
+  gradients accumulate in ``.grad`` over the micro-batches.
+* At the end of a step the rank waits for all its sends, then runs the optimizer
+  once and zeroes the gradients (the ``OPT`` event). There is no barrier between
+  steps.
+
+Backends. gloo (CPU): the lowering uses ``recv_ahead=None`` (all receives of the step
+posted at its start, in consumption order). NCCL (CUDA): torch runs all p2p between
+one pair of ranks on one stream, so receives posted far ahead would block the sends
+behind them; the NCCL path uses ``recv_ahead=0`` and posts each maximal run of
+consecutive communication actions (e.g. ``SEND_F`` followed by ``RECV_B`` in 1F1B's
+steady state) as one ``batch_isend_irecv`` group, as torch.distributed.pipelining
+does, so that 1F1B cannot deadlock. Every action still gets its own trace event.
+
+Timing. CPU: ``time.time()`` around each compute action. CUDA: compute runs on its
+own stream and is timed with CUDA events, mapped to wall time through an anchor event
+recorded at the step start after a synchronize. A send's end is when its work
+completed, a receive's end is when its data had arrived: one watcher thread per
+(peer, direction) takes the works in posting order and waits for each (gloo: a
+blocking ``wait()``, so the stamp is within thread wake-up latency, tens of
+microseconds, plus any delay of the previous work of the same queue; NCCL: polls
+``is_completed()`` every 50 us). Start of a communication event is its posting time.
+
+Clocks. On one machine all ranks use ``time.time()`` directly. When a rank runs on
+another host than rank 0, a ping-pong with rank 0 at start-up (16 rounds, the round
+with the smallest round trip wins) estimates the offset to rank 0's clock; the error
+is at most half that round trip, which is recorded in the results.
+
+Not modelled / not done: no activation recomputation, no data parallelism, one stage
+per rank, dropout off; trace events are gathered at the end of the run (a crash keeps
+the per-step JSONL records but loses the trace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pipesim.schedule import Action, Kind, build
+from pipesim.trace import TraceEvent
+from runtime.launch import BLAME_PREFIX
+from runtime.model import build_stage, get_config, synthetic_batch
+
+
+@dataclass
+class RunConfig:
+    schedule: str = "1f1b"
+    model: str = "cpu-small"
+    micro_batch_size: int = 1
+    batch_size: int = 8
+    steps: int = 5
+    warmup: int = 2
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    seed: int = 0
+    data_seed: int = 1234
+    device: str = "cpu"
+    threads: int = 1
+    recv_ahead: int | None = -1  # -1: backend default (gloo None, nccl 0)
+    op_timeout_s: float = 120.0
+    trace: str | None = None
+    out: str | None = None
+    steps_log: str | None = None
+    save_params: str | None = None
+    network: str | None = None
+
+    def __post_init__(self) -> None:
+        for f in ("micro_batch_size", "batch_size", "steps"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                             f"{self.micro_batch_size}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+
+    @property
+    def num_microbatches(self) -> int:
+        return self.batch_size // self.micro_batch_size
+
+
+class PeerTimeout(RuntimeError):
+    def __init__(self, peer: int, msg: str):
+        super().__init__(msg)
+        self.peer = peer
+
+
+class _Rec:
+    """A communication event being timed (its end is filled in by a watcher)."""
+
+    __slots__ = ("action", "start", "end", "bytes", "done", "error")
+
+    def __init__(self, action: Action, start: float, nbytes: int):
+        self.action, self.start, self.end, self.bytes = action, start, None, nbytes
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _Watcher(threading.Thread):
+    """Waits for works in posting order and stamps their completion time."""
+
+    def __init__(self, name: str, poll: bool, timeout_s: float):
+        super().__init__(name=name, daemon=True)
+        self.q: queue.Queue = queue.Queue()
+        self.poll, self.timeout_s = poll, timeout_s
+
+    def run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            work, rec = item
+            try:
+                if self.poll:
+                    while not work.is_completed():
+                        time.sleep(50e-6)
+                else:
+                    work.wait()
+            except Exception as e:  # the main thread reports the failure with context
+                rec.error = e
+            rec.end = time.time()
+            rec.done.set()
+
+
+def _stats(xs: list[float]) -> dict:
+    if not xs:
+        return {"median": None, "samples": []}
+    s = sorted(xs)
+    q = lambda f: s[min(len(s) - 1, max(0, round(f * (len(s) - 1))))]  # noqa: E731
+    return {"median": statistics.median(s), "mean": statistics.fmean(s), "min": s[0], "max": s[-1],
+            "p10": q(0.1), "p90": q(0.9), "stdev": statistics.stdev(s) if len(s) > 1 else 0.0,
+            "n": len(s), "samples": xs}
+
+
+class RankEngine:
+    def __init__(self, cfg: RunConfig, rank: int, world: int):
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.cuda = cfg.device.startswith("cuda")
+        self.backend = "nccl" if self.cuda else "gloo"
+        ra = cfg.recv_ahead
+        self.recv_ahead = (0 if self.cuda else None) if ra == -1 else ra
+        self.group_comm = self.cuda
+        self.mcfg = get_config(cfg.model)
+        self.m = cfg.num_microbatches
+        self.actions = build(cfg.schedule, world, self.m, self.recv_ahead)[rank]
+        self.device = torch.device(cfg.device if not self.cuda else f"cuda:{torch.cuda.current_device()}")
+        self.stage = build_stage(self.mcfg, world, rank, seed=cfg.seed).to(self.device)
+        self.stage.train()
+        params = [p for p in self.stage.parameters()]
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=cfg.lr)
+        else:
+            self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+        self.act_shape = (cfg.micro_batch_size, self.mcfg.seq_len, self.mcfg.d_model)
+        self.handlers = {
+            Kind.F: self._forward, Kind.B: self._backward,
+            Kind.SEND_F: self._send_act, Kind.SEND_B: self._send_grad,
+            Kind.RECV_F: self._recv_act, Kind.RECV_B: self._recv_grad,
+        }
+        self.watchers: dict[tuple[int, str], _Watcher] = {}
+        self.events: list[TraceEvent] = []
+        self.clock_offset = 0.0
+        self.clock_offset_err = 0.0
+        self.step_ends: list[float] = []
+        self.losses: list[float] = []
+        if self.cuda:
+            self.compute_stream = torch.cuda.Stream()
+
+    # ------------------------------------------------------------------ helpers
+    def _watcher(self, peer: int, direction: str) -> _Watcher:
+        key = (peer, direction)
+        w = self.watchers.get(key)
+        if w is None:
+            w = self.watchers[key] = _Watcher(f"watch-{direction}-{peer}", poll=self.cuda,
+                                              timeout_s=self.cfg.op_timeout_s)
+            w.start()
+        return w
+
+    def _wait(self, work, rec: _Rec, what: str) -> None:
+        """Wait for a posted work. gloo: a work may be waited on by one thread only (a second
+        waiter would never wake), so the watcher waits and this thread waits for its stamp.
+        NCCL: ``wait()`` makes the compute stream wait; the watcher only polls."""
+        action, err = rec.action, None
+        try:
+            if self.cuda:
+                work.wait(timedelta(seconds=self.cfg.op_timeout_s))
+            elif not rec.done.wait(self.cfg.op_timeout_s + 5):
+                err = f"no completion within {self.cfg.op_timeout_s + 5:g}s"
+            elif rec.error is not None:
+                e = rec.error
+                err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        except Exception as e:
+            err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if err:
+            raise PeerTimeout(action.peer, f"rank {self.rank}: {what} {action} (peer rank {action.peer}) failed: {err}")
+
+    def _now_compute(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record(self.compute_stream)
+            return ev
+        return time.time()
+
+    # ------------------------------------------------------------------ handlers
+    # communication handlers return (op, tensor, peer, tag, rec); compute handlers run.
+    def _recv_act(self, a: Action):
+        buf = torch.empty(self.act_shape, device=self.device)
+        return dist.irecv, buf, a, "recv", ("act", a.mb)
+
+    def _recv_grad(self, a: Action):
+        buf = torch.empty(self.act_shape, device=self.device)
+        return dist.irecv, buf, a, "recv", ("grad", a.mb)
+
+    def _send_act(self, a: Action):
+        return dist.isend, self.st.outputs[a.mb].detach().contiguous(), a, "send", None
+
+    def _send_grad(self, a: Action):
+        x = self.st.inputs.pop(a.mb)
+        return dist.isend, x.grad.contiguous(), a, "send", None
+
+    def _forward(self, a: Action):
+        st = self.st
+        if self.rank > 0:
+            buf, work, rec = st.recvs.pop(("act", a.mb))
+            self._wait(work, rec, "waiting for")
+            x = buf.requires_grad_(True)
+        else:
+            x = st.idx[a.mb]
+        t0 = self._now_compute()
+        if self.stage.is_last:
+            out = self.stage(x, st.tgt[a.mb]) / self.m
+        else:
+            out = self.stage(x)
+        t1 = self._now_compute()
+        st.compute.append((a, t0, t1))
+        st.inputs[a.mb] = x
+        st.outputs[a.mb] = out
+
+    def _backward(self, a: Action):
+        st = self.st
+        out = st.outputs.pop(a.mb)
+        if not self.stage.is_last:
+            buf, work, rec = st.recvs.pop(("grad", a.mb))
+            self._wait(work, rec, "waiting for")
+            t0 = self._now_compute()
+            out.backward(buf)
+        else:
+            t0 = self._now_compute()
+            out.backward()
+            st.loss.append(out.detach())
+        t1 = self._now_compute()
+        st.compute.append((a, t0, t1))
+        if self.rank == 0:
+            st.inputs.pop(a.mb, None)
+
+    def _post(self, specs: list) -> None:
+        """Post communication actions (one group under NCCL) and hand them to the watchers."""
+        st = self.st
+        if self.group_comm:
+            ops = [dist.P2POp(op, t, peer=a.peer, tag=a.tag) for op, t, a, _, _ in specs]
+            now = time.time()
+            works = dist.batch_isend_irecv(ops)
+            if len(works) != len(specs):  # coalesced into one work: it stands for all of them
+                works = [works[-1]] * len(specs)
+        else:
+            works, now = [], None
+            for op, t, a, _, _ in specs:
+                now = time.time()
+                works.append(op(t, a.peer, tag=a.tag))
+        for (op, t, a, direction, key), work in zip(specs, works):
+            rec = _Rec(a, now if self.group_comm else time.time(), t.numel() * t.element_size())
+            self._watcher(a.peer, direction).q.put((work, rec))
+            st.comm.append(rec)
+            if direction == "recv":
+                st.recvs[key] = (t, work, rec)
+            else:
+                st.sends.append((t, work, rec))
+
+    # ------------------------------------------------------------------ step
+    def run_step(self, step: int) -> float:
+        cfg = self.cfg
+        idx, tgt = synthetic_batch(self.mcfg, cfg.batch_size, step, seed=cfg.data_seed)
+        self.st = st = _StepState()
+        st.idx = [t.to(self.device) for t in idx.split(cfg.micro_batch_size)]
+        st.tgt = [t.to(self.device) for t in tgt.split(cfg.micro_batch_size)]
+        if self.cuda:
+            torch.cuda.synchronize()
+            anchor_t = time.time()
+            anchor = torch.cuda.Event(enable_timing=True)
+            anchor.record(self.compute_stream)
+            ctx = torch.cuda.stream(self.compute_stream)
+        else:
+            ctx = _nullctx()
+        with ctx:
+            acts, i, n = self.actions, 0, len(self.actions)
+            while i < n:
+                a = acts[i]
+                handler = self.handlers.get(a.kind)
+                if handler is None:
+                    raise ValueError(f"rank {self.rank}: no handler for action kind {a.kind!r} ({a})")
+                if a.kind.is_compute:
+                    handler(a)
+                    i += 1
+                    continue
+                j = i + 1
+                if self.group_comm:
+                    while j < n and not acts[j].kind.is_compute:
+                        j += 1
+                specs = []
+                for b in acts[i:j]:
+                    h = self.handlers.get(b.kind)
+                    if h is None:
+                        raise ValueError(f"rank {self.rank}: no handler for action kind {b.kind!r} ({b})")
+                    specs.append(h(b))
+                self._post(specs)
+                i = j
+            for t, work, rec in st.sends:
+                self._wait(work, rec, "send")
+            t_opt0 = self._now_compute()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            t_opt1 = self._now_compute()
+        if self.cuda:
+            torch.cuda.synchronize()
+            conv = lambda ev: anchor_t + anchor.elapsed_time(ev) / 1e3  # noqa: E731
+        else:
+            conv = lambda t: t  # noqa: E731
+        end = time.time() if not self.cuda else conv(t_opt1)
+        loss = float(sum(x.item() for x in st.loss)) if st.loss else None
+        off = self.clock_offset
+        for a, t0, t1 in st.compute:
+            self.events.append(TraceEvent(self.rank, str(a), conv(t0) + off, conv(t1) + off, step, 0))
+        self.events.append(TraceEvent(self.rank, "OPT", conv(t_opt0) + off, conv(t_opt1) + off, step, 0))
+        for rec in st.comm:
+            if not rec.done.wait(self.cfg.op_timeout_s):
+                raise PeerTimeout(rec.action.peer, f"rank {self.rank}: watcher never saw {rec.action} complete")
+            self.events.append(TraceEvent(self.rank, str(rec.action), rec.start + off, rec.end + off, step, rec.bytes))
+        self.step_ends.append(end + off)
+        if loss is not None:
+            self.losses.append(loss)
+        return loss
+
+    # ------------------------------------------------------------------ clocks
+    def sync_clocks(self, hosts: list[str]) -> None:
+        """Estimate each remote rank's offset to rank 0 (see module docstring)."""
+        dev = self.device
+        for r in range(1, self.world):
+            if hosts[r] == hosts[0]:
+                continue
+            if self.rank == 0:
+                buf = torch.zeros(1, dtype=torch.float64, device=dev)
+                for _ in range(16):
+                    dist.recv(buf, src=r)
+                    buf.fill_(time.time())
+                    dist.send(buf, dst=r)
+            elif self.rank == r:
+                best = None
+                buf = torch.zeros(1, dtype=torch.float64, device=dev)
+                for _ in range(16):
+                    t1 = time.time()
+                    dist.send(buf, dst=0)
+                    dist.recv(buf, src=0)
+                    t2 = time.time()
+                    rtt, t0 = t2 - t1, float(buf.item())
+                    if best is None or rtt < best[0]:
+                        best = (rtt, t0 - (t1 + t2) / 2)
+                self.clock_offset, self.clock_offset_err = best[1], best[0] / 2
+
+    def close(self) -> None:
+        for w in self.watchers.values():
+            w.q.put(None)
+        for w in self.watchers.values():
+            w.join(timeout=5)
+
+
+class _StepState:
+    def __init__(self):
+        self.inputs, self.outputs, self.recvs = {}, {}, {}
+        self.sends, self.comm, self.compute, self.loss = [], [], [], []
+        self.idx = self.tgt = None
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _append_jsonl(path: str, rec: dict) -> None:
+    line = (json.dumps(rec) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)  # one write per line: lines from several ranks never interleave
+    finally:
+        os.close(fd)
+
+
+def _fault_hook(rank: int, step: int) -> None:
+    """Fault injection for the launcher tests: PIPESIM_TEST_FAULT=kind:rank:step (kind kill|hang)."""
+    spec = os.environ.get("PIPESIM_TEST_FAULT")
+    if not spec:
+        return
+    kind, r, s = spec.split(":")
+    if int(r) == rank and int(s) == step:
+        if kind == "kill":
+            os.kill(os.getpid(), 9)
+        elif kind == "hang":
+            time.sleep(10 ** 6)
+
+
+def run_rank(cfg: RunConfig) -> dict | None:
+    """Entry point of one rank (env: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    torch.set_num_threads(cfg.threads)
+    cuda = cfg.device.startswith("cuda")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local % torch.cuda.device_count())
+    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=cfg.op_timeout_s))
+    eng = None
+    try:
+        eng = RankEngine(cfg, rank, world)
+        host = socket.gethostname()
+        hosts: list = [None] * world
+        dist.all_gather_object(hosts, host)
+        eng.sync_clocks(hosts)
+        total = cfg.warmup + cfg.steps
+        for step in range(total):
+            _fault_hook(rank, step)
+            if cfg.save_params and step == 1:  # parameters after exactly one step (for the tests)
+                torch.save({k: v.detach().cpu() for k, v in eng.stage.state_dict().items()},
+                           f"{cfg.save_params}.rank{rank}.pt")
+            t_prev = eng.step_ends[-1] if eng.step_ends else None
+            loss = eng.run_step(step)
+            end = eng.step_ends[-1]
+            rec = {"rank": rank, "step": step, "phase": "warmup" if step < cfg.warmup else "measure",
+                   "end": end, "step_time": (end - t_prev) if t_prev is not None else None, "loss": loss}
+            if cfg.steps_log:
+                _append_jsonl(cfg.steps_log, rec)
+            st = f"{rec['step_time'] * 1e3:.1f} ms" if rec["step_time"] is not None else "-"
+            print(f"step {step} {rec['phase']} step_time {st}" + (f" loss {loss:.4f}" if loss is not None else ""),
+                  flush=True)
+        times = [eng.step_ends[k] - eng.step_ends[k - 1] for k in range(max(cfg.warmup, 1), total)]
+        mine = {"rank": rank, "host": host, "clock_offset_s": eng.clock_offset,
+                "clock_offset_err_s": eng.clock_offset_err, "step_time": _stats(times),
+                "losses": eng.losses}
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, (mine, eng.events))
+        if rank != 0:
+            return None
+        per_rank = [g[0] for g in gathered]
+        events = sorted((e for g in gathered for e in g[1]), key=lambda e: (e.start, e.rank))
+        mcfg = eng.mcfg
+        result = {
+            "format": "pipesim-run", "version": 1,
+            "model": mcfg.to_dict(), "schedule": cfg.schedule, "ranks": world,
+            "micro_batch_size": cfg.micro_batch_size, "batch_size": cfg.batch_size,
+            "num_microbatches": cfg.num_microbatches, "steps": cfg.steps, "warmup": cfg.warmup,
+            "backend": eng.backend, "device": cfg.device, "threads": cfg.threads,
+            "recv_ahead": eng.recv_ahead, "optimizer": cfg.optimizer, "lr": cfg.lr, "network": cfg.network,
+            "torch": torch.__version__,
+            "step_time": per_rank[0]["step_time"],
+            "per_rank": per_rank,
+            "losses": per_rank[-1]["losses"],
+            "trace": cfg.trace,
+        }
+        if cfg.trace:
+            from pipesim.trace import write
+            written = write(events, cfg.trace, label=f"runtime {cfg.schedule} {mcfg.name}")
+            result["trace_files"] = [str(p) for p in written]
+        if cfg.out:
+            Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(cfg.out).with_name(Path(cfg.out).name + ".tmp")
+            tmp.write_text(json.dumps(result, indent=1))
+            os.replace(tmp, cfg.out)
+        s = result["step_time"]
+        print(f"rank 0 step time: median {s['median'] * 1e3:.1f} ms (min {s['min'] * 1e3:.1f}, "
+              f"max {s['max'] * 1e3:.1f}, n {s['n']})", flush=True)
+        return result
+    except PeerTimeout as e:
+        print(f"{BLAME_PREFIX}{e.peer}", flush=True)
+        print(str(e), file=sys.stderr, flush=True)
+        os._exit(1)  # the peer may never answer: do not wait in destroy_process_group
+    finally:
+        if eng is not None:
+            eng.close()
+        try:
+            dist.destroy_process_group()
+        except Exception:
+            pass
