@@ -1,0 +1,68 @@
+"""``pipesim calibrate``: measure compute and links, write the profile (torch imported only when run)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+TORCHRUN_HINT = ("on a cluster, start one rank per machine with torchrun, e.g.\n"
+                 "  torchrun --nnodes 3 --nproc-per-node 1 --node-rank R --master-addr HOST0 --master-port 29500 \\\n"
+                 "      -m calibrate.worker --model gpt3-small --micro-batch-sizes 1,2,4 --out profile.json\n"
+                 "(rank 0 writes the profile); on this machine use --local --ranks N")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "calibrate", help="measure compute and links, write a profile",
+        description="Measure each stage's forward/backward time per micro-batch size and each link's latency "
+                    "and bandwidth, and write the profile that 'pipesim simulate' reads.\n\n" + TORCHRUN_HINT,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--local", action="store_true", help="all ranks on this machine (testbed hosts with --network)")
+    p.add_argument("--ranks", type=int, default=3, help="number of ranks = stages, with --local (default 3)")
+    p.add_argument("--network", default=None, help="with --local: run the ranks in the testbed under this setting")
+    p.add_argument("--window-probe", default=None, metavar="SETTING",
+                   help="with --local: re-measure links under this delayed setting (e.g. 'delay 10ms') to fit "
+                        "the single-connection cap (window_bytes)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds before a hung calibration is stopped")
+    p.add_argument("--log-dir", default=None, help="keep each rank's log here")
+    from .worker import add_common_args
+
+    add_common_args(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from .worker import check_args
+
+    check_args(args)   # ValueError -> "pipesim calibrate: error: ..."
+    if not args.local:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:   # started by torchrun: be a worker
+            from .worker import run
+
+            args.one_machine, args.links_only, args.no_summary, args.network_label = False, False, False, "default"
+            return run(args)
+        raise ValueError("say where to calibrate: --local --ranks N for this machine, or\n" + TORCHRUN_HINT)
+    if args.ranks < 1:
+        raise ValueError(f"--ranks must be >= 1, got {args.ranks}")
+    if os.path.exists(args.out) and not args.force:
+        raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+    from runtime.launch import LaunchError
+
+    from .local import run_local_calibration
+    from .summary import summary
+
+    try:
+        prof = run_local_calibration(args.ranks, args.model, args.mbs, args.out, network=args.network,
+                                     force=args.force, repeats=args.repeats, warmup=args.warmup,
+                                     link_repeats=args.link_repeats, threads=args.threads,
+                                     window_probe=args.window_probe, contention_s=args.contention_s,
+                                     timeout_s=args.timeout, log_dir=args.log_dir,
+                                     extra_args=["--device", args.device, "--backend", args.backend,
+                                                 "--dtype", args.dtype])
+    except LaunchError as e:
+        print(f"pipesim calibrate: error: {e}", file=sys.stderr)
+        return 1
+    print(summary(prof))
+    print(f"\nwrote {args.out}")
+    return 0

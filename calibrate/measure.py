@@ -1,0 +1,235 @@
+"""Timed measurements on one rank: stage compute, optimizer step, point-to-point transfers.
+
+Measurement discipline (as nanoGPT's ``bench.py``): warm-up iterations first, the
+device synchronized around every timed region (CUDA events on GPU, ``perf_counter``
+on CPU), the median of the repeats reported with the interquartile range as spread.
+The garbage collector is paused inside timed loops.
+
+Compute is timed exactly as the runtime runs a stage: the forward of the stage module
+(embedding on the first stage, head and loss on the last), and the backward as
+autograd from the output gradient received from the next stage (from the loss on the
+last stage), which also produces the input gradient sent back to the previous stage.
+
+Transfers use the runtime's ops: ``dist.isend``/``dist.irecv`` of contiguous tensors
+of the runtime's dtype, each waited on. The one-way time of an ``n``-byte message is a
+ping-pong of ``n`` bytes out and a 4-byte reply back, minus half the round trip of a
+4-byte ping-pong; both taken as the lower quartile of the repeats, because on a shared
+machine other processes only ever add time (scheduler wake-up delays of milliseconds
+on a busy 2-core host), while the median and IQR are recorded too.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+
+from .fit import lower_quartile, median_spread
+
+
+@contextmanager
+def _no_gc():
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class Clock:
+    """Times regions on one device: CUDA events on GPU, wall clock on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def marks(self, count: int):
+        """``count`` time marks; call ``mark(i)`` in order, then ``elapsed()`` gives the gaps in seconds."""
+        return _CudaMarks(count) if self.cuda else _WallMarks(count)
+
+
+class _WallMarks:
+    def __init__(self, count: int):
+        self.t = [0.0] * count
+
+    def mark(self, i: int) -> None:
+        self.t[i] = time.perf_counter()
+
+    def elapsed(self) -> list[float]:
+        return [b - a for a, b in zip(self.t, self.t[1:])]
+
+
+class _CudaMarks:
+    def __init__(self, count: int):
+        self.ev = [torch.cuda.Event(enable_timing=True) for _ in range(count)]
+
+    def mark(self, i: int) -> None:
+        self.ev[i].record()
+
+    def elapsed(self) -> list[float]:
+        torch.cuda.synchronize()
+        return [a.elapsed_time(b) / 1e3 for a, b in zip(self.ev, self.ev[1:])]
+
+
+class StageBench:
+    """One stage module with inputs shaped like the runtime's, for one micro-batch size."""
+
+    def __init__(self, stage, cfg, mbs: int, device: torch.device, dtype: torch.dtype):
+        from runtime.model import synthetic_batch
+
+        self.stage, self.mbs = stage, mbs
+        idx, targets = synthetic_batch(cfg, mbs, step=0)
+        self.targets = targets.to(device) if stage.is_last else None
+        if stage.is_first:
+            self.x = idx.to(device)
+        else:  # a received activation: a leaf that requires grad, as the runtime makes it
+            self.x = torch.randn(mbs, cfg.seq_len, cfg.d_model, device=device, dtype=dtype).requires_grad_()
+        self.grad_out = None
+        if not stage.is_last:
+            with torch.no_grad():
+                y = stage(self.x)
+            self.grad_out = torch.randn_like(y)   # the gradient received from the next stage
+
+    def forward(self):
+        return self.stage(self.x, self.targets) if self.stage.is_last else self.stage(self.x)
+
+    def backward(self, y) -> None:
+        if self.stage.is_last:
+            y.backward()
+        else:
+            torch.autograd.backward(y, self.grad_out)
+
+    def output_bytes(self) -> int:
+        with torch.no_grad():
+            y = self.forward()
+        return 0 if self.stage.is_last else y.numel() * y.element_size()
+
+    def input_grad_bytes(self) -> int:
+        if self.stage.is_first:
+            return 0
+        return self.x.numel() * self.x.element_size()
+
+    def run_once(self, clock: Clock) -> tuple[float, float]:
+        """One forward and one backward, timed separately (seconds)."""
+        if self.x.grad is not None:
+            self.x.grad = None
+        m = clock.marks(3)
+        clock.sync()
+        m.mark(0)
+        y = self.forward()
+        m.mark(1)
+        self.backward(y)
+        m.mark(2)
+        f, b = m.elapsed()
+        return f, b
+
+
+def time_stage(bench: StageBench, clock: Clock, warmup: int, repeats: int) -> dict:
+    """Forward/backward medians, IQR and the raw samples."""
+    for _ in range(warmup):
+        bench.run_once(clock)
+    fs, bs = [], []
+    with _no_gc():
+        for _ in range(repeats):
+            f, b = bench.run_once(clock)
+            fs.append(f)
+            bs.append(b)
+    fm, fsp = median_spread(fs)
+    bm, bsp = median_spread(bs)
+    bench.stage.zero_grad(set_to_none=True)
+    return {"forward_s": fm, "backward_s": bm, "forward_spread_s": fsp, "backward_spread_s": bsp,
+            "forward_samples": fs, "backward_samples": bs}
+
+
+def time_concurrent(bench: StageBench, clock: Clock, duration_s: float) -> list[float]:
+    """Forward+backward iterations back to back for ``duration_s``; per-iteration seconds (first dropped)."""
+    out = []
+    end = time.perf_counter() + duration_s
+    with _no_gc():
+        while time.perf_counter() < end or len(out) < 3:
+            f, b = bench.run_once(clock)
+            out.append(f + b)
+    bench.stage.zero_grad(set_to_none=True)
+    return out[1:]
+
+
+def time_optimizer(stage, optimizer, clock: Clock, warmup: int, repeats: int) -> tuple[float, float]:
+    """Median and IQR of ``optimizer.step()`` (+ ``zero_grad``) with gradients present."""
+    for p in stage.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    ts = []
+    for i in range(warmup + repeats):
+        m = clock.marks(2)
+        clock.sync()
+        m.mark(0)
+        optimizer.step()
+        m.mark(1)
+        if i >= warmup:
+            ts.append(m.elapsed()[0])
+    stage.zero_grad(set_to_none=True)
+    return median_spread(ts)
+
+
+def pingpong(me: int, peer: int, initiator: bool, send: torch.Tensor, reply: torch.Tensor,
+             warmup: int, repeats: int, clock: Clock) -> list[float]:
+    """Round trips of ``send`` (initiator -> peer) and ``reply`` (peer -> initiator).
+
+    Both sides must call it with the same sizes and counts. Returns the round-trip
+    seconds measured on the initiator (empty on the peer).
+    """
+    out = []
+    for i in range(warmup + repeats):
+        if initiator:
+            clock.sync()
+            t0 = time.perf_counter()
+            dist.isend(send, peer).wait()
+            dist.irecv(reply, peer).wait()
+            clock.sync()
+            if i >= warmup:
+                out.append(time.perf_counter() - t0)
+        else:
+            dist.irecv(send, peer).wait()
+            clock.sync()
+            dist.isend(reply, peer).wait()
+    clock.sync()
+    return out
+
+
+def measure_direction(me: int, src: int, dst: int, sizes: list[int], dtype: torch.dtype, device: torch.device,
+                      warmup: int, repeats: int, clock: Clock) -> dict | None:
+    """One-way transfer times src -> dst for each size in bytes. Result on ``src``, None elsewhere."""
+    if me not in (src, dst):
+        return None
+    initiator = me == src
+    peer = dst if initiator else src
+    esize = torch.tensor([], dtype=dtype).element_size()
+    reply = torch.zeros(max(1, 4 // esize), dtype=dtype, device=device)
+    small = torch.zeros(max(1, 4 // esize), dtype=dtype, device=device)
+    rtt0 = pingpong(me, peer, initiator, small, reply, warmup * 3, repeats * 2, clock)
+    points = []
+    for n in sizes:
+        buf = torch.zeros(max(1, n // esize), dtype=dtype, device=device)
+        rtts = pingpong(me, peer, initiator, buf, reply, warmup, repeats, clock)
+        if initiator:
+            points.append((buf.numel() * esize, rtts))
+    if not initiator:
+        return None
+    rtt_med, rtt_iqr = median_spread(rtt0)
+    rtt_low = lower_quartile(rtt0)
+    pts = []
+    for n, rtts in points:
+        med, iqr = median_spread(rtts)
+        low = lower_quartile(rtts)
+        pts.append({"bytes": n, "rtt_s": med, "rtt_spread_s": iqr, "rtt_p25_s": low,
+                    "one_way_s": max(low - rtt_low / 2, 1e-9)})
+    return {"src": src, "dst": dst, "small_rtt_s": rtt_med, "small_rtt_spread_s": rtt_iqr, "small_rtt_p25_s": rtt_low,
+            "points": pts}

@@ -1,0 +1,354 @@
+"""Per-rank calibration worker: ``python -m calibrate.worker`` (one rank per stage).
+
+Run under torchrun on a cluster (one rank per machine)::
+
+    torchrun --nnodes 3 --nproc-per-node 1 --node-rank R --master-addr HOST0 --master-port 29500 \\
+        -m calibrate.worker --model gpt3-small --micro-batch-sizes 1,2,4 --out profile.json
+
+or through ``pipesim calibrate --local`` (all ranks on this machine). Rank ``r`` owns
+stage ``r``. Phases, separated by barriers so that only the ranks being measured work:
+
+1. compute: the ranks take turns; each times forward/backward of its own stage for
+   every micro-batch size and its optimizer step, with the other ranks idle;
+2. host contention (``--one-machine`` only, all ranks on one machine): for k = 2..N, ranks
+   0..k-1 run forward+backward at the same time; the slowdown is the per-iteration
+   time over the time alone;
+3. links: for each neighbour pair and direction, ping-pong latency and one-way
+   transfer time over message sizes from 4 bytes to beyond the activation size,
+   fitted to ``latency + bytes*8/bandwidth``.
+
+Rank 0 gathers everything and writes the profile atomically (refusing to overwrite an
+existing file unless ``--force``), then prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import socket
+import sys
+import time
+
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--micro-batch-sizes must be comma-separated positive integers, got {text!r}") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise ValueError(f"--micro-batch-sizes must be comma-separated positive integers, got {text!r}")
+    return sorted(set(sizes))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m calibrate.worker",
+                                 description="One calibration rank (run under torchrun or pipesim calibrate --local).")
+    add_common_args(ap)
+    ap.add_argument("--one-machine", action="store_true",
+                    help="all ranks share this machine: also measure host contention (profile 'host')")
+    ap.add_argument("--links-only", action="store_true", help="measure links only (no compute); write raw JSON")
+    ap.add_argument("--network-label", default="default", help="the network setting the ranks run under (recorded)")
+    ap.add_argument("--no-summary", action="store_true", help="do not print the summary table (the caller does)")
+    return ap
+
+
+def add_common_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model", default=None, help="model preset (default: the runtime's CPU preset)")
+    ap.add_argument("--micro-batch-sizes", default="1,2,4", help="comma-separated, e.g. 1,2,4")
+    ap.add_argument("--out", required=True, help="profile JSON to write")
+    ap.add_argument("--force", action="store_true", help="overwrite an existing profile")
+    ap.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (default 20)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed warm-up iterations (default 3)")
+    ap.add_argument("--link-repeats", type=int, default=15, help="timed round trips per message size (default 15)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per rank (default 1, as the runtime)")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--contention-s", type=float, default=0.6,
+                    help="seconds per host-contention level and micro-batch size (default 0.6)")
+
+
+def check_args(args) -> None:
+    """Clear errors for bad values before anything starts."""
+    args.mbs = parse_sizes(args.micro_batch_sizes)
+    for name in ("repeats", "link_repeats", "threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if not args.contention_s > 0:
+        raise ValueError(f"--contention-s must be > 0, got {args.contention_s}")
+    from runtime.model import DEFAULT_CPU_PRESET, get_config
+
+    args.model = args.model or DEFAULT_CPU_PRESET
+    args.cfg = get_config(args.model)   # ValueError naming the presets
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _say(rank: int, msg: str) -> None:
+    if rank == 0:
+        print(msg, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as e:
+        print(f"calibrate.worker: error: {e}", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+def run(args) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from pipesim.profile import write_json_atomic
+    from runtime.model import build_stage, split_layers
+
+    from . import measure
+    from .fit import fit_link, message_sizes
+
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cfg = args.cfg
+    if cfg.layers < world:
+        raise SystemExit(f"calibrate.worker: error: model {cfg.name} has {cfg.layers} layers, "
+                         f"cannot split over {world} ranks")
+    torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        dev_type = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        dev_type = args.device
+    if dev_type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("calibrate.worker: error: --device cuda but CUDA is not available")
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    backend = args.backend if args.backend != "auto" else ("nccl" if dev_type == "cuda" else "gloo")
+    dtype = getattr(torch, args.dtype)
+    if "MASTER_ADDR" not in os.environ:   # a single rank run by hand
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29517")
+    dist.init_process_group(backend=backend, rank=rank, world_size=world,
+                            **({"device_id": device} if backend == "nccl" else {}))
+    clock = measure.Clock(device)
+
+    # refuse to overwrite before spending any time (rank 0 decides, everybody exits)
+    verdict = [None]
+    if rank == 0 and os.path.exists(args.out) and not args.force:
+        verdict[0] = f"{args.out} exists; pass --force to overwrite it"
+    dist.broadcast_object_list(verdict, src=0)
+    if verdict[0]:
+        if rank == 0:
+            print(f"calibrate.worker: error: {verdict[0]}", file=sys.stderr)
+        dist.destroy_process_group()
+        return 2
+
+    partition = split_layers(cfg.layers, world)
+    stage = build_stage(cfg, world, rank).to(device=device, dtype=dtype)
+    n_comp = 0 if args.links_only else world
+    n_cont = (world - 1) if (args.one_machine and not args.links_only) else 0
+    n_link = 2 * (world - 1)
+    total = n_comp + n_cont + n_link
+    step = [0]
+
+    def progress(msg: str) -> None:
+        step[0] += 1
+        _say(rank, f"[{step[0]}/{total}] {msg}")
+
+    t_start = time.perf_counter()
+    _say(rank, f"calibrating {cfg.name} over {world} ranks ({'one machine' if args.one_machine else 'one rank per machine'}), "
+               f"backend {backend}, device {dev_type}, dtype {args.dtype}, micro-batch sizes "
+               f"{','.join(map(str, args.mbs))}, network {args.network_label!r}")
+
+    mine: dict = {"rank": rank, "host": socket.gethostname()}
+    # ---------------------------------------------------------------- 1. compute, one rank at a time
+    benches = {}
+    if not args.links_only:
+        benches = {m: measure.StageBench(stage, cfg, m, device, dtype) for m in args.mbs}
+        optimizer = torch.optim.AdamW(stage.parameters(), lr=1e-4)
+        for s in range(world):
+            progress(f"compute of stage {s} (layers {partition[s][0]}..{partition[s][1] - 1}), "
+                     f"micro-batch sizes {','.join(map(str, args.mbs))}, optimizer step")
+            dist.barrier()
+            if rank == s:
+                comp = {}
+                for m in args.mbs:
+                    b = benches[m]
+                    r = measure.time_stage(b, clock, args.warmup, args.repeats)
+                    r["activation_bytes"] = b.output_bytes()
+                    r["gradient_bytes"] = b.input_grad_bytes()
+                    comp[m] = r
+                opt_med, opt_iqr = measure.time_optimizer(stage, optimizer, clock, args.warmup, args.repeats)
+                mine["compute"] = comp
+                mine["optimizer_s"] = opt_med
+                mine["optimizer_spread_s"] = opt_iqr
+            dist.barrier()
+    # ---------------------------------------------------------------- 2. host contention (one machine)
+    if n_cont:
+        mine["contention"] = {}
+        for k in range(2, world + 1):
+            progress(f"host contention: {k} ranks computing at once")
+            for m in args.mbs:
+                dist.barrier()
+                if rank < k:
+                    mine["contention"].setdefault(k, {})[m] = measure.time_concurrent(benches[m], clock,
+                                                                                      args.contention_s)
+                dist.barrier()
+    # ---------------------------------------------------------------- 3. links
+    act_max = max((r["activation_bytes"] for r in mine.get("compute", {}).values()), default=0)
+    acts = [None] * world
+    dist.all_gather_object(acts, act_max)
+    if args.links_only:
+        acts = [4 * max(args.mbs) * cfg.seq_len * cfg.d_model] * world   # fp32 activation of the largest micro-batch
+    sizes = message_sizes(max(2 * max(acts), 1 << 20))
+    mine["links"] = []
+    for s in range(world - 1):
+        for src, dst in ((s, s + 1), (s + 1, s)):
+            progress(f"link {src}->{dst}: latency and {len(sizes)} message sizes "
+                     f"({sizes[0]} B .. {sizes[-1] / 2**20:.1f} MiB)")
+            dist.barrier()
+            r = measure.measure_direction(rank, src, dst, sizes, dtype, device, args.warmup, args.link_repeats, clock)
+            if r is not None:
+                mine["links"].append(r)
+            dist.barrier()
+
+    gathered = [None] * world
+    dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
+    rc = 0
+    if rank == 0:
+        doc = assemble(args, gathered, cfg, partition, backend, device, dtype, time.perf_counter() - t_start)
+        write_json_atomic(args.out, doc, force=args.force)
+        from pipesim.profile import from_json
+
+        from .summary import summary
+
+        if not args.links_only and not args.no_summary:
+            print(summary(from_json(doc, origin=str(args.out))), flush=True)
+        print(f"wrote {args.out} ({time.perf_counter() - t_start:.1f}s)", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+    return rc
+
+
+# ---------------------------------------------------------------------- profile document
+
+
+def describe_device(device, backend: str, dtype_name: str, threads: int) -> dict:
+    import torch
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpu_name()
+    return {"name": name, "type": device.type, "backend": backend, "dtype": dtype_name,
+            "threads_per_rank": threads, "torch": torch.__version__,
+            **({"cuda": torch.version.cuda} if device.type == "cuda" else {})}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype, wall_s: float) -> dict:
+    from .fit import LinkFit, fit_link
+
+    world = len(gathered)
+    dev = describe_device(device, backend, args.dtype, args.threads)
+    hosts = sorted({g["host"] for g in gathered})
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    where = f"{world} ranks on one machine ({hosts[0]})" if args.one_machine else f"{world} ranks on {', '.join(hosts)}"
+    desc = (f"measured by pipesim calibrate: {cfg.name}, {where}, device {dev['name']}, backend {backend}, "
+            f"dtype {args.dtype}, {args.threads} thread(s) per rank, network {args.network_label!r}, {when}")
+    links, raw_links = [], []
+    for g in gathered:
+        for r in g["links"]:
+            pts = [(p["bytes"], p["one_way_s"]) for p in r["points"]]
+            try:
+                fit = fit_link(pts)
+            except ValueError as e:
+                # never lose a whole calibration to one noisy link: fall back and say so
+                n_big, t_big = pts[-1]
+                lat = r["small_rtt_p25_s"] / 2
+                fit = LinkFit(lat, n_big * 8 / max(t_big - lat, t_big * 0.5), None, None)
+                shown = ", ".join(f"{n} B: {t * 1e6:.1f} us" for n, t in pts)
+                print(f"warning: link {r['src']}->{r['dst']}: {e}; using half the small round trip and the largest "
+                      f"message's throughput instead (one-way times: {shown}); is the machine busy?", flush=True)
+                r = {**r, "fit_failed": str(e)}
+            links.append({"src": r["src"], "dst": r["dst"], "latency_s": fit.latency_s,
+                          "bandwidth_bps": fit.bandwidth_bps, "window_bytes": None})
+            raw_links.append({**r, "fit": fit.to_json(), "half_small_rtt_p25_s": r["small_rtt_p25_s"] / 2})
+    links.sort(key=lambda l: (l["src"], l["dst"]))
+    raw_links.sort(key=lambda l: (l["src"], l["dst"]))
+    doc = {
+        "pipesim_profile": 1,
+        "source": "measured",
+        "description": desc,
+        "model": {**cfg.to_dict(), "stages": world, "partition": [list(p) for p in partition]},
+        "device": dev,
+        "stages": [],
+        "links": links,
+    }
+    raw: dict = {"settings": {"repeats": args.repeats, "warmup": args.warmup, "link_repeats": args.link_repeats,
+                              "network": args.network_label, "spread": "interquartile range (p75 - p25)",
+                              "optimizer": "torch.optim.AdamW", "wall_s": round(wall_s, 2),
+                              "link_method": "ping-pong of n bytes out and 4 bytes back, minus half a 4-byte round trip, "
+                                             "lower quartile of the repeats; fit by least squares on relative error"},
+                 "links": raw_links}
+    if args.links_only:
+        doc["stages"] = [{"layers": b - a, "compute": {}} for a, b in partition]
+        doc["raw"] = raw
+        return doc
+    raw_comp = []
+    for g, (a, b) in zip(gathered, partition):
+        comp = {}
+        rc = {}
+        for m, r in sorted(g["compute"].items()):
+            comp[str(m)] = {k: r[k] for k in ("forward_s", "backward_s", "activation_bytes", "gradient_bytes",
+                                              "forward_spread_s", "backward_spread_s")}
+            rc[str(m)] = {"forward_samples_s": r["forward_samples"], "backward_samples_s": r["backward_samples"]}
+        doc["stages"].append({"layers": b - a, "optimizer_s": g["optimizer_s"], "compute": comp})
+        raw_comp.append({"rank": g["rank"], "optimizer_spread_s": g["optimizer_spread_s"], "samples": rc})
+    raw["compute"] = raw_comp
+    if args.one_machine and world > 1:
+        import statistics
+
+        slow = {"1": 1.0}
+        per = {}
+        for k in range(2, world + 1):
+            ratios_by_mbs = {}
+            for m in args.mbs:
+                ratios = []
+                for g in gathered[:k]:
+                    alone = g["compute"][m]["forward_s"] + g["compute"][m]["backward_s"]
+                    ratios.append(statistics.median(g["contention"][k][m]) / alone)
+                ratios_by_mbs[str(m)] = {"per_rank": ratios, "mean": sum(ratios) / len(ratios)}
+            per[str(k)] = ratios_by_mbs
+            slow[str(k)] = statistics.median(v["mean"] for v in ratios_by_mbs.values())
+        doc["host"] = {"cores": os.cpu_count(), "slowdown": slow}
+        raw["host"] = {"method": "ranks 0..k-1 run forward+backward back to back for "
+                                 f"{args.contention_s}s; ratio = median iteration time / (forward+backward alone); "
+                                 "slowdown[k] = median over micro-batch sizes of the mean over ranks",
+                       "ratios": per}
+    doc["raw"] = raw
+    return doc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
