@@ -14,7 +14,8 @@ Failure handling (what "never a silent hang" means here):
   one killed by a signal, else the one that failed first, is named; the others are
   listed. A rank that timed out waiting for a peer prints ``PIPESIM_BLAME <peer>``
   (see ``runtime.engine``), and the launcher then names that peer as the rank that
-  made no progress.
+  made no progress (following the chain when that peer itself timed out waiting for
+  another rank).
 * the whole run exceeding ``timeout_s`` -> kill all, raise naming the rank whose
   output went quiet first.
 * ``stall_s`` (optional): no rank has written a line for ``stall_s`` seconds -> same.
@@ -207,9 +208,16 @@ def _watch(procs: list[_Rank], t0: float, timeout_s: float, stall_s: float | Non
             by_signal = [p for p in failed if p.proc.returncode < 0]
             first = min(by_signal or failed, key=lambda p: (p.exit_time or 0.0, p.rank))
             blamed = first.blame if first.blame is not None and not by_signal else None
+            seen = {first.rank}
+            # follow the chain of waits: a blamed rank that itself timed out waiting for another
+            while (blamed is not None and 0 <= blamed < len(procs) and blamed not in seen
+                   and procs[blamed] in failed and procs[blamed].blame is not None):
+                seen.add(blamed)
+                blamed = procs[blamed].blame
             others = ", ".join(f"rank {p.rank} ({_describe(p.proc.returncode)})" for p in failed if p is not first)
             if blamed is not None and 0 <= blamed < len(procs):
-                msg = (f"rank {blamed} made no progress: rank {first.rank} timed out waiting for it "
+                msg = (f"rank {blamed} made no progress: rank {first.rank} timed out waiting for "
+                       f"{'it' if blamed == first.blame else f'rank {first.blame}, which waited for it'} "
                        f"({_describe(first.proc.returncode)})")
                 name, tail_of = blamed, procs[blamed]
             else:

@@ -83,12 +83,12 @@ def test_pipeline_matches_unpartitioned(tmp_path, ranks, schedule):
         assert all(e.end >= e.start for e in events)
 
 
-def _fault(tmp_path, fault: str, timeout_s: float, op_timeout: float):
+def _fault(tmp_path, fault: str, timeout_s: float, op_timeout: float, ranks: int = 2):
     args = ["--model", "tiny", "--schedule", "1f1b", "--batch-size", 4, "--micro-batch-size", 2, "--warmup", 0,
             "--steps", 3, "--op-timeout", op_timeout]
     t0 = time.monotonic()
     with pytest.raises(LaunchError) as ei:
-        run_local("runtime", [str(a) for a in args], 2, timeout_s=timeout_s, env={"PIPESIM_TEST_FAULT": fault},
+        run_local("runtime", [str(a) for a in args], ranks, timeout_s=timeout_s, env={"PIPESIM_TEST_FAULT": fault},
                   log_dir=tmp_path, echo=False)
     return ei.value, time.monotonic() - t0
 
@@ -100,6 +100,7 @@ def test_killed_rank_is_named(tmp_path):
 
 
 def test_hung_rank_is_named(tmp_path):
-    err, took = _fault(tmp_path, "hang:0:1", timeout_s=60, op_timeout=4)
-    assert err.rank == 0, str(err)
-    assert "rank 0" in str(err) and took < 60
+    # rank 2 hangs: rank 1 times out waiting for rank 2, rank 0 for rank 1; the chain is followed
+    err, took = _fault(tmp_path, "hang:2:1", timeout_s=60, op_timeout=4, ranks=3)
+    assert err.rank == 2, str(err)
+    assert str(err).startswith("rank 2 made no progress") and took < 60
