@@ -70,20 +70,17 @@ def shape_commands(ns: str, src: int, links: dict, n: int) -> list[list[str]]:
     return cmds
 
 
-def _disable_ipv6(ns: str) -> None:
-    for key in ("all", "default"):
-        sysctl = ["ip", "netns", "exec", ns, "sh", "-c",
-                  f"echo 1 > /proc/sys/net/ipv6/conf/{key}/disable_ipv6"]
-        sysnet.run(sysctl, check=False)
-
-
 def build(spec: dict, made: list[str], fds: list[int]) -> dict:
     n, tag, mode, links = spec["num_hosts"], spec["tag"], spec["mode"], spec["links"]
     hosts = [f"{sysnet.PREFIX}{tag}-h{i}" for i in range(n)]
+    inherited = sysnet.read_sysctls(sysnet.INHERITED_SYSCTLS)
+    if mode == "tun":   # the delay line forwards IPv4 only: keep IPv6 chatter off the TUN devices
+        inherited.update({"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"})
     for ns in hosts:
         sysnet.run(["ip", "netns", "add", ns], what="creating network namespace")
         made.append(ns)
         sysnet.run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        sysnet.write_sysctls(ns, inherited)
     if mode == "veth":
         sw = f"{sysnet.PREFIX}{tag}-sw"
         sysnet.run(["ip", "netns", "add", sw], what="creating switch namespace")
@@ -96,7 +93,6 @@ def build(spec: dict, made: list[str], fds: list[int]) -> dict:
             sysnet.run(["ip", "-n", sw, "link", "set", f"p{i}", "master", "br0", "up"])
     else:
         for ns in hosts:
-            _disable_ipv6(ns)
             fds.append(sysnet.open_tun_in(ns, IFACE))
             sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "mtu", str(TUN_MTU), "txqueuelen", "1000"])
     for i, ns in enumerate(hosts):
@@ -127,6 +123,11 @@ def main(argv: list[str]) -> int:
         ctrl = sys.stdin.fileno()
         if spec["mode"] == "tun":
             sysnet.set_timer_slack(1)
+            if spec.get("realtime", True):
+                try:   # the delay line's timing matters more than anything else running here
+                    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+                except (OSError, AttributeError):
+                    pass
             n = spec["num_hosts"]
             delays = [[(spec["links"][f"{i},{j}"][0] or 0.0) if i != j else 0.0 for j in range(n)]
                       for i in range(n)]

@@ -8,6 +8,7 @@ sees them.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -58,23 +59,66 @@ def set_timer_slack(ns: int = 1) -> None:
         pass
 
 
-def open_tun_in(netns: str, name: str) -> int:
-    """Create TUN device ``name`` inside namespace ``netns``; return its (non-blocking) fd."""
+@contextlib.contextmanager
+def in_netns(netns: str):
+    """Run the body with this (single-threaded) process inside namespace ``netns``.
+
+    Sockets, TUN devices and /proc/sys/net files opened inside belong to ``netns``.
+    """
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     target = os.open(os.path.join(NETNS_DIR, netns), os.O_RDONLY)
     try:
         setns_net(target)
         try:
-            fd = os.open("/dev/net/tun", os.O_RDWR)
-            ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
-            fcntl.ioctl(fd, TUNSETIFF, ifr)
+            yield
         finally:
             setns_net(own)
     finally:
         os.close(own)
         os.close(target)
+
+
+def open_tun_in(netns: str, name: str) -> int:
+    """Create TUN device ``name`` inside namespace ``netns``; return its (non-blocking) fd."""
+    with in_netns(netns):
+        fd = os.open("/dev/net/tun", os.O_RDWR)
+        ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+        fcntl.ioctl(fd, TUNSETIFF, ifr)
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
     return fd
+
+
+# TCP settings a new namespace would otherwise reset to kernel defaults; the hosts copy
+# the machine's own, so a testbed's TCP behaves like this machine's (window limits!)
+INHERITED_SYSCTLS = [
+    "net/ipv4/tcp_rmem", "net/ipv4/tcp_wmem", "net/ipv4/tcp_congestion_control",
+    "net/ipv4/tcp_slow_start_after_idle", "net/ipv4/tcp_no_metrics_save",
+    "net/ipv4/tcp_window_scaling", "net/ipv4/tcp_timestamps", "net/ipv4/tcp_sack",
+]
+
+
+def read_sysctls(keys: list[str]) -> dict[str, str]:
+    out = {}
+    for k in keys:
+        try:
+            with open(f"/proc/sys/{k}") as f:
+                out[k] = f.read().strip()
+        except OSError:
+            pass
+    return out
+
+
+def write_sysctls(netns: str, values: dict[str, str]) -> list[str]:
+    """Write sysctls inside ``netns``; return the keys that could not be written."""
+    failed = []
+    with in_netns(netns):
+        for k, v in values.items():
+            try:
+                with open(f"/proc/sys/{k}", "w") as f:
+                    f.write(v)
+            except OSError:
+                failed.append(k)
+    return failed
 
 
 def list_netns() -> list[str]:

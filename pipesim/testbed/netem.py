@@ -1,0 +1,204 @@
+"""``pipesim netem``: apply a network setting to a real interface with tc netem, and restore it.
+
+This is what the seed's experiments did on each machine::
+
+    tc qdisc replace dev IF root netem delay 10ms rate 1Gbit
+
+``apply`` saves the interface's qdiscs (``tc -j qdisc show dev IF``) to a state file
+first (only if none is saved yet, so applying twice keeps the original), then replaces
+the root qdisc. ``clear`` restores: if the saved root qdisc was the kernel's default for
+the device (handle ``0:``, e.g. ``noqueue``, ``pfifo_fast``, ``fq_codel``, ``mq``),
+deleting the root qdisc brings it back exactly; otherwise the saved kind and handle are
+put back with default parameters, and the saved JSON is printed so the rest can be
+restored by hand.
+
+Netem applies to egress only: run it on every machine (each adds the one-way delay to
+what it sends), as the seed did. Per-link settings (``link 0-1 ...``) are refused: one
+interface carries all links; use a uniform setting per machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+from .. import network as _network
+
+STATE_DIR = "/run/pipesim"
+NETEM_MISSING_HINT = (
+    "this kernel has no sch_netem (tc says the qdisc kind is unknown). Install the kernel's "
+    "extra modules (Debian/Ubuntu: apt-get install linux-modules-extra-$(uname -r); then "
+    "modprobe sch_netem) on a real cluster machine; on one machine use `pipesim testbed` instead, "
+    "which emulates delay without netem")
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+
+
+def _check_iface(iface: str | None) -> str:
+    if not iface:
+        raise ValueError("netem needs an explicit interface: --iface IF (e.g. --iface eth0); it changes "
+                         "that interface's qdisc, so it never guesses one")
+    if not _IFACE_RE.match(iface) or iface in (".", ".."):
+        raise ValueError(f"--iface {iface!r} is not a valid interface name")
+    return iface
+
+
+def _fmt_time(s: float) -> str:
+    us = s * 1e6
+    return f"{us / 1000:g}ms" if abs(us - round(us / 1000) * 1000) < 1e-6 else f"{us:g}us"
+
+
+def _fmt_rate(bps: float) -> str:
+    for unit, k in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
+        if bps >= k and abs(bps / k - round(bps / k)) < 1e-9:
+            return f"{int(round(bps / k))}{unit}"
+    return f"{int(round(bps))}bit"
+
+
+def netem_args(setting: _network.NetworkSetting, limit: int | None = None) -> list[str]:
+    """The ``netem ...`` part for a uniform setting ([] for ``default``)."""
+    try:
+        ov = setting.uniform
+    except ValueError:
+        raise ValueError(f"network setting {setting.label!r} differs per link; netem on one interface "
+                         "applies one setting to all traffic. Apply a uniform setting on each machine "
+                         "(or one per machine by hand)") from None
+    if setting.is_default or (ov.delay_s is None and ov.bandwidth_bps is None):
+        return []
+    args = ["netem"]
+    if limit:
+        args += ["limit", str(int(limit))]
+    if ov.delay_s is not None:
+        args += ["delay", _fmt_time(ov.delay_s)]
+    if ov.bandwidth_bps is not None:
+        args += ["rate", _fmt_rate(ov.bandwidth_bps)]
+    return args
+
+
+def apply_commands(iface: str, setting: _network.NetworkSetting, limit: int | None = None) -> list[list[str]]:
+    iface = _check_iface(iface)
+    args = netem_args(setting, limit)
+    if not args:   # default: nothing to add (apply() restores a saved state instead)
+        return []
+    return [["tc", "qdisc", "replace", "dev", iface, "root", *args]]
+
+
+def state_path(iface: str, state_dir: str = STATE_DIR) -> str:
+    return os.path.join(state_dir, f"netem-{_check_iface(iface)}.json")
+
+
+def restore_commands(iface: str, saved: list[dict]) -> tuple[list[list[str]], str]:
+    """Commands that bring back the saved qdiscs, and a note on what could not be."""
+    iface = _check_iface(iface)
+    root = next((q for q in saved if q.get("root")), None)
+    if root is None or root.get("handle") in ("0:", None) or root.get("kind") in ("noqueue",):
+        return [["tc", "qdisc", "del", "dev", iface, "root"]], ""
+    cmds = [["tc", "qdisc", "replace", "dev", iface, "root", "handle", root["handle"], root["kind"]]]
+    note = (f"the previous root qdisc {root['kind']} {root['handle']} was put back with default parameters"
+            + (" and without its child qdiscs/classes" if len(saved) > 1 else "")
+            + "; the saved state is printed above")
+    return cmds, note
+
+
+def show_qdiscs(iface: str) -> list[dict]:
+    p = subprocess.run(["tc", "-j", "qdisc", "show", "dev", iface], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"cannot read the qdiscs of {iface}: {p.stderr.strip()}")
+    return json.loads(p.stdout or "[]")
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _explain(cmd: list[str], p: subprocess.CompletedProcess) -> str:
+    err = (p.stderr or p.stdout).strip()
+    if "netem" in cmd and ("kind is unknown" in err or "unknown qdisc" in err.lower() or
+                           "No such file" in err):
+        return f"`{' '.join(cmd)}` failed ({err}): {NETEM_MISSING_HINT}"
+    return f"`{' '.join(cmd)}` failed: {err}"
+
+
+def apply(iface: str, setting: _network.NetworkSetting, *, dry_run: bool = False, limit: int | None = None,
+          state_dir: str = STATE_DIR, out=print) -> int:
+    iface = _check_iface(iface)
+    cmds = apply_commands(iface, setting, limit)
+    path = state_path(iface, state_dir)
+    if not cmds:   # 'default': undo our own netem if there is one, else leave the interface alone
+        if os.path.exists(path):
+            out(f"{setting.label!r} adds nothing: restoring {iface}'s saved qdisc")
+            return clear(iface, dry_run=dry_run, state_dir=state_dir, out=out)
+        out(f"{setting.label!r} adds nothing and no netem of ours is on {iface}: nothing to do")
+        return 0
+    if dry_run:
+        out(f"# would save `tc -j qdisc show dev {iface}` to {path} (unless already saved), then run:")
+        for c in cmds:
+            out(" ".join(c))
+        return 0
+    if os.geteuid() != 0:
+        raise PermissionError("tc needs root: run with sudo")
+    if not os.path.exists(f"/sys/class/net/{iface}"):
+        raise ValueError(f"no interface {iface!r} on this machine (see `ip -br link`)")
+    created = False
+    if not os.path.exists(path):
+        os.makedirs(state_dir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"iface": iface, "qdiscs": show_qdiscs(iface)}, f)
+        created = True
+    for c in cmds:
+        p = _run(c)
+        if p.returncode != 0 and not (c[2] == "del" and "No such file" in p.stderr + p.stdout) and not (
+                c[2] == "del" and "Cannot delete qdisc with handle of zero" in p.stderr):
+            if created:
+                os.unlink(path)
+            raise RuntimeError(_explain(c, p))
+        out(" ".join(c))
+    out(f"applied {setting.label!r} on {iface}; previous qdisc saved in {path}; "
+        f"restore with `pipesim netem clear --iface {iface}`")
+    return 0
+
+
+def clear(iface: str, *, dry_run: bool = False, state_dir: str = STATE_DIR, out=print) -> int:
+    iface = _check_iface(iface)
+    path = state_path(iface, state_dir)
+    saved = None
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f).get("qdiscs", [])
+    if saved is not None:
+        cmds, note = restore_commands(iface, saved)
+    else:
+        note = ""
+        # nothing saved: remove a netem root qdisc (ours, from a lost state file), touch nothing else
+        try:
+            current = show_qdiscs(iface) if not dry_run or os.path.exists(f"/sys/class/net/{iface}") else []
+        except RuntimeError:
+            current = []
+        root = next((q for q in current if q.get("root")), {})
+        cmds = [["tc", "qdisc", "del", "dev", iface, "root"]] if root.get("kind") == "netem" else []
+        if not cmds:
+            out(f"no saved state for {iface} ({path}) and no netem on it: nothing to do")
+            return 0
+        out(f"no saved state for {iface} ({path}); removing its netem root qdisc (the kernel puts its "
+            "default back)")
+    if dry_run:
+        out(f"# saved state: {path if saved is not None else 'none'}")
+        for c in cmds:
+            out(" ".join(c))
+        return 0
+    if os.geteuid() != 0:
+        raise PermissionError("tc needs root: run with sudo")
+    for c in cmds:
+        p = _run(c)
+        err = p.stderr + p.stdout
+        if p.returncode != 0 and not ("No such file" in err or "handle of zero" in err):
+            raise RuntimeError(_explain(c, p))
+        out(" ".join(c))
+    if note:
+        out(json.dumps(saved))
+        out(f"note: {note}")
+    if saved is not None:
+        os.unlink(path)
+    out(f"restored {iface}")
+    return 0
