@@ -167,59 +167,51 @@ class SharedCPU:
 
 
 class Message:
-    __slots__ = ("key", "src", "dst", "nbytes", "control", "send_post", "recv_post", "notified", "pending_send",
-                 "arrived", "sent", "arrive_ev", "sent_ev", "queue_ready", "data_in")
+    __slots__ = ("key", "src", "dst", "nbytes", "send_post", "recv_post", "notify_at", "pending_send",
+                 "started", "sent", "arrived", "start_ev", "queue_ready", "data_in", "done", "done_ev")
 
-    def __init__(self, key, src, dst, nbytes, control=False):
-        self.key, self.src, self.dst, self.nbytes, self.control = key, src, dst, nbytes, control
+    def __init__(self, key, src, dst, nbytes):
+        self.key, self.src, self.dst, self.nbytes = key, src, dst, nbytes
         self.send_post = self.recv_post = None
-        self.notified = False
-        self.pending_send: Callable[[], None] | None = None
-        self.arrived = self.sent = None  # times
-        self.arrive_ev = self.sent_ev = None  # events, made on demand
+        self.notify_at = None  # when the receiver's ready-notice reaches the sender
+        self.pending_send = False  # posted, waiting for the notice
+        self.started = False
+        self.sent = self.arrived = None  # times, known once the transfer has started
+        self.start_ev = None  # made on demand
         self.queue_ready = False
         self.data_in = False
+        self.done = False  # rank queues: the receive has completed
+        self.done_ev = None
 
 
 class Wire:
-    """One direction of a link: a FIFO serializing at the link's rate, then a propagation delay."""
+    """One direction of a link: a FIFO serializing at the link's rate, then a propagation delay.
 
-    def __init__(self, env: simpy.Environment, link: Link, rtt: float, on_delivered: Callable[[Message], None],
-                 on_sent: Callable[[Message], None]):
-        self.env, self.link, self.rtt = env, link, rtt
-        self.q: deque[Message] = deque()
-        self.busy = False
-        self.on_delivered, self.on_sent = on_delivered, on_sent
+    Service is deterministic, so the FIFO needs no events of its own: a message put at
+    time t starts when the wire is free (max(t, free_at)), leaves after its
+    serialization time and arrives ``latency`` later.
+    """
+
+    def __init__(self, link: Link, rtt: float):
+        self.link, self.rtt = link, rtt
+        self.free_at = 0.0
+        self._bits = 8.0 / link.bandwidth_bps
+        w = link.window_bytes
+        self._extra = max(0.0, rtt - w * self._bits) / w if w else 0.0
 
     def serialize_time(self, nbytes: int) -> float:
-        bw = self.link.bandwidth_bps
-        t = nbytes * 8.0 / bw
+        t = nbytes * self._bits
         w = self.link.window_bytes
         if w and nbytes > w:
             # beyond the first window, each window waits for its acknowledgement when RTT > window/bw
-            t += (nbytes / w - 1.0) * max(0.0, self.rtt - w * 8.0 / bw)
+            t += (nbytes - w) * self._extra
         return t
 
-    def put(self, msg: Message) -> None:
-        self.q.append(msg)
-        if not self.busy:
-            self._next()
-
-    def _next(self) -> None:
-        if not self.q:
-            self.busy = False
-            return
-        self.busy = True
-        msg = self.q[0]
-        ev = self.env.timeout(self.serialize_time(msg.nbytes))
-        ev.callbacks.append(self._done)
-
-    def _done(self, _ev) -> None:
-        msg = self.q.popleft()
-        self.on_sent(msg)
-        ev = self.env.timeout(self.link.latency_s)
-        ev.callbacks.append(lambda _e, m=msg: self.on_delivered(m))
-        self._next()
+    def put(self, now: float, nbytes: int) -> tuple[float, float]:
+        """Enqueue at ``now``; returns (time the last byte leaves, time it arrives)."""
+        start = now if now > self.free_at else self.free_at
+        self.free_at = start + self.serialize_time(nbytes)
+        return self.free_at, self.free_at + self.link.latency_s
 
 
 # ------------------------------------------------------------------------------ simulation
@@ -231,6 +223,7 @@ class _Sim:
         self.env = simpy.Environment()
         self.profile, self.sched, self.mbs, self.setting = profile, sched, mbs, setting
         self.transport, self.steps, self.record = transport, steps, record
+        self.rank_mode = transport.queue == "rank"
         p = len(sched)
         self.p = p
         self.comp = [profile.stages[r].at(mbs, f"profile stage {r}: ") for r in range(p)]
@@ -241,7 +234,7 @@ class _Sim:
             for a, b in ((r, r + 1), (r + 1, r)):
                 link = profile.link(a, b, setting)
                 back = profile.link(b, a, setting)
-                self.wires[(a, b)] = Wire(self.env, link, link.latency_s + back.latency_s, self._delivered, self._sent)
+                self.wires[(a, b)] = Wire(link, link.latency_s + back.latency_s)
         self.msgs: dict[tuple, Message] = {}
         # rank queues ("rank" mode): posted sends / receives per rank in program order
         self.sendq = [deque() for _ in range(p)]
@@ -256,108 +249,99 @@ class _Sim:
 
     # --------------------------------------------------------------- messages
 
-    def _msg(self, step: int, a: S.Action, sender: int, receiver: int) -> Message:
-        key = (step, sender, receiver, a.tag)
+    def _msg(self, step: int, forward: bool, mb: int, sender: int, receiver: int) -> Message:
+        key = (step, sender, receiver, 2 * mb + (0 if forward else 1))
         m = self.msgs.get(key)
         if m is None:
             c = self.comp[sender]
-            nbytes = c.activation_bytes if a.kind in (S.Kind.SEND_F, S.Kind.RECV_F) else c.gradient_bytes
-            m = self.msgs[key] = Message(key, sender, receiver, nbytes)
+            m = self.msgs[key] = Message(key, sender, receiver, c.activation_bytes if forward else c.gradient_bytes)
         return m
 
     def _rendezvous(self, m: Message) -> bool:
         t = self.transport
         return t.send_mode == "rendezvous" and m.nbytes > t.eager_limit_bytes
 
-    def _sent(self, m: Message) -> None:
-        if m.control:
-            return
-        m.sent = self.env.now
-        if m.sent_ev is not None:
-            m.sent_ev.succeed()
-        if self.transport.queue == "rank":
-            q = self.sendq[m.src]
-            q.popleft()
-            self._pump_send(m.src)
-
-    def _delivered(self, m: Message) -> None:
-        if m.control:  # the ready-notice of a receive reached the sender
-            data = m.key
-            data.notified = True
-            if data.pending_send is not None:
-                fn, data.pending_send = data.pending_send, None
-                fn()
-            return
-        if self.transport.queue == "rank":
-            m.data_in = True  # the receive completes once it heads its queue
-            self._pump_recv(m.dst)
+    def _at(self, t: float, fn) -> None:
+        """Call fn() at simulated time t (now if t is not in the future)."""
+        dt = t - self.env.now
+        if dt <= 0:
+            fn()
         else:
-            self._complete_recv(m)
+            self.env.timeout(dt).callbacks.append(lambda _e: fn())
 
-    def _complete_recv(self, m: Message) -> None:
-        m.arrived = self.env.now
-        if m.arrive_ev is not None:
-            m.arrive_ev.succeed()
-
-    def _start_transfer(self, m: Message) -> None:
-        self.wires[(m.src, m.dst)].put(m)
+    def _start(self, m: Message) -> None:
+        """The data of m enters its wire now."""
+        now = self.env.now
+        m.started = True
+        m.sent, m.arrived = self.wires[(m.src, m.dst)].put(now, m.nbytes)
+        if m.start_ev is not None:
+            m.start_ev.succeed()
+        if self.rank_mode:
+            self._at(m.sent, lambda: self._sent_rank(m))
+            self._at(m.arrived, lambda: self._delivered_rank(m))
 
     def _notify(self, m: Message) -> None:
-        """Receiver is ready for m: send the ready-notice back (rendezvous) or mark it."""
+        """The receiver is ready for m: its ready-notice goes back on the reverse wire (rendezvous)."""
         if self._rendezvous(m):
-            ctrl = Message(m, m.dst, m.src, CONTROL_BYTES, control=True)
-            self.wires[(m.dst, m.src)].put(ctrl)
+            _, m.notify_at = self.wires[(m.dst, m.src)].put(self.env.now, CONTROL_BYTES)
         else:
-            m.notified = True
+            m.notify_at = self.env.now
+        if m.pending_send:
+            m.pending_send = False
+            self._at(m.notify_at, lambda: self._start(m))
+
+    def _try_send(self, m: Message) -> None:
+        if not self._rendezvous(m):
+            self._start(m)
+        elif m.notify_at is None:
+            m.pending_send = True
+        else:
+            self._at(m.notify_at, lambda: self._start(m))
 
     def post_send(self, m: Message) -> None:
         m.send_post = self.env.now
-        if self.transport.queue == "rank":
-            self.sendq[m.src].append(m)
-            if len(self.sendq[m.src]) == 1:
-                self._pump_send(m.src)
-            return
-        if self._rendezvous(m) and not m.notified:
-            m.pending_send = lambda: self._start_transfer(m)
+        if self.rank_mode:
+            q = self.sendq[m.src]
+            q.append(m)
+            if len(q) == 1:
+                self._try_send(m)
         else:
-            self._start_transfer(m)
+            self._try_send(m)
 
     def post_recv(self, m: Message) -> None:
         m.recv_post = self.env.now
-        if self.transport.queue == "rank":
-            self.recvq[m.dst].append(m)
-            if len(self.recvq[m.dst]) == 1:
+        if self.rank_mode:
+            q = self.recvq[m.dst]
+            q.append(m)
+            if len(q) == 1:
                 self._pump_recv(m.dst)
-            return
-        self._notify(m)
-
-    def _pump_send(self, r: int) -> None:
-        """Rank queue: the head send transfers once its receiver is ready."""
-        q = self.sendq[r]
-        if not q:
-            return
-        m = q[0]
-        if not self._rendezvous(m) or m.notified:
-            self._start_transfer(m)
         else:
-            m.pending_send = lambda: self._start_transfer(m)
+            self._notify(m)
+
+    def _sent_rank(self, m: Message) -> None:
+        """Rank queue: the head send is done; the next send may go."""
+        q = self.sendq[m.src]
+        q.popleft()
+        if q:
+            self._try_send(q[0])
+
+    def _delivered_rank(self, m: Message) -> None:
+        m.data_in = True  # the receive completes once it heads its queue
+        self._pump_recv(m.dst)
 
     def _pump_recv(self, r: int) -> None:
         """Rank queue: complete the head receives whose data is in; the next head becomes
         active and notifies its sender."""
         q = self.recvq[r]
         while q and q[0].data_in:
-            self._complete_recv(q.popleft())
+            done = q.popleft()
+            done.arrived = max(done.arrived, self.env.now)  # completes only when it heads the queue
+            done.done = True
+            if done.done_ev is not None:
+                done.done_ev.succeed()
         if q and not q[0].queue_ready:
             q[0].queue_ready = True
             self._notify(q[0])
-
-    def _event(self, m: Message, which: str) -> simpy.Event:
-        ev = getattr(m, which)
-        if ev is None:
-            ev = self.env.event()
-            setattr(m, which, ev)
-        return ev
 
     # --------------------------------------------------------------- ranks
 
@@ -372,20 +356,31 @@ class _Sim:
         comp = self.comp[r]
         K = S.Kind
         rec = self.record
+        last = self.p - 1
         for step in range(self.steps):
             sends: list[Message] = []
             for a in acts:
                 k = a.kind
                 if k is K.F or k is K.B:
                     if k is K.F and r > 0:
-                        m = self._msg(step, S.Action(r, K.RECV_F, a.mb), r - 1, r)
-                    elif k is K.B and r < self.p - 1:
-                        m = self._msg(step, S.Action(r, K.RECV_B, a.mb), r + 1, r)
+                        m = self._msg(step, True, a.mb, r - 1, r)
+                    elif k is K.B and r < last:
+                        m = self._msg(step, False, a.mb, r + 1, r)
                     else:
                         m = None
-                    if m is not None and m.arrived is None:
+                    if m is not None:
                         t0 = env.now
-                        yield self._event(m, "arrive_ev")
+                        if self.rank_mode:
+                            if not m.done:  # completes when its data is in and it heads the queue
+                                m.done_ev = env.event()
+                                yield m.done_ev
+                        else:
+                            if not m.started:
+                                if m.start_ev is None:
+                                    m.start_ev = env.event()
+                                yield m.start_ev
+                            if m.arrived > env.now:
+                                yield env.timeout(m.arrived - env.now)
                         self.wait[r][step] += env.now - t0
                     t0 = env.now
                     yield self._compute(comp.forward_s if k is K.F else comp.backward_s)
@@ -399,18 +394,22 @@ class _Sim:
                     if rec:
                         self.trace.append(TraceEvent(r, str(a), t0, env.now, step))
                 elif k is K.SEND_F or k is K.SEND_B:
-                    m = self._msg(step, a, r, a.peer)
+                    m = self._msg(step, k is K.SEND_F, a.mb, r, a.peer)
                     self.post_send(m)
                     sends.append(m)
                 elif k is K.RECV_F or k is K.RECV_B:
-                    self.post_recv(self._msg(step, a, a.peer, r))
+                    self.post_recv(self._msg(step, k is K.RECV_F, a.mb, a.peer, r))
                 else:
                     raise ValueError(f"rank {r}: no handler for action kind {k!r}")
                 self.actions += 1
             t0 = env.now
             for m in sends:
-                if m.sent is None:
-                    yield self._event(m, "sent_ev")
+                if not m.started:
+                    if m.start_ev is None:
+                        m.start_ev = env.event()
+                    yield m.start_ev
+                if m.sent > env.now:
+                    yield env.timeout(m.sent - env.now)
             self.wait[r][step] += env.now - t0
             t0 = env.now
             if self.opt[r] > 0:
@@ -427,10 +426,10 @@ class _Sim:
             skind, rkind = (S.Kind.SEND_F, S.Kind.RECV_F) if kind == 0 else (S.Kind.SEND_B, S.Kind.RECV_B)
             if m.send_post is not None:
                 out.append(TraceEvent(src, str(S.Action(src, skind, mb)), m.send_post,
-                                      m.sent if m.sent is not None else m.send_post, step, m.nbytes))
+                                      m.sent if m.started else m.send_post, step, m.nbytes))
             if m.recv_post is not None:
                 out.append(TraceEvent(dst, str(S.Action(dst, rkind, mb)), m.recv_post,
-                                      m.arrived if m.arrived is not None else m.recv_post, step, m.nbytes))
+                                      m.arrived if m.started else m.recv_post, step, m.nbytes))
         return out
 
     def run(self) -> None:

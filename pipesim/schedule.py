@@ -270,11 +270,12 @@ def validate(schedule: Sequence[Sequence[Action]], num_microbatches: int) -> Non
                 raise ValueError(f"rank {r}: no {kind.name} for micro-batch(es) {missing[:8]}")
     # matching receive for each send
     pairs = {Kind.SEND_F: Kind.RECV_F, Kind.SEND_B: Kind.RECV_B}
+    posted = [set(acts) for acts in schedule]
     for r, acts in enumerate(schedule):
         for i, a in enumerate(acts):
             if a.kind in pairs:
                 want = Action(a.peer, pairs[a.kind], a.mb)
-                if want not in schedule[a.peer]:
+                if want not in posted[a.peer]:
                     raise ValueError(f"{where(r, i, a)}: rank {a.peer} never posts {want}")
 
 

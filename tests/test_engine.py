@@ -194,3 +194,18 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="queue"):
         E.Transport(queue="bus")
     assert math.isfinite(E.simulate(prof, "1f1b", 2, 8).step_time)
+
+
+def test_rank_queues_add_head_of_line_blocking():
+    # Rank 1 sends activations forward and gradients backward over a slow network. With one send
+    # queue per rank, a gradient waits behind an activation still serializing (and vice versa);
+    # with one FIFO per link direction they travel in parallel on different links.
+    prof = uniform_profile(3, 1.0, 2.0, bandwidth=8000.0, nbytes=2000)  # 2 s per message
+    link = E.simulate(prof, "1f1b", 1, 8, transport=E.Transport(queue="link", send_mode="eager", recv_ahead=0))
+    rank = E.simulate(prof, "1f1b", 1, 8, transport=E.Transport(queue="rank", send_mode="eager", recv_ahead=0))
+    assert rank.step_time > link.step_time
+    # each send of rank 1 starts only when its previous send has left
+    sends = sorted((e for e in rank.trace if e.rank == 1 and e.kind in ("SF", "SB") and e.step == 1),
+                   key=lambda e: e.end)
+    for x, y in zip(sends, sends[1:]):
+        assert y.end >= x.end + 2.0 - 1e-9

@@ -1,0 +1,170 @@
+"""``pipesim simulate`` and ``pipesim grid``: offline predictions from a profile."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import engine as E
+from . import network as N
+from . import profile as P
+from . import trace as T
+from .profile import write_json_atomic
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be integers separated by commas, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise ValueError(f"{what} must be positive integers, got {text!r}")
+    return vals
+
+
+def parse_schedules(text: str) -> list[str]:
+    names = [x.strip().lower() for x in text.split(",") if x.strip()]
+    for n in names:
+        if n not in ("gpipe", "1f1b"):
+            raise ValueError(f"unknown schedule {n!r}; choose from gpipe, 1f1b")
+    if not names:
+        raise ValueError("no schedule given; e.g. --schedules gpipe,1f1b")
+    return names
+
+
+def add_transport_args(ap: argparse.ArgumentParser) -> None:
+    g = ap.add_argument_group("transport (defaults follow the profile's backend)")
+    g.add_argument("--queue", choices=["link", "rank"], help="one FIFO per link direction, or per-rank send/recv queues")
+    g.add_argument("--send-mode", choices=["eager", "rendezvous"], help="when a send may start")
+    g.add_argument("--recv-ahead", type=int, default=-2, metavar="K",
+                   help="post each receive K computations early (-1: all at step start)")
+
+
+def transport_from(args, profile: P.Profile) -> E.Transport:
+    base = E.Transport.for_backend(profile.device.get("backend"))
+    ra = base.recv_ahead if args.recv_ahead == -2 else (None if args.recv_ahead == -1 else args.recv_ahead)
+    return E.Transport(queue=args.queue or base.queue, send_mode=args.send_mode or base.send_mode,
+                       eager_limit_bytes=base.eager_limit_bytes, recv_ahead=ra)
+
+
+def profile_note(profile: P.Profile, path) -> str:
+    where = path or f"bundled example ({P.BUNDLED.name})"
+    return f"profile: {where} [{profile.source}]"
+
+
+# ----------------------------------------------------------------------------- simulate
+
+
+def cmd_simulate(args) -> int:
+    prof = P.load(args.profile)
+    setting = N.parse(args.network)
+    tr = transport_from(args, prof)
+    res = E.simulate(prof, args.schedule, args.micro_batch_size, args.batch_size, setting,
+                     transport=tr, steps=args.steps, record=bool(args.trace))
+    print(profile_note(prof, args.profile))
+    print(f"{args.schedule}, micro-batch {args.micro_batch_size} x {res.num_microbatches}, "
+          f"{prof.num_stages} stages, network: {setting.label}, transport: {tr.queue} queues, {tr.send_mode}")
+    print(res.summary())
+    if args.trace:
+        for p in T.write(res.trace, args.trace, label="pipesim simulate"):
+            print(f"trace: {p}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transport, progress=True, steps=2):
+    """Simulate every cell. Returns {(schedule, setting label, mbs): SimResult}."""
+    cells = [(s, net, m) for s in schedules for net in settings for m in mbs_list]
+    out = {}
+    t0 = time.perf_counter()
+    for i, (s, net, m) in enumerate(cells, 1):
+        out[(s, net.label, m)] = E.simulate(prof, s, m, batch_size, net, transport=transport, steps=steps,
+                                            record=False)
+        if progress and sys.stderr.isatty():
+            print(f"\r  simulating {i}/{len(cells)}", end="", file=sys.stderr, flush=True)
+    if progress and sys.stderr.isatty():
+        print(f"\r  simulated {len(cells)} cells in {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    return out
+
+
+SCHEDULE_TITLES = {"gpipe": "Gpipe based pipeline", "1f1b": "1F1B based pipeline"}
+
+
+def markdown_tables(values, settings, mbs_list, schedules, fmt=lambda v: f"{v:.2f} s") -> str:
+    """The seed's two tables: one per schedule, a row per setting, a column per micro-batch size."""
+    width = max(len("Network setting"), *(len(s.label) for s in settings))
+    out = []
+    for s in schedules:
+        out.append(f"### {SCHEDULE_TITLES.get(s, s)}")
+        head = "| " + "Network setting".ljust(width) + " | " + " | ".join(f"Micro batch size: {m}" for m in mbs_list) + " |"
+        out.append(head)
+        out.append("|" + "-" * (width + 2) + "|" + "|".join("-" * (len(f"Micro batch size: {m}") + 2) for m in mbs_list) + "|")
+        for net in settings:
+            cells = [fmt(values[(s, net.label, m)]).ljust(len(f"Micro batch size: {m}")) for m in mbs_list]
+            out.append("| " + net.label.ljust(width) + " | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def cmd_grid(args) -> int:
+    prof = P.load(args.profile)
+    settings = N.parse_grid(args.network)
+    mbs_list = parse_int_list(args.micro_batch_sizes, "--micro-batch-sizes")
+    schedules = parse_schedules(args.schedules)
+    tr = transport_from(args, prof)
+    t0 = time.perf_counter()
+    res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr)
+    wall = time.perf_counter() - t0
+    print(f"<!-- {profile_note(prof, args.profile)}; batch {args.batch_size}; {prof.num_stages} stages; "
+          f"step time seen by rank 0; {len(res)} cells simulated in {wall:.2f} s -->")
+    print(markdown_tables({k: v.step_time for k, v in res.items()}, settings, mbs_list, schedules))
+    rows = [{"schedule": s, "network": lbl, "micro_batch_size": m, "batch_size": args.batch_size,
+             "step_time_s": r.step_time, "bubble_fraction": r.bubble_fraction,
+             **{f"rank{x.rank}_compute_s": x.compute for x in r.ranks},
+             **{f"rank{x.rank}_waiting_s": x.waiting for x in r.ranks}}
+            for (s, lbl, m), r in res.items()]
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"csv: {args.csv}", file=sys.stderr)
+    if args.json:
+        write_json_atomic(args.json, {"profile": args.profile or str(P.BUNDLED), "source": prof.source,
+                                      "transport": tr.__dict__, "cells": rows})
+        print(f"json: {args.json}", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    ap = sub.add_parser("simulate", help="simulate one configuration and print the step time and its breakdown")
+    ap.add_argument("--schedule", required=True, choices=["gpipe", "1f1b"])
+    ap.add_argument("--micro-batch-size", type=int, required=True)
+    ap.add_argument("--batch-size", type=int, required=True)
+    ap.add_argument("--network", default="default", help='e.g. "delay 10ms bandwidth 1Gbps" (default: default)')
+    ap.add_argument("--profile", help="profile JSON (default: the bundled GPT-3 small estimate)")
+    ap.add_argument("--trace", help="write the simulated trace (.json Chrome/Perfetto, .csv, or both)")
+    ap.add_argument("--steps", type=int, default=2, help="consecutive steps simulated; the last is reported")
+    add_transport_args(ap)
+    ap.set_defaults(func=cmd_simulate)
+
+    ap = sub.add_parser("grid", help="simulate a grid of settings x micro-batch sizes x schedules (seed tables)")
+    ap.add_argument("--network", default="seed", help="'seed' or settings separated by ',' (default: seed)")
+    ap.add_argument("--micro-batch-sizes", default="1,2,4")
+    ap.add_argument("--schedules", default="gpipe,1f1b")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--profile", help="profile JSON (default: the bundled GPT-3 small estimate)")
+    ap.add_argument("--csv", help="also write the cells as CSV")
+    ap.add_argument("--json", help="also write the cells as JSON")
+    add_transport_args(ap)
+    ap.set_defaults(func=cmd_grid)
+
+
+__all__ = ["register", "run_grid", "markdown_tables", "parse_int_list", "parse_schedules", "json"]
