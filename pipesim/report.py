@@ -1,0 +1,57 @@
+"""Simulated vs measured: per-cell errors, MAPE, the worst cell, and tables.
+
+A *cell* is one (schedule, network setting, micro-batch size). Comparison input is a
+list of dicts with at least ``schedule``, ``network``, ``micro_batch_size``,
+``simulated_s`` and ``measured_s`` (the median over measured steps); optional
+``measured_lo_s``/``measured_hi_s`` (spread) and ``noise_pct`` (run-to-run noise).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Summary:
+    mape: dict[str, float]  # per schedule, percent
+    worst_pct: float
+    worst_cell: str
+    noise_pct: float | None  # median run-to-run noise of the measurements, percent
+
+    def last_line(self) -> str:
+        parts = ", ".join(f"{s} {v:.1f}%" for s, v in self.mape.items())
+        return f"MAPE: {parts}, worst {self.worst_pct:.1f}% ({self.worst_cell})"
+
+
+def error_pct(cell: dict) -> float:
+    return 100.0 * (cell["simulated_s"] - cell["measured_s"]) / cell["measured_s"]
+
+
+def cell_name(cell: dict) -> str:
+    return f"{cell['schedule']}, {cell['network']}, mbs {cell['micro_batch_size']}"
+
+
+def summarize(cells: list[dict]) -> Summary:
+    if not cells:
+        raise ValueError("no measured cells to compare")
+    mape: dict[str, float] = {}
+    for s in dict.fromkeys(c["schedule"] for c in cells):
+        errs = [abs(error_pct(c)) for c in cells if c["schedule"] == s]
+        mape[s] = sum(errs) / len(errs)
+    worst = max(cells, key=lambda c: abs(error_pct(c)))
+    noise = [c["noise_pct"] for c in cells if c.get("noise_pct") is not None]
+    return Summary(mape, abs(error_pct(worst)), cell_name(worst), statistics.median(noise) if noise else None)
+
+
+def comparison_table(cells: list[dict]) -> str:
+    """Markdown: one row per cell with simulated, measured (spread) and error."""
+    lines = ["| schedule | network setting | mbs | simulated s | measured s (spread) | error |",
+             "|---|---|---:|---:|---:|---:|"]
+    for c in cells:
+        spread = ""
+        if c.get("measured_lo_s") is not None and c.get("measured_hi_s") is not None:
+            spread = f" ({c['measured_lo_s']:.3f}-{c['measured_hi_s']:.3f})"
+        lines.append(f"| {c['schedule']} | {c['network']} | {c['micro_batch_size']} | {c['simulated_s']:.3f} | "
+                     f"{c['measured_s']:.3f}{spread} | {error_pct(c):+.1f}% |")
+    return "\n".join(lines)
