@@ -107,6 +107,8 @@ class Testbed:
     :class:`~pipesim.network.NetworkSetting`. ``verbose`` prints progress to stderr.
     """
 
+    __test__ = False   # not a pytest test class, despite the name
+
     def __init__(self, num_hosts: int = 2, network: str | _network.NetworkSetting = "default", *,
                  verbose: bool = False, startup_timeout_s: float = 30.0, stats_file: str | None = None):
         if not isinstance(num_hosts, int) or num_hosts < 1:
