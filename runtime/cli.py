@@ -29,6 +29,8 @@ def add_rank_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0, help="parameter seed")
     ap.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL)")
+    ap.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"],
+                    help="auto: nccl with --device cuda, else gloo (gloo on cuda stages messages through host memory)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per rank (default 1)")
     ap.add_argument("--recv-ahead", type=int, default=-1,
                     help="lowering's recv_ahead; -1 = backend default (gloo: all receives at step start, nccl: 0)")
@@ -42,7 +44,7 @@ def add_rank_args(ap: argparse.ArgumentParser) -> None:
 
 
 RANK_FLAGS = ["model", "schedule", "micro_batch_size", "batch_size", "steps", "warmup", "optimizer", "lr", "seed",
-              "device", "threads", "recv_ahead", "op_timeout", "trace", "out", "steps_log", "save_params", "network"]
+              "device", "backend", "threads", "recv_ahead", "op_timeout", "trace", "out", "steps_log", "save_params", "network"]
 
 
 def rank_argv(ns: argparse.Namespace) -> list[str]:
@@ -59,7 +61,7 @@ def config_from_args(ns: argparse.Namespace):
 
     return RunConfig(schedule=ns.schedule, model=ns.model, micro_batch_size=ns.micro_batch_size,
                      batch_size=ns.batch_size, steps=ns.steps, warmup=ns.warmup, optimizer=ns.optimizer, lr=ns.lr,
-                     seed=ns.seed, device=ns.device, threads=ns.threads, recv_ahead=ns.recv_ahead,
+                     seed=ns.seed, device=ns.device, backend=ns.backend, threads=ns.threads, recv_ahead=ns.recv_ahead,
                      op_timeout_s=ns.op_timeout, trace=ns.trace, out=ns.out, steps_log=ns.steps_log,
                      save_params=ns.save_params, network=ns.network)
 

@@ -81,6 +81,7 @@ class RunConfig:
     device: str = "cpu"
     threads: int = 1
     recv_ahead: int | None = -1  # -1: backend default (gloo None, nccl 0)
+    backend: str = "auto"  # auto: nccl on cuda, gloo on cpu; gloo on cuda stages tensors through host memory
     op_timeout_s: float = 120.0
     trace: str | None = None
     out: str | None = None
@@ -97,6 +98,10 @@ class RunConfig:
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
                              f"{self.micro_batch_size}")
+        if self.backend not in ("auto", "gloo", "nccl"):
+            raise ValueError(f"backend must be auto, gloo or nccl, got {self.backend!r}")
+        if self.backend == "nccl" and not self.device.startswith("cuda"):
+            raise ValueError("backend nccl needs --device cuda")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
 
@@ -162,14 +167,15 @@ class RankEngine:
     def __init__(self, cfg: RunConfig, rank: int, world: int):
         self.cfg, self.rank, self.world = cfg, rank, world
         self.cuda = cfg.device.startswith("cuda")
-        self.backend = "nccl" if self.cuda else "gloo"
+        self.backend = dist.get_backend() if dist.is_initialized() else _backend(cfg)
+        self.nccl = self.backend == "nccl"
         ra = cfg.recv_ahead
-        self.recv_ahead = (0 if self.cuda else None) if ra == -1 else ra
-        self.group_comm = self.cuda
+        self.recv_ahead = (0 if self.nccl else None) if ra == -1 else ra
+        self.group_comm = self.nccl
         self.mcfg = get_config(cfg.model)
         self.m = cfg.num_microbatches
         self.actions = build(cfg.schedule, world, self.m, self.recv_ahead)[rank]
-        self.device = torch.device(cfg.device if not self.cuda else f"cuda:{torch.cuda.current_device()}")
+        self.device = torch.device("cuda", torch.cuda.current_device()) if self.cuda else torch.device(cfg.device)
         self.stage = build_stage(self.mcfg, world, rank, seed=cfg.seed).to(self.device)
         self.stage.train()
         params = [p for p in self.stage.parameters()]
@@ -178,6 +184,8 @@ class RankEngine:
         else:
             self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         self.act_shape = (cfg.micro_batch_size, self.mcfg.seq_len, self.mcfg.d_model)
+        # gloo moves host memory only: on cuda, messages are staged through host tensors
+        self.comm_device = self.device if (self.nccl or not self.cuda) else torch.device("cpu")
         self.handlers = {
             Kind.F: self._forward, Kind.B: self._backward,
             Kind.SEND_F: self._send_act, Kind.SEND_B: self._send_grad,
@@ -197,7 +205,7 @@ class RankEngine:
         key = (peer, direction)
         w = self.watchers.get(key)
         if w is None:
-            w = self.watchers[key] = _Watcher(f"watch-{direction}-{peer}", poll=self.cuda,
+            w = self.watchers[key] = _Watcher(f"watch-{direction}-{peer}", poll=self.nccl,
                                               timeout_s=self.cfg.op_timeout_s)
             w.start()
         return w
@@ -208,7 +216,7 @@ class RankEngine:
         NCCL: ``wait()`` makes the compute stream wait; the watcher only polls."""
         action, err = rec.action, None
         try:
-            if self.cuda:
+            if self.nccl:
                 work.wait(timedelta(seconds=self.cfg.op_timeout_s))
             elif not rec.done.wait(self.cfg.op_timeout_s + 5):
                 err = f"no completion within {self.cfg.op_timeout_s + 5:g}s"
@@ -230,26 +238,26 @@ class RankEngine:
     # ------------------------------------------------------------------ handlers
     # communication handlers return (op, tensor, peer, tag, rec); compute handlers run.
     def _recv_act(self, a: Action):
-        buf = torch.empty(self.act_shape, device=self.device)
+        buf = torch.empty(self.act_shape, device=self.comm_device)
         return dist.irecv, buf, a, "recv", ("act", a.mb)
 
     def _recv_grad(self, a: Action):
-        buf = torch.empty(self.act_shape, device=self.device)
+        buf = torch.empty(self.act_shape, device=self.comm_device)
         return dist.irecv, buf, a, "recv", ("grad", a.mb)
 
     def _send_act(self, a: Action):
-        return dist.isend, self.st.outputs[a.mb].detach().contiguous(), a, "send", None
+        return dist.isend, self.st.outputs[a.mb].detach().to(self.comm_device).contiguous(), a, "send", None
 
     def _send_grad(self, a: Action):
         x = self.st.inputs.pop(a.mb)
-        return dist.isend, x.grad.contiguous(), a, "send", None
+        return dist.isend, x.grad.to(self.comm_device).contiguous(), a, "send", None
 
     def _forward(self, a: Action):
         st = self.st
         if self.rank > 0:
             buf, work, rec = st.recvs.pop(("act", a.mb))
             self._wait(work, rec, "waiting for")
-            x = buf.requires_grad_(True)
+            x = buf.to(self.device).requires_grad_(True)
         else:
             x = st.idx[a.mb]
         t0 = self._now_compute()
@@ -269,7 +277,7 @@ class RankEngine:
             buf, work, rec = st.recvs.pop(("grad", a.mb))
             self._wait(work, rec, "waiting for")
             t0 = self._now_compute()
-            out.backward(buf)
+            out.backward(buf.to(self.device))
         else:
             t0 = self._now_compute()
             out.backward()
@@ -369,7 +377,7 @@ class RankEngine:
     # ------------------------------------------------------------------ clocks
     def sync_clocks(self, hosts: list[str]) -> None:
         """Estimate each remote rank's offset to rank 0 (see module docstring)."""
-        dev = self.device
+        dev = self.comm_device
         for r in range(1, self.world):
             if hosts[r] == hosts[0]:
                 continue
@@ -436,16 +444,26 @@ def _fault_hook(rank: int, step: int) -> None:
             time.sleep(10 ** 6)
 
 
+def _backend(cfg: RunConfig) -> str:
+    if cfg.backend != "auto":
+        return cfg.backend
+    return "nccl" if cfg.device.startswith("cuda") else "gloo"
+
+
 def run_rank(cfg: RunConfig) -> dict | None:
     """Entry point of one rank (env: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     torch.set_num_threads(cfg.threads)
     cuda = cfg.device.startswith("cuda")
+    kw = {}
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local % torch.cuda.device_count())
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=cfg.op_timeout_s))
+        torch.backends.cuda.matmul.allow_tf32 = False
+        if _backend(cfg) == "nccl":
+            kw["device_id"] = torch.device("cuda", torch.cuda.current_device())  # eager communicator init
+    dist.init_process_group(_backend(cfg), rank=rank, world_size=world,
+                            timeout=timedelta(seconds=cfg.op_timeout_s), **kw)
     eng = None
     try:
         eng = RankEngine(cfg, rank, world)
