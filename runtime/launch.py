@@ -170,6 +170,9 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
                     extra.update(dist_env)
                     extra["PYTHONPATH"] = base_env["PYTHONPATH"]
                     extra["PYTHONUNBUFFERED"] = "1"
+                    iface = getattr(tb, "iface", None)
+                    if iface and "GLOO_SOCKET_IFNAME" not in extra:
+                        extra["GLOO_SOCKET_IFNAME"] = iface  # gloo would otherwise bind the hostname's address
                     argv = wrap(i, ["env", *(f"{k}={v}" for k, v in extra.items()), *argv])
                 procs.append(_Rank(i, argv, {**base_env, **dist_env}, log_dir / f"rank{i}.log", echo))
             _watch(procs, t0, timeout_s, stall_s, grace_s, log_dir)
