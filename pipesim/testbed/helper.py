@@ -125,7 +125,8 @@ def main(argv: list[str]) -> int:
             sysnet.set_timer_slack(1)
             if spec.get("realtime", True):
                 try:   # the delay line's timing matters more than anything else running here
-                    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+                    os.sched_setscheduler(0, os.SCHED_FIFO | getattr(os, "SCHED_RESET_ON_FORK", 0),
+                                          os.sched_param(1))
                 except (OSError, AttributeError):
                     pass
             n = spec["num_hosts"]
