@@ -56,7 +56,7 @@ def _run(args) -> int:
         prof = run_local_calibration(args.ranks, args.model, args.mbs, args.out, network=args.network,
                                      force=args.force, repeats=args.repeats, warmup=args.warmup,
                                      link_repeats=args.link_repeats, threads=args.threads,
-                                     window_probe=args.window_probe, contention_s=args.contention_s,
+                                     window_probe=args.window_probe, contention_s=args.contention_s, link_max_bytes=args.link_max_bytes,
                                      timeout_s=args.timeout, log_dir=args.log_dir,
                                      extra_args=["--device", args.device, "--backend", args.backend,
                                                  "--dtype", args.dtype])

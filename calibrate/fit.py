@@ -5,9 +5,12 @@ The model (what :class:`pipesim.profile.Link` holds and the simulator replays)::
     time(n) = latency + n * 8 / bandwidth          one message of n bytes, one way
     throughput of one connection <= window / RTT   (RTT = 2 * latency)
 
-:func:`fit_link` fits ``latency`` and ``bandwidth`` to points ``(n, seconds)`` by
-least squares on the *relative* error, because message sizes span six orders of
-magnitude and a plain fit would ignore the small messages. :func:`fit_window` infers
+:func:`fit_link` fits ``latency`` and ``bandwidth`` to points ``(n, seconds)``.
+Calibration measures the latency directly (half a 4-byte round trip) and fits the
+bandwidth by plain least squares with that latency fixed, so that the largest
+messages set it: the sustained rate, not one inflated by a shaper's burst (the
+testbed's htb lets ~128 KiB pass at line rate) or by small-message effects. The
+fit's relative error over all sizes is recorded, so such deviations stay visible. :func:`fit_window` infers
 the single-connection cap from a second run over a delayed link: if the throughput
 seen there is clearly below what the link's bandwidth allows, the cap is
 ``window = throughput * RTT / 8``; otherwise no cap was observed (``None``).
@@ -40,13 +43,17 @@ class LinkFit:
                 "rms_rel_error": self.rms_rel_error, "max_rel_error": self.max_rel_error}
 
 
-def fit_link(points: Iterable[tuple[float, float]], latency_s: float | None = None) -> LinkFit:
+def fit_link(points: Iterable[tuple[float, float]], latency_s: float | None = None,
+             weighting: str = "relative") -> LinkFit:
     """Fit ``time(n) = latency + n*8/bandwidth`` to ``(bytes, seconds)`` points.
 
-    Weighted least squares with weights ``1/time`` (minimises relative error). If
-    ``latency_s`` is given (e.g. half a measured small-message round trip) only the
-    bandwidth is fitted. The latency is clamped at >= 0, the bandwidth must come out
-    positive, else ``ValueError`` says the points show no size dependence.
+    ``weighting="relative"``: least squares on ``(model - t) / t``, every size counts
+    alike. ``weighting="absolute"``: plain least squares on seconds, so the largest
+    messages set the bandwidth -- the sustained rate, not one inflated by a token
+    bucket's burst or by small-message effects. If ``latency_s`` is given (half a
+    measured small-message round trip) only the bandwidth is fitted. The latency is
+    clamped at >= 0; a slope that is not positive raises ``ValueError``. The errors
+    reported are relative, over all points, whatever the weighting.
     """
     pts = [(float(n), float(t)) for n, t in points]
     if len(pts) < 2:
@@ -55,14 +62,16 @@ def fit_link(points: Iterable[tuple[float, float]], latency_s: float | None = No
         raise ValueError("link points must have bytes >= 0 and seconds > 0")
     if len({n for n, _ in pts}) < 2:
         raise ValueError("link points must cover at least two message sizes")
-    w = [1.0 / t for _, t in pts]          # residual r/t: weight^2 = 1/t^2
+    if weighting not in ("relative", "absolute"):
+        raise ValueError(f"weighting must be 'relative' or 'absolute', got {weighting!r}")
+    w2 = [1.0 / (t * t) if weighting == "relative" else 1.0 for _, t in pts]
     if latency_s is None:
-        # minimise sum ((a + b n - t)/t)^2 over a, b: 2x2 normal equations
-        s00 = sum(wi * wi for wi in w)
-        s01 = sum(wi * wi * n for wi, (n, _) in zip(w, pts))
-        s11 = sum(wi * wi * n * n for wi, (n, _) in zip(w, pts))
-        r0 = sum(wi * wi * t for wi, (_, t) in zip(w, pts))
-        r1 = sum(wi * wi * n * t for wi, (n, t) in zip(w, pts))
+        # minimise sum w (a + b n - t)^2 over a, b: 2x2 normal equations
+        s00 = sum(w2)
+        s01 = sum(w * n for w, (n, _) in zip(w2, pts))
+        s11 = sum(w * n * n for w, (n, _) in zip(w2, pts))
+        r0 = sum(w * t for w, (_, t) in zip(w2, pts))
+        r1 = sum(w * n * t for w, (n, t) in zip(w2, pts))
         det = s00 * s11 - s01 * s01
         a = (r0 * s11 - r1 * s01) / det
         b = (s00 * r1 - s01 * r0) / det
@@ -71,16 +80,14 @@ def fit_link(points: Iterable[tuple[float, float]], latency_s: float | None = No
             b = r1 / s11
     else:
         a = max(0.0, float(latency_s))
-        # minimise sum ((a + b n - t)/t)^2 over b
-        num = sum(wi * wi * n * (t - a) for wi, (n, t) in zip(w, pts))
-        den = sum(wi * wi * n * n for wi, (n, _) in zip(w, pts))
+        num = sum(w * n * (t - a) for w, (n, t) in zip(w2, pts))
+        den = sum(w * n * n for w, (n, _) in zip(w2, pts))
         b = num / den if den > 0 else 0.0
     if not b > 0:
         raise ValueError("transfer time does not grow with message size; cannot fit a bandwidth "
                          "(measure larger messages)")
-    bw = 8.0 / b
     rel = [((a + b * n) - t) / t for n, t in pts]
-    return LinkFit(latency_s=a, bandwidth_bps=bw,
+    return LinkFit(latency_s=a, bandwidth_bps=8.0 / b,
                    rms_rel_error=math.sqrt(sum(r * r for r in rel) / len(rel)),
                    max_rel_error=max(abs(r) for r in rel))
 

@@ -34,7 +34,7 @@ def _sizes_arg(micro_batch_sizes) -> str:
 def run_local_calibration(ranks: int, model: str | None = None, micro_batch_sizes: Sequence[int] | str = (1, 2, 4),
                           out: str | Path = "profile.json", network: str | None = None, force: bool = False, *,
                           repeats: int = 20, warmup: int = 3, link_repeats: int = 15, threads: int = 1,
-                          window_probe: str | None = None, contention_s: float = 0.6, timeout_s: float = 900,
+                          window_probe: str | None = None, contention_s: float = 0.6, link_max_bytes: int = 16 << 20, timeout_s: float = 900,
                           log_dir: str | Path | None = None, echo: bool = True,
                           extra_args: Sequence[str] = ()) -> Profile:
     """Calibrate ``ranks`` stages of ``model`` on this machine and write the profile to ``out``.
@@ -76,6 +76,7 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
 
     common = ["--model", cfg.name, "--micro-batch-sizes", sizes, "--repeats", str(repeats), "--warmup", str(warmup),
               "--link-repeats", str(link_repeats), "--threads", str(threads), "--contention-s", str(contention_s),
+              "--link-max-bytes", str(link_max_bytes),
               "--force", *extra_args]
     for name, v in (("repeats", repeats), ("link_repeats", link_repeats), ("threads", threads)):
         if not isinstance(v, int) or v < 1:

@@ -62,6 +62,8 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (default 20)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed warm-up iterations (default 3)")
     ap.add_argument("--link-repeats", type=int, default=15, help="timed round trips per message size (default 15)")
+    ap.add_argument("--link-max-bytes", type=int, default=16 << 20,
+                    help="largest link message at least this (and at least twice the activation; default 16 MiB)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per rank (default 1, as the runtime)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
@@ -76,6 +78,8 @@ def check_args(args) -> None:
     for name in ("repeats", "link_repeats", "threads"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.link_max_bytes < 4:
+        raise ValueError(f"--link-max-bytes must be >= 4, got {args.link_max_bytes}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if not args.contention_s > 0:
@@ -138,6 +142,8 @@ def run(args) -> int:
     if "MASTER_ADDR" not in os.environ:   # a single rank run by hand
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29517")
+    if backend == "gloo":
+        _gloo_interface()
     dist.init_process_group(backend=backend, rank=rank, world_size=world,
                             **({"device_id": device} if backend == "nccl" else {}))
     clock = measure.Clock(device)
@@ -166,6 +172,10 @@ def run(args) -> int:
         _say(rank, f"[{step[0]}/{total}] {msg}")
 
     t_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    if rank == 0 and load_start > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load_start:.1f} on {os.cpu_count()} cores before starting: other processes "
+              "are running and the timings will carry their noise (see raw.settings.loadavg)", flush=True)
     _say(rank, f"calibrating {cfg.name} over {world} ranks ({'one machine' if args.one_machine else 'one rank per machine'}), "
                f"backend {backend}, device {dev_type}, dtype {args.dtype}, micro-batch sizes "
                f"{','.join(map(str, args.mbs))}, network {args.network_label!r}")
@@ -175,7 +185,7 @@ def run(args) -> int:
     benches = {}
     if not args.links_only:
         benches = {m: measure.StageBench(stage, cfg, m, device, dtype) for m in args.mbs}
-        optimizer = torch.optim.AdamW(stage.parameters(), lr=1e-4)
+        optimizer = torch.optim.AdamW(stage.parameters(), lr=1e-3, weight_decay=0.0)   # as the runtime
         for s in range(world):
             progress(f"compute of stage {s} (layers {partition[s][0]}..{partition[s][1] - 1}), "
                      f"micro-batch sizes {','.join(map(str, args.mbs))}, optimizer step")
@@ -210,7 +220,7 @@ def run(args) -> int:
     dist.all_gather_object(acts, act_max)
     if args.links_only:
         acts = [4 * max(args.mbs) * cfg.seq_len * cfg.d_model] * world   # fp32 activation of the largest micro-batch
-    sizes = message_sizes(max(2 * max(acts), 1 << 20))
+    sizes = message_sizes(max(2 * max(acts), args.link_max_bytes))
     mine["links"] = []
     for s in range(world - 1):
         for src, dst in ((s, s + 1), (s + 1, s)):
@@ -227,6 +237,8 @@ def run(args) -> int:
     rc = 0
     if rank == 0:
         doc = assemble(args, gathered, cfg, partition, backend, device, dtype, time.perf_counter() - t_start)
+        doc["raw"]["settings"]["loadavg_1min"] = {"start": load_start, "end": os.getloadavg()[0],
+                                                  "cores": os.cpu_count()}
         write_json_atomic(args.out, doc, force=args.force)
         from pipesim.profile import from_json
 
@@ -238,6 +250,32 @@ def run(args) -> int:
     dist.barrier()
     dist.destroy_process_group()
     return rc
+
+
+def _gloo_interface() -> None:
+    """Make gloo use the interface that reaches MASTER_ADDR (unless GLOO_SOCKET_IFNAME is set).
+
+    Gloo advertises the address its host name resolves to; inside a testbed namespace
+    (or on a host whose name maps to 127.0.0.1) that is loopback and the peers cannot
+    connect. Nothing changes when the master is loopback.
+    """
+    master = os.environ.get("MASTER_ADDR", "127.0.0.1")
+    if os.environ.get("GLOO_SOCKET_IFNAME") or master in ("127.0.0.1", "localhost", "::1"):
+        return
+    import subprocess
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((socket.gethostbyname(master), 9))
+            local_ip = s.getsockname()[0]
+        out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) > 3 and parts[3].split("/")[0] == local_ip:
+            os.environ["GLOO_SOCKET_IFNAME"] = parts[1].split("@")[0]
+            return
 
 
 # ---------------------------------------------------------------------- profile document
@@ -281,7 +319,7 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
         for r in g["links"]:
             pts = [(p["bytes"], p["one_way_s"]) for p in r["points"]]
             try:
-                fit = fit_link(pts)
+                fit = fit_link(pts, latency_s=r["small_rtt_p25_s"] / 2, weighting="absolute")
             except ValueError as e:
                 # never lose a whole calibration to one noisy link: fall back and say so
                 n_big, t_big = pts[-1]
@@ -293,7 +331,11 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
                 r = {**r, "fit_failed": str(e)}
             links.append({"src": r["src"], "dst": r["dst"], "latency_s": fit.latency_s,
                           "bandwidth_bps": fit.bandwidth_bps, "window_bytes": None})
-            raw_links.append({**r, "fit": fit.to_json(), "half_small_rtt_p25_s": r["small_rtt_p25_s"] / 2})
+            try:   # for comparison: both parameters free, every size weighted alike
+                free = fit_link(pts).to_json()
+            except ValueError as e:
+                free = {"error": str(e)}
+            raw_links.append({**r, "fit": fit.to_json(), "fit_free_relative": free})
     links.sort(key=lambda l: (l["src"], l["dst"]))
     raw_links.sort(key=lambda l: (l["src"], l["dst"]))
     doc = {
@@ -307,9 +349,11 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
     }
     raw: dict = {"settings": {"repeats": args.repeats, "warmup": args.warmup, "link_repeats": args.link_repeats,
                               "network": args.network_label, "spread": "interquartile range (p75 - p25)",
-                              "optimizer": "torch.optim.AdamW", "wall_s": round(wall_s, 2),
+                              "optimizer": "torch.optim.AdamW(lr=1e-3, weight_decay=0), as the runtime", "wall_s": round(wall_s, 2),
                               "link_method": "ping-pong of n bytes out and 4 bytes back, minus half a 4-byte round trip, "
-                                             "lower quartile of the repeats; fit by least squares on relative error"},
+                                             "lower quartile of the repeats; latency = half the 4-byte round trip; bandwidth = "
+                                             "least squares on seconds with that latency fixed (the largest messages "
+                                             "set it); errors relative, over all sizes"},
                  "links": raw_links}
     if args.links_only:
         doc["stages"] = [{"layers": b - a, "compute": {}} for a, b in partition]

@@ -1,0 +1,180 @@
+"""Calibration: link-model fit, a real 2-rank local calibration, CLI refusals and errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from calibrate.fit import LinkFit, fit_link, fit_window, median_spread, message_sizes
+from pipesim import profile as prof
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------- fit (pure)
+
+
+@pytest.mark.parametrize("lat,bw", [(50e-6, 10e9), (5e-3, 200e6), (1e-3, 1e9), (0.0, 5e9)])
+def test_fit_recovers_exact_parameters(lat, bw):
+    pts = [(n, lat + n * 8 / bw) for n in message_sizes(64 << 20)]
+    f = fit_link(pts)
+    assert f.latency_s == pytest.approx(lat, rel=1e-6, abs=1e-12)
+    assert f.bandwidth_bps == pytest.approx(bw, rel=1e-6)
+    assert f.rms_rel_error < 1e-9 and f.max_rel_error < 1e-9
+
+
+def test_fit_with_noise_within_a_few_percent():
+    rng = random.Random(7)
+    lat, bw = 5e-3, 200e6
+    pts = [(n, (lat + n * 8 / bw) * (1 + rng.uniform(-0.03, 0.03))) for n in message_sizes(4 << 20) for _ in range(5)]
+    f = fit_link(pts)
+    assert f.latency_s == pytest.approx(lat, rel=0.05)
+    assert f.bandwidth_bps == pytest.approx(bw, rel=0.05)
+    assert 0 < f.rms_rel_error < 0.05
+
+
+def test_fit_fixed_latency_and_clamping():
+    pts = [(n, 1e-4 + n * 8 / 1e9) for n in (1000, 10_000, 100_000)]
+    f = fit_link(pts, latency_s=1e-4)
+    assert f.latency_s == 1e-4 and f.bandwidth_bps == pytest.approx(1e9)
+    # points that extrapolate to a negative intercept: latency clamps at 0
+    f = fit_link([(1000, 1e-6), (2000, 3e-6)])
+    assert f.latency_s == 0.0 and f.bandwidth_bps > 0
+
+
+@pytest.mark.parametrize("pts,msg", [([(4, 1e-3)], "at least 2"), ([(4, 1e-3), (4, 2e-3)], "two message sizes"),
+                                      ([(4, 2e-3), (4096, 1e-3)], "does not grow"), ([(4, 0.0), (8, 1e-3)], "> 0")])
+def test_fit_rejects_bad_points(pts, msg):
+    with pytest.raises(ValueError, match=msg):
+        fit_link(pts)
+
+
+def test_window_from_a_delayed_probe():
+    # 64 KiB window over a 20 ms round trip: 26 Mbit/s, far below a 1 Gbit/s link
+    win, rtt = 65536, 20e-3
+    probe = LinkFit(latency_s=rtt / 2, bandwidth_bps=win * 8 / rtt, rms_rel_error=0, max_rel_error=0)
+    assert fit_window(probe, expected_bps=1e9) == win
+    # no cap seen: throughput as expected
+    assert fit_window(LinkFit(rtt / 2, 0.95e9, 0, 0), expected_bps=1e9) is None
+
+
+def test_median_spread_and_sizes():
+    assert median_spread([1, 2, 3, 4, 100]) == (3, 2)
+    sizes = message_sizes(1_000_000)
+    assert sizes[0] == 4 and sizes[-1] >= 1_000_000 and all(s % 4 == 0 for s in sizes)
+    assert sizes == sorted(set(sizes))
+
+
+# ---------------------------------------------------------------------- CLI (no ranks started)
+
+
+def _cli(*argv, timeout=120):
+    return subprocess.run([sys.executable, "-m", "pipesim", "calibrate", *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_import_does_not_import_torch():
+    code = "import sys, pipesim.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def _main(capsys, *argv):
+    """``pipesim calibrate ...`` in this process (one torch import for all the error cases)."""
+    from pipesim.cli import main
+
+    rc = main(["calibrate", *argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "profile.json"
+    out.write_text("keep me")
+    rc, _, err = _main(capsys, "--local", "--ranks", "2", "--model", "tiny", "--out", str(out))
+    assert rc == 2
+    assert "exists" in err and "--force" in err
+    assert out.read_text() == "keep me"
+    # the library function refuses too
+    from calibrate import run_local_calibration
+
+    with pytest.raises(FileExistsError, match="--force"):
+        run_local_calibration(2, "tiny", [1], out)
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--local", "--micro-batch-sizes", "1,x"], "--micro-batch-sizes"),
+    (["--local", "--micro-batch-sizes", "0"], "--micro-batch-sizes"),
+    (["--local", "--model", "nope"], "unknown model preset 'nope'"),
+    (["--local", "--ranks", "0"], "--ranks must be >= 1"),
+    (["--local", "--ranks", "4", "--model", "tiny"], "cannot split"),
+    (["--local", "--repeats", "0"], "--repeats must be >= 1"),
+    (["--local", "--network", "delay -1ms"], "delay"),
+    (["--local", "--window-probe", "bandwidth 1Gbps"], "must add a delay"),
+    ([], "--local --ranks N"),
+])
+def test_bad_arguments_give_clear_errors(tmp_path, capsys, argv, msg):
+    rc, out, err = _main(capsys, *argv, "--out", str(tmp_path / "p.json"))
+    assert rc == 2, out + err
+    assert msg in err, err
+    assert not (tmp_path / "p.json").exists()
+
+
+# ---------------------------------------------------------------------- a real calibration (2 gloo ranks)
+
+
+@pytest.mark.slow
+def test_local_calibration_two_ranks_tiny(tmp_path):
+    from runtime.model import get_config
+
+    out = tmp_path / "profile.json"
+    r = _cli("--local", "--ranks", "2", "--model", "tiny", "--micro-batch-sizes", "1,2", "--repeats", "5",
+             "--link-repeats", "5", "--contention-s", "0.2", "--link-max-bytes", "65536", "--out", str(out),
+             timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[1/5] compute of stage 0" in r.stderr            # progress, relayed from rank 0
+    assert "stage  mbs" in r.stdout and "link" in r.stdout     # summary table
+    p = prof.load(out)
+    cfg = get_config("tiny")
+    assert p.source == "measured" and p.num_stages == 2 and p.micro_batch_sizes == [1, 2]
+    assert p.device["backend"] == "gloo" and p.device["dtype"] == "float32" and p.device["name"]
+    assert p.model["name"] == "tiny" and p.model["partition"] == [[0, 2], [2, 3]]
+    assert [s.layers for s in p.stages] == [2, 1]
+    for i, st in enumerate(p.stages):
+        assert st.optimizer_s > 0
+        for m, c in st.compute.items():
+            assert c.forward_s > 0 and c.backward_s > 0 and c.forward_spread_s >= 0
+            nbytes = m * cfg.seq_len * cfg.d_model * 4
+            assert c.activation_bytes == (nbytes if i == 0 else 0)
+            assert c.gradient_bytes == (0 if i == 0 else nbytes)
+    assert set(p.links) == {(0, 1), (1, 0)}
+    for link in p.links.values():
+        assert 0 < link.latency_s < 0.05 and link.bandwidth_bps > 1e7 and link.window_bytes is None
+    assert p.host is not None and p.host.slowdown[1] == 1.0 and 2 in p.host.slowdown
+    raw = json.loads(out.read_text())["raw"]
+    assert len(raw["links"]) == 2 and all(len(r["points"]) >= 5 and "fit" in r for r in raw["links"])
+    assert max(pt["bytes"] for pt in raw["links"][0]["points"]) >= 2 * 2 * cfg.seq_len * cfg.d_model * 4
+    # a second run without --force is refused and leaves the profile alone
+    before = out.read_text()
+    r = _cli("--local", "--ranks", "2", "--model", "tiny", "--out", str(out))
+    assert r.returncode == 2 and "--force" in r.stderr and out.read_text() == before
+
+
+def test_window_probe_merge(tmp_path):
+    """merge_window_probe fills window_bytes from a links-only probe document (no processes)."""
+    from calibrate.local import merge_window_probe
+    from pipesim.network import parse
+
+    doc = {"description": "x", "links": [{"src": 0, "dst": 1, "latency_s": 5e-5, "bandwidth_bps": 1e10,
+                                          "window_bytes": None}], "raw": {}}
+    fit = {"latency_s": 0.01, "bandwidth_bps": 65536 * 8 / 0.02, "rms_rel_error": 0.01, "max_rel_error": 0.02}
+    merge_window_probe(doc, {"raw": {"links": [{"src": 0, "dst": 1, "fit": fit}]}}, parse("delay 10ms"))
+    assert doc["links"][0]["window_bytes"] == 65536
+    assert doc["raw"]["window_probe"]["network"] == "delay 10ms"
+    assert math.isclose(doc["raw"]["window_probe"]["links"][0]["expected_bps"], 1e10)
