@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 
@@ -82,7 +81,8 @@ def _check(args) -> int:
             return 1
     print(check.table(results))
     print("\nTargets: RTT within 10% (or 0.2 ms) of twice the one-way delay; throughput within 10% "
-          "of the bandwidth. Uncapped rows show what the path carries (one TCP stream).")
+          "of the bandwidth. Uncapped rows show what the path carries (one TCP stream); where that is "
+          "below a cap, the machine (CPU) is the limit, not the shaping.")
     return 0 if all(r.rtt_ok and r.bw_ok is not False for r in results) else 1
 
 
