@@ -54,11 +54,11 @@ def _run(args) -> int:
 
     try:
         prof = run_local_calibration(args.ranks, args.model, args.mbs, args.out, network=args.network,
-                                     force=args.force, repeats=args.repeats, warmup=args.warmup,
+                                     force=args.force, repeats=args.repeats, warmup=args.warmup, rounds=args.rounds,
                                      link_repeats=args.link_repeats, threads=args.threads,
                                      window_probe=args.window_probe, contention_s=args.contention_s, link_max_bytes=args.link_max_bytes,
                                      timeout_s=args.timeout, log_dir=args.log_dir,
-                                     extra_args=["--device", args.device, "--backend", args.backend,
+                                     extra_args=["--timing", args.timing, "--device", args.device, "--backend", args.backend,
                                                  "--dtype", args.dtype])
     except LaunchError as e:
         print(f"pipesim calibrate: error: {e}", file=sys.stderr)

@@ -33,7 +33,7 @@ def _sizes_arg(micro_batch_sizes) -> str:
 
 def run_local_calibration(ranks: int, model: str | None = None, micro_batch_sizes: Sequence[int] | str = (1, 2, 4),
                           out: str | Path = "profile.json", network: str | None = None, force: bool = False, *,
-                          repeats: int = 20, warmup: int = 3, link_repeats: int = 15, threads: int = 1,
+                          repeats: int = 30, warmup: int = 3, rounds: int = 3, link_repeats: int = 15, threads: int = 1,
                           window_probe: str | None = None, contention_s: float = 0.6, link_max_bytes: int = 16 << 20, timeout_s: float = 900,
                           log_dir: str | Path | None = None, echo: bool = True,
                           extra_args: Sequence[str] = ()) -> Profile:
@@ -74,11 +74,11 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
     if cfg.layers < ranks:
         raise ValueError(f"model {cfg.name} has {cfg.layers} layers; cannot split it over {ranks} ranks")
 
-    common = ["--model", cfg.name, "--micro-batch-sizes", sizes, "--repeats", str(repeats), "--warmup", str(warmup),
+    common = ["--model", cfg.name, "--micro-batch-sizes", sizes, "--repeats", str(repeats), "--warmup", str(warmup), "--rounds", str(rounds),
               "--link-repeats", str(link_repeats), "--threads", str(threads), "--contention-s", str(contention_s),
               "--link-max-bytes", str(link_max_bytes),
               "--force", *extra_args]
-    for name, v in (("repeats", repeats), ("link_repeats", link_repeats), ("threads", threads)):
+    for name, v in (("repeats", repeats), ("link_repeats", link_repeats), ("threads", threads), ("rounds", rounds)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
     tmp = Path(tempfile.mkdtemp(prefix="pipesim-calibrate-"))

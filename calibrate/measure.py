@@ -58,14 +58,22 @@ class Clock:
 
 
 class _WallMarks:
+    """Wall clock, and this thread's CPU time beside it (with one torch thread, the CPU
+    time of an op is its compute without the time other processes took the core)."""
+
     def __init__(self, count: int):
         self.t = [0.0] * count
+        self.c = [0.0] * count
 
     def mark(self, i: int) -> None:
         self.t[i] = time.perf_counter()
+        self.c[i] = time.thread_time()
 
     def elapsed(self) -> list[float]:
         return [b - a for a, b in zip(self.t, self.t[1:])]
+
+    def cpu_elapsed(self) -> list[float] | None:
+        return [b - a for a, b in zip(self.c, self.c[1:])]
 
 
 class _CudaMarks:
@@ -78,6 +86,9 @@ class _CudaMarks:
     def elapsed(self) -> list[float]:
         torch.cuda.synchronize()
         return [a.elapsed_time(b) / 1e3 for a, b in zip(self.ev, self.ev[1:])]
+
+    def cpu_elapsed(self) -> None:
+        return None
 
 
 class StageBench:
@@ -118,8 +129,8 @@ class StageBench:
             return 0
         return self.x.numel() * self.x.element_size()
 
-    def run_once(self, clock: Clock) -> tuple[float, float]:
-        """One forward and one backward, timed separately (seconds)."""
+    def run_once(self, clock: Clock, cpu: list | None = None) -> tuple[float, float]:
+        """One forward and one backward, timed separately (seconds); CPU times appended to ``cpu``."""
         if self.x.grad is not None:
             self.x.grad = None
         m = clock.marks(3)
@@ -130,24 +141,57 @@ class StageBench:
         self.backward(y)
         m.mark(2)
         f, b = m.elapsed()
+        if cpu is not None:
+            cpu.append(m.cpu_elapsed())
         return f, b
 
 
-def time_stage(bench: StageBench, clock: Clock, warmup: int, repeats: int) -> dict:
-    """Forward/backward medians, IQR and the raw samples."""
+def time_stages(benches: dict, clock: Clock, warmup: int, repeats: int) -> dict:
+    """Forward/backward wall-time samples (and thread CPU-time samples on CPU) per micro-batch size.
+
+    The sizes are interleaved (round robin within each repeat), so that a disturbance
+    lasting a while -- another process taking the core -- spreads over all sizes
+    instead of shifting one size's median. See :func:`summarize` for the statistics.
+    """
     for _ in range(warmup):
-        bench.run_once(clock)
-    fs, bs = [], []
+        for b in benches.values():
+            b.run_once(clock)
+    out = {m: {"forward": [], "backward": [], "cpu": []} for m in benches}
     with _no_gc():
         for _ in range(repeats):
-            f, b = bench.run_once(clock)
-            fs.append(f)
-            bs.append(b)
-    fm, fsp = median_spread(fs)
-    bm, bsp = median_spread(bs)
-    bench.stage.zero_grad(set_to_none=True)
-    return {"forward_s": fm, "backward_s": bm, "forward_spread_s": fsp, "backward_spread_s": bsp,
-            "forward_samples": fs, "backward_samples": bs}
+            for m, b in benches.items():
+                f, bw = b.run_once(clock, out[m]["cpu"])
+                out[m]["forward"].append(f)
+                out[m]["backward"].append(bw)
+    for b in benches.values():
+        b.stage.zero_grad(set_to_none=True)
+    return out
+
+
+def summarize(samples: dict, timing: str = "wall") -> dict:
+    """Medians and IQRs of the samples of :func:`time_stages` (pooled over rounds).
+
+    ``timing="cpu"`` (CPU only): the profile's times are the thread CPU-time medians,
+    which leave out the time other processes took the core -- reproducible on a shared
+    machine; ``"wall"`` (default): wall-clock medians, what the runtime sees.
+    """
+    cpu = [c for c in samples["cpu"] if c is not None]
+    fc = [c[0] for c in cpu]
+    bc = [c[1] for c in cpu]
+    if timing == "cpu" and cpu:
+        fm, fsp = median_spread(fc)
+        bm, bsp = median_spread(bc)
+    else:
+        fm, fsp = median_spread(samples["forward"])
+        bm, bsp = median_spread(samples["backward"])
+    r = {"forward_s": fm, "backward_s": bm, "forward_spread_s": fsp, "backward_spread_s": bsp,
+         "forward_samples": samples["forward"], "backward_samples": samples["backward"]}
+    if cpu:
+        r["forward_wall_s"] = median_spread(samples["forward"])[0]
+        r["backward_wall_s"] = median_spread(samples["backward"])[0]
+        r["forward_cpu_s"] = median_spread(fc)[0]
+        r["backward_cpu_s"] = median_spread(bc)[0]
+    return r
 
 
 def time_concurrent(bench: StageBench, clock: Clock, duration_s: float) -> list[float]:

@@ -59,12 +59,17 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--micro-batch-sizes", default="1,2,4", help="comma-separated, e.g. 1,2,4")
     ap.add_argument("--out", required=True, help="profile JSON to write")
     ap.add_argument("--force", action="store_true", help="overwrite an existing profile")
-    ap.add_argument("--repeats", type=int, default=20, help="timed repeats per measurement (default 20)")
+    ap.add_argument("--repeats", type=int, default=30, help="timed repeats per measurement (default 30)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="the ranks take turns this many times; the repeats are split over the rounds (default 3)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed warm-up iterations (default 3)")
     ap.add_argument("--link-repeats", type=int, default=15, help="timed round trips per message size (default 15)")
     ap.add_argument("--link-max-bytes", type=int, default=16 << 20,
                     help="largest link message at least this (and at least twice the activation; default 16 MiB)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per rank (default 1, as the runtime)")
+    ap.add_argument("--timing", default="wall", choices=["wall", "cpu"],
+                    help="compute times: wall clock medians (default), or on CPU this thread's CPU time, which "
+                         "leaves out time other processes took the core (reproducible on a shared machine)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -75,7 +80,7 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
 def check_args(args) -> None:
     """Clear errors for bad values before anything starts."""
     args.mbs = parse_sizes(args.micro_batch_sizes)
-    for name in ("repeats", "link_repeats", "threads"):
+    for name in ("repeats", "link_repeats", "threads", "rounds"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.link_max_bytes < 4:
@@ -161,7 +166,7 @@ def run(args) -> int:
 
     partition = split_layers(cfg.layers, world)
     stage = build_stage(cfg, world, rank).to(device=device, dtype=dtype)
-    n_comp = 0 if args.links_only else world
+    n_comp = 0 if args.links_only else world * max(1, min(args.rounds, args.repeats)) + 1
     n_cont = (world - 1) if (args.one_machine and not args.links_only) else 0
     n_link = 2 * (world - 1)
     total = n_comp + n_cont + n_link
@@ -186,23 +191,35 @@ def run(args) -> int:
     if not args.links_only:
         benches = {m: measure.StageBench(stage, cfg, m, device, dtype) for m in args.mbs}
         optimizer = torch.optim.AdamW(stage.parameters(), lr=1e-3, weight_decay=0.0)   # as the runtime
+        # rounds of turns (stage 0, 1, .., N-1, 0, 1, ..): a disturbance that lasts a while lands on
+        # several stages a little rather than on one stage entirely
+        rounds = max(1, min(args.rounds, args.repeats))
+        per_round = [args.repeats // rounds + (1 if i < args.repeats % rounds else 0) for i in range(rounds)]
+        pooled = {m: {"forward": [], "backward": [], "cpu": []} for m in args.mbs}
+        for rnd in range(rounds):
+            for s in range(world):
+                progress(f"compute of stage {s} (layers {partition[s][0]}..{partition[s][1] - 1}), micro-batch "
+                         f"sizes {','.join(map(str, args.mbs))}, round {rnd + 1} of {rounds}, others idle")
+                dist.barrier()
+                if rank == s:
+                    got = measure.time_stages(benches, clock, args.warmup if rnd == 0 else 1, per_round[rnd])
+                    for m, d in got.items():
+                        for k, v in d.items():
+                            pooled[m][k].extend(v)
+                dist.barrier()
+        progress("optimizer step of each stage (one rank at a time)")
         for s in range(world):
-            progress(f"compute of stage {s} (layers {partition[s][0]}..{partition[s][1] - 1}), "
-                     f"micro-batch sizes {','.join(map(str, args.mbs))}, optimizer step")
             dist.barrier()
             if rank == s:
-                comp = {}
-                for m in args.mbs:
-                    b = benches[m]
-                    r = measure.time_stage(b, clock, args.warmup, args.repeats)
-                    r["activation_bytes"] = b.output_bytes()
-                    r["gradient_bytes"] = b.input_grad_bytes()
-                    comp[m] = r
                 opt_med, opt_iqr = measure.time_optimizer(stage, optimizer, clock, args.warmup, args.repeats)
-                mine["compute"] = comp
                 mine["optimizer_s"] = opt_med
                 mine["optimizer_spread_s"] = opt_iqr
             dist.barrier()
+        comp = {m: measure.summarize(pooled[m], args.timing) for m in args.mbs}
+        for m, r in comp.items():
+            r["activation_bytes"] = benches[m].output_bytes()
+            r["gradient_bytes"] = benches[m].input_grad_bytes()
+        mine["compute"] = comp
     # ---------------------------------------------------------------- 2. host contention (one machine)
     if n_cont:
         mine["contention"] = {}
@@ -313,7 +330,8 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     where = f"{world} ranks on one machine ({hosts[0]})" if args.one_machine else f"{world} ranks on {', '.join(hosts)}"
     desc = (f"measured by pipesim calibrate: {cfg.name}, {where}, device {dev['name']}, backend {backend}, "
-            f"dtype {args.dtype}, {args.threads} thread(s) per rank, network {args.network_label!r}, {when}")
+            f"dtype {args.dtype}, {args.threads} thread(s) per rank, network {args.network_label!r}, "
+            f"{'thread CPU-time' if args.timing == 'cpu' else 'wall-clock'} medians, {when}")
     links, raw_links = [], []
     for g in gathered:
         for r in g["links"]:
@@ -349,6 +367,7 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
     }
     raw: dict = {"settings": {"repeats": args.repeats, "warmup": args.warmup, "link_repeats": args.link_repeats,
                               "network": args.network_label, "spread": "interquartile range (p75 - p25)",
+                              "rounds": args.rounds, "timing": args.timing,
                               "optimizer": "torch.optim.AdamW(lr=1e-3, weight_decay=0), as the runtime", "wall_s": round(wall_s, 2),
                               "link_method": "ping-pong of n bytes out and 4 bytes back, minus half a 4-byte round trip, "
                                              "lower quartile of the repeats; latency = half the 4-byte round trip; bandwidth = "
@@ -367,6 +386,9 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
             comp[str(m)] = {k: r[k] for k in ("forward_s", "backward_s", "activation_bytes", "gradient_bytes",
                                               "forward_spread_s", "backward_spread_s")}
             rc[str(m)] = {"forward_samples_s": r["forward_samples"], "backward_samples_s": r["backward_samples"]}
+            if "forward_cpu_s" in r:   # thread CPU time: the compute without time other processes took
+                for k in ("forward_wall_s", "backward_wall_s", "forward_cpu_s", "backward_cpu_s"):
+                    rc[str(m)][k] = r[k]
         doc["stages"].append({"layers": b - a, "optimizer_s": g["optimizer_s"], "compute": comp})
         raw_comp.append({"rank": g["rank"], "optimizer_spread_s": g["optimizer_spread_s"], "samples": rc})
     raw["compute"] = raw_comp
@@ -380,7 +402,8 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
             for m in args.mbs:
                 ratios = []
                 for g in gathered[:k]:
-                    alone = g["compute"][m]["forward_s"] + g["compute"][m]["backward_s"]
+                    c = g["compute"][m]
+                    alone = c.get("forward_wall_s", c["forward_s"]) + c.get("backward_wall_s", c["backward_s"])
                     ratios.append(statistics.median(g["contention"][k][m]) / alone)
                 ratios_by_mbs[str(m)] = {"per_rank": ratios, "mean": sum(ratios) / len(ratios)}
             per[str(k)] = ratios_by_mbs

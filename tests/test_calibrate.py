@@ -138,7 +138,7 @@ def test_local_calibration_two_ranks_tiny(tmp_path):
              "--link-repeats", "5", "--contention-s", "0.2", "--link-max-bytes", "65536", "--out", str(out),
              timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "[1/5] compute of stage 0" in r.stderr            # progress, relayed from rank 0
+    assert "[1/10] compute of stage 0" in r.stderr and "[10/10] link 1->0" in r.stderr   # progress, from rank 0
     assert "stage  mbs" in r.stdout and "link" in r.stdout     # summary table
     p = prof.load(out)
     cfg = get_config("tiny")
