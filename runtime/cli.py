@@ -34,6 +34,9 @@ def add_rank_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per rank (default 1)")
     ap.add_argument("--recv-ahead", type=int, default=-1,
                     help="lowering's recv_ahead; -1 = backend default (gloo: all receives at step start, nccl: 0)")
+    ap.add_argument("--recv-stamp", default="watcher", choices=["watcher", "inline"],
+                    help="watcher (default): a thread per peer stamps exact arrival times; inline: the compute thread "
+                         "waits itself (less hand-off overhead, arrival stamps are upper bounds)")
     ap.add_argument("--op-timeout", type=float, default=120.0,
                     help="seconds a rank waits for any peer operation before failing (default %(default)s)")
     ap.add_argument("--trace", default=None, help="trace file: .json (Chrome), .csv, or another suffix for both")
@@ -44,7 +47,7 @@ def add_rank_args(ap: argparse.ArgumentParser) -> None:
 
 
 RANK_FLAGS = ["model", "schedule", "micro_batch_size", "batch_size", "steps", "warmup", "optimizer", "lr", "seed",
-              "device", "backend", "threads", "recv_ahead", "op_timeout", "trace", "out", "steps_log", "save_params", "network"]
+              "device", "backend", "threads", "recv_ahead", "recv_stamp", "op_timeout", "trace", "out", "steps_log", "save_params", "network"]
 
 
 def rank_argv(ns: argparse.Namespace) -> list[str]:
@@ -61,7 +64,7 @@ def config_from_args(ns: argparse.Namespace):
 
     return RunConfig(schedule=ns.schedule, model=ns.model, micro_batch_size=ns.micro_batch_size,
                      batch_size=ns.batch_size, steps=ns.steps, warmup=ns.warmup, optimizer=ns.optimizer, lr=ns.lr,
-                     seed=ns.seed, device=ns.device, backend=ns.backend, threads=ns.threads, recv_ahead=ns.recv_ahead,
+                     seed=ns.seed, device=ns.device, backend=ns.backend, threads=ns.threads, recv_ahead=ns.recv_ahead, recv_stamp=ns.recv_stamp,
                      op_timeout_s=ns.op_timeout, trace=ns.trace, out=ns.out, steps_log=ns.steps_log,
                      save_params=ns.save_params, network=ns.network)
 
