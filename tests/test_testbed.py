@@ -166,18 +166,9 @@ def test_per_link_delay_applies_to_its_link_only():
 
 
 def _iperf(tb, seconds=2):
-    srv = tb.popen(1, ["iperf3", "-s", "-1", "-p", "5301"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(40):
-            p = tb.run(0, ["iperf3", "-c", tb.addresses[1], "-p", "5301", "-t", str(seconds), "-O", "0.5", "-J"],
-                       timeout=seconds + 20)
-            if p.returncode == 0:
-                break
-            time.sleep(0.05)
-        return json.loads(p.stdout)["end"]["sum_received"]["bits_per_second"]
-    finally:
-        srv.kill()
-        srv.wait()
+    from pipesim.testbed import check
+    bps, _ = check.iperf(tb, 0, 1, seconds=seconds, omit=0.5)
+    return bps
 
 
 @pytest.mark.parametrize("network", ["bandwidth 100Mbps", "delay 2ms bandwidth 100Mbps"])

@@ -63,20 +63,22 @@ def iperf(tb: Testbed, src: int, dst: int, seconds: float = 3.0, omit: float = 1
         time.sleep(0.05)
         cpu0 = _cpu_seconds(tb.helper_pid) if tb.helper_pid else 0.0
         t0 = time.monotonic()
-        for attempt in range(20):
+        doc: dict = {}
+        for attempt in range(40):
             p = tb.run(src, ["iperf3", "-c", tb.addresses[dst], "-p", port, "-t", str(seconds),
                              "-O", str(omit), "-J"], timeout=seconds + omit + 30)
-            if p.returncode == 0 or "connect" not in (p.stdout + p.stderr):
+            try:
+                doc = json.loads(p.stdout)
+            except json.JSONDecodeError:
+                doc = {"error": f"{p.stdout[-300:]} {p.stderr[-300:]}"}
+            # iperf3 -J exits 0 even when it could not connect: look at the document
+            if "error" not in doc or "connect" not in str(doc["error"]):
                 break
             time.sleep(0.05)        # server not listening yet
         wall = time.monotonic() - t0
         cpu = (_cpu_seconds(tb.helper_pid) - cpu0) / wall if tb.helper_pid else 0.0
-        try:
-            doc = json.loads(p.stdout)
-        except json.JSONDecodeError:
-            raise RuntimeError(f"iperf3 failed: {p.stdout[-300:]} {p.stderr[-300:]}")
-        if "error" in doc:
-            raise RuntimeError(f"iperf3 failed: {doc['error']}")
+        if "error" in doc or "sum_received" not in doc.get("end", {}):
+            raise RuntimeError(f"iperf3 from host {src} to host {dst} failed: {doc.get('error', doc)}")
         return float(doc["end"]["sum_received"]["bits_per_second"]), cpu
     finally:
         server.kill()

@@ -13,7 +13,7 @@ Every directed pair (i, j) gets ``setting.for_link(i, j)``: the pipeline links
 every machine's interface would. Delay comes from a user-space delay line between TUN
 devices (this kernel has no ``sch_netem``); bandwidth from htb per destination on each
 host's egress; a setting with no delay uses plain veth pairs and a bridge. Real kernel
-TCP runs end to end. All of it lives in a helper process that removes the namespaces
+TCP runs end to end, over an MTU of 9000 (``PIPESIM_TESTBED_MTU`` overrides it). All of it lives in a helper process that removes the namespaces
 when the testbed is closed, when the parent dies (even by SIGKILL), or on a signal.
 """
 
@@ -157,7 +157,8 @@ class Testbed:
             self._say(f"removed {len(stale)} namespaces left by a crashed testbed")
         _install_handlers()
         spec = {"num_hosts": self.num_hosts, "tag": f"{os.getpid()}-{secrets.token_hex(3)}",
-                "mode": self.mode, "links": self.links, "stats_file": self.stats_file}
+                "mode": self.mode, "links": self.links, "stats_file": self.stats_file,
+                "mtu": int(os.environ.get("PIPESIM_TESTBED_MTU", "0")) or None}
         # namespaces are named after this (owner) process's pid: a later testbed sweeps
         # those whose owner is gone (only if owner and helper were both killed)
         pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
