@@ -152,6 +152,9 @@ def run(args) -> int:
     dist.init_process_group(backend=backend, rank=rank, world_size=world,
                             **({"device_id": device} if backend == "nccl" else {}))
     clock = measure.Clock(device)
+    # gloo moves CPU tensors only: with CUDA compute under gloo the links carry CPU tensors (staged copies)
+    link_device = device if backend == "nccl" else torch.device("cpu")
+    link_clock = measure.Clock(link_device)
 
     # refuse to overwrite before spending any time (rank 0 decides, everybody exits)
     verdict = [None]
@@ -244,7 +247,8 @@ def run(args) -> int:
             progress(f"link {src}->{dst}: latency and {len(sizes)} message sizes "
                      f"({sizes[0]} B .. {sizes[-1] / 2**20:.1f} MiB)")
             dist.barrier()
-            r = measure.measure_direction(rank, src, dst, sizes, dtype, device, args.warmup, args.link_repeats, clock)
+            r = measure.measure_direction(rank, src, dst, sizes, dtype, link_device, args.warmup, args.link_repeats,
+                                          link_clock)
             if r is not None:
                 mine["links"].append(r)
             dist.barrier()
@@ -326,6 +330,9 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
 
     world = len(gathered)
     dev = describe_device(device, backend, args.dtype, args.threads)
+    dev["timer"] = "cuda events" if device.type == "cuda" else "time.perf_counter"
+    if device.type == "cuda" and backend != "nccl":
+        dev["link_tensors"] = "cpu (gloo)"
     hosts = sorted({g["host"] for g in gathered})
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     where = f"{world} ranks on one machine ({hosts[0]})" if args.one_machine else f"{world} ranks on {', '.join(hosts)}"
