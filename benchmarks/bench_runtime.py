@@ -101,6 +101,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--ours-args", default="", help="extra arguments for our runtime, e.g. '--recv-stamp inline'")
     ap.add_argument("--timeout", type=float, default=600)
     ns = ap.parse_args()
     if ns.worker:
@@ -115,7 +116,8 @@ def main() -> int:
               "--threads", str(ns.threads)]
     for sched in ns.schedules.split(","):
         ours_out, torch_out = tmp / f"ours-{sched}.json", tmp / f"torch-{sched}.json"
-        run_local("runtime", common + ["--schedule", sched, "--optimizer", "adamw", "--out", str(ours_out)],
+        run_local("runtime", common + ["--schedule", sched, "--optimizer", "adamw", "--out", str(ours_out),
+                                       *ns.ours_args.split()],
                   ns.ranks, timeout_s=ns.timeout, log_dir=tmp / f"ours-{sched}", echo=False)
         run_local("benchmarks.bench_runtime", common + ["--worker", "--schedule", sched, "--out", str(torch_out)],
                   ns.ranks, timeout_s=ns.timeout, log_dir=tmp / f"torch-{sched}", echo=False)
@@ -124,7 +126,8 @@ def main() -> int:
         rows.append((sched, ours, theirs))
     print(f"\n{ns.model}, {ns.ranks} ranks, batch {ns.batch_size}, micro-batch {ns.micro_batch_size} "
           f"({ns.batch_size // ns.micro_batch_size} micro-batches), gloo, {ns.threads} thread(s)/rank, "
-          f"{ns.steps} measured steps after {ns.warmup} warm-up; rank 0 step time, median [p10, p90]\n")
+          f"{ns.steps} measured steps after {ns.warmup} warm-up; rank 0 step time, median [p10, p90]"
+          + (f"; ours with {ns.ours_args}" if ns.ours_args else "") + "\n")
     print("| schedule | pipesim runtime (s) | torch.distributed.pipelining (s) | ours / torch |")
     print("|---|---|---|---|")
     for sched, o, t in rows:
