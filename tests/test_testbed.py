@@ -74,9 +74,17 @@ def _spawn_owner(network: str, extra: str = "") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
 
 
+def _root_links() -> str:
+    """The machine's own interfaces and their qdiscs (minus counters)."""
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    qdiscs = subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
+    return links + qdiscs
+
+
 def test_up_and_down_leaves_nothing():
     before = set(_ours())
-    with Testbed(3, "delay 1ms") as tb:
+    root_before = _root_links()
+    with Testbed(3, "delay 1ms bandwidth 1Gbps") as tb:
         assert tb.is_up and len(tb.addresses) == 3 and len(set(tb.addresses)) == 3
         names = list(tb._all_ns)
         helper = tb.helper_pid
@@ -86,11 +94,12 @@ def test_up_and_down_leaves_nothing():
             for b in range(3):
                 if a != b:
                     assert tb.run(a, ["ping", "-c", "1", "-W", "2", tb.addresses[b]]).returncode == 0, (a, b)
-        # nothing of ours in the root namespace
-        assert "tb0" not in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+        # nothing of ours in the root namespace, nothing changed there
+        assert _root_links() == root_before
     assert not any(ns in sysnet.list_netns() for ns in names)
     assert _gone(helper)
     assert set(_ours()) <= before
+    assert _root_links() == root_before
 
 
 def test_cleanup_after_exception_kills_processes_inside():
