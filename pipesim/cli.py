@@ -18,7 +18,7 @@ VERB_MODULES = [
     "runtime.cli",            # run
     "calibrate.cli",          # calibrate
     "pipesim.testbed.cli",    # testbed, netem
-    "pipesim.cmd_validate",   # validate, demo, plot
+    "runtime.cmd_validate",   # validate, demo
 ]
 
 

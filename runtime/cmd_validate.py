@@ -1,0 +1,71 @@
+"""The ``pipesim validate`` and ``pipesim demo`` verbs (no torch at import time)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEMO_NETWORKS = "default, delay 5ms, bandwidth 200Mbps, delay 10ms bandwidth 1Gbps"
+
+
+def _ints(text: str) -> list[int]:
+    from pipesim.cmd_sim import parse_int_list
+
+    return parse_int_list(text, "--micro-batch-sizes")
+
+
+def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batch: int, steps: int) -> None:
+    ap.add_argument("--out", default=out, help="working folder: profile, measured cells, comparison (default %(default)s)")
+    ap.add_argument("--model", default="cpu-small", help="model preset (default %(default)s)")
+    ap.add_argument("--ranks", type=int, default=3)
+    ap.add_argument("--network", default=networks, help="'seed' or settings separated by ',' (default %(default)r)")
+    ap.add_argument("--micro-batch-sizes", default=mbs)
+    ap.add_argument("--schedules", default="gpipe,1f1b")
+    ap.add_argument("--batch-size", type=int, default=batch)
+    ap.add_argument("--steps", type=int, default=steps, help="measured steps per cell (after 2 warm-up steps)")
+    ap.add_argument("--figures", default="figures", help="folder for the figures ('' for none)")
+    ap.add_argument("--recalibrate", action="store_true", help="calibrate again even if the folder has a profile")
+    ap.add_argument("--window-probe", default="delay 5ms",
+                    help="delayed setting under which links are probed for the single-connection cap ('' for none)")
+
+
+def _run(ns: argparse.Namespace, demo: bool) -> int:
+    from pipesim.cmd_sim import parse_schedules
+    from pipesim.testbed import available
+
+    from runtime.launch import LaunchError
+    from runtime.validate import validate
+
+    networks = ns.network
+    ok, why = available()
+    if not ok:
+        from pipesim import network as N
+
+        settings = N.parse_grid(networks)
+        kept = [s for s in settings if s.is_default]
+        print(f"pipesim {'demo' if demo else 'validate'}: the local testbed is not available ({why}); "
+              f"measuring only the default-network cells, simulating the rest.", file=sys.stderr)
+        if not kept:
+            print("no default-network cell to measure without the testbed", file=sys.stderr)
+            return 2
+        networks = kept
+    try:
+        validate(ns.out, model=ns.model, ranks=ns.ranks, networks=networks,
+                 micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=tuple(parse_schedules(ns.schedules)),
+                 batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None,
+                 recalibrate=ns.recalibrate, window_probe=ns.window_probe or None)
+    except LaunchError as e:
+        print(f"pipesim validate: {e}\nmeasured cells so far are kept in {os.path.join(ns.out, 'measured.jsonl')}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    ap = sub.add_parser("validate", help="calibrate, simulate a grid, measure it on the local testbed, compare, plot")
+    _common(ap, "out/validate", "seed", "1,2,4", 16, 6)
+    ap.set_defaults(func=lambda ns: _run(ns, demo=False))
+    ap = sub.add_parser("demo", help="the whole loop on a reduced grid with the CPU preset (a few minutes)")
+    _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 16, 4)
+    ap.set_defaults(func=lambda ns: _run(ns, demo=True))

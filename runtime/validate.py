@@ -1,0 +1,220 @@
+"""``pipesim validate`` and ``pipesim demo``: calibrate, simulate, measure, compare, plot.
+
+The loop, all on this machine (ranks in the local testbed's hosts):
+
+1. Calibrate on the default network (plus one links-only probe under a delayed link
+   to fit the single-connection cap) -> ``<out>/profile.json``. Reused if present.
+2. Simulate every cell from that profile alone -> ``<out>/simulated.json``. The
+   measured step times never feed the predictions.
+3. Measure every cell with the runtime -> one line per finished cell in
+   ``<out>/measured.jsonl``. An interrupted validation resumes: cells already there
+   are not measured again.
+4. Compare -> ``<out>/comparison.md`` / ``comparison.json``; figures under ``--figures``.
+   The last line printed is ``MAPE: gpipe X.X%, 1f1b Y.Y%, worst Z.Z% (cell)``.
+
+Nothing here imports torch; the ranks do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from pipesim import engine as E
+from pipesim import network as N
+from pipesim import profile as P
+from pipesim import report as R
+from pipesim.trace import read_csv, write as write_trace
+
+SIM_STEPS = 3  # consecutive steps simulated; the last one is reported (steady state, as measured)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _cell_key(schedule: str, label: str, mbs: int) -> str:
+    return f"{schedule}|{label}|{mbs}"
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in label.split(" (")[0]).strip("-").replace("--", "-")
+
+
+def load_measured(path: Path) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash: that cell is measured again
+                out[rec["key"]] = rec
+    return out
+
+
+def _append(path: Path, rec: dict) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(rec) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def setting_for_run(net: N.NetworkSetting) -> str | None:
+    """The string the launcher applies (None: no emulation)."""
+    return None if net.is_default else "; ".join(
+        (f"link {links[0][0]}->{links[0][1]} " if links else "")
+        + " ".join(x for x in ((f"delay {ov.delay_s * 1e3:g}ms" if ov.delay_s is not None else ""),
+                               (f"bandwidth {ov.bandwidth_bps / 1e6:g}Mbps" if ov.bandwidth_bps is not None else ""))
+                   if x)
+        for links, ov in net.clauses)
+
+
+def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.NetworkSetting, mbs: int, batch: int,
+                 steps: int, warmup: int, timeout_s: float, trace: bool) -> dict:
+    from runtime.launch import run_local
+
+    name = f"{schedule}_{_slug(net.label)}_mbs{mbs}"
+    cell_dir = out / "runs" / name
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    res_path = cell_dir / "results.json"
+    argv = ["--model", model, "--schedule", schedule, "--micro-batch-size", str(mbs), "--batch-size", str(batch),
+            "--steps", str(steps), "--warmup", str(warmup), "--out", str(res_path),
+            "--steps-log", str(cell_dir / "steps.jsonl"), "--op-timeout", str(max(10.0, timeout_s / 2)),
+            "--network", net.label]
+    if trace:
+        argv += ["--trace", str(cell_dir / "trace")]
+    t0 = time.time()
+    run_local("runtime", argv, ranks, network=setting_for_run(net), timeout_s=timeout_s, log_dir=cell_dir / "logs",
+              echo=False)
+    res = json.loads(res_path.read_text())
+    st = res["step_time"]
+    return {"median": st["median"], "p10": st["p10"], "p90": st["p90"], "n": st["n"], "wall_s": time.time() - t0,
+            "results": str(res_path.relative_to(out)),
+            "trace": str((cell_dir / "trace.csv").relative_to(out)) if trace else None}
+
+
+def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", ranks: int = 3,
+             networks: str = "seed", micro_batch_sizes=(1, 2, 4), schedules=("gpipe", "1f1b"), batch_size: int = 16,
+             steps: int = 6, warmup: int = 2, figures: str | Path | None = "figures", timeline_cell=None,
+             window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
+             calibrate_repeats: int = 20, noise_runs: int = 2) -> R.Summary:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
+    for m in micro_batch_sizes:
+        if batch_size % m:
+            raise ValueError(f"batch size {batch_size} is not a multiple of micro-batch size {m}")
+    prof_path = out / "profile.json"
+    # 1. calibrate
+    if recalibrate or not prof_path.exists():
+        from calibrate.local import run_local_calibration
+
+        _log(f"[1/4] calibrating {model} on {ranks} ranks, micro-batch sizes {list(micro_batch_sizes)} "
+             f"(default network{', probe ' + window_probe if window_probe else ''})")
+        run_local_calibration(ranks, model, list(micro_batch_sizes), out=prof_path, force=True,
+                              repeats=calibrate_repeats, window_probe=window_probe,
+                              log_dir=out / "calibrate-logs", echo=False)
+    else:
+        _log(f"[1/4] reusing {prof_path} (pass --recalibrate to measure again)")
+    prof = P.load(prof_path)
+    # 2. simulate from the profile only
+    transport = E.Transport.for_backend(prof.device.get("backend"))
+    cells = [(s, net, m) for s in schedules for net in settings for m in micro_batch_sizes]
+    sims = {}
+    t0 = time.perf_counter()
+    for s, net, m in cells:
+        sims[_cell_key(s, net.label, m)] = E.simulate(prof, s, m, batch_size, net, transport=transport,
+                                                      steps=SIM_STEPS, record=False).step_time
+    _log(f"[2/4] simulated {len(cells)} cells in {time.perf_counter() - t0:.2f} s from {prof_path}")
+    P.write_json_atomic(out / "simulated.json", {"profile": str(prof_path), "batch_size": batch_size,
+                                                 "cells": [{"key": k, "simulated_s": v} for k, v in sims.items()]})
+    # 3. measure (resumable)
+    mpath = out / "measured.jsonl"
+    done = load_measured(mpath)
+    todo = [c for c in cells if _cell_key(c[0], c[1].label, c[2]) not in done]
+    _log(f"[3/4] measuring {len(todo)} of {len(cells)} cells ({len(cells) - len(todo)} already in {mpath})")
+    tl = timeline_cell or (schedules[-1], settings[-1].label, micro_batch_sizes[-1])
+    for i, (s, net, m) in enumerate(todo, 1):
+        key = _cell_key(s, net.label, m)
+        meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
+                            trace=(s, net.label, m) == tuple(tl))
+        rec = {"key": key, "schedule": s, "network": net.label, "micro_batch_size": m, "batch_size": batch_size,
+               **meas}
+        _append(mpath, rec)
+        done[key] = rec
+        err = 100 * (sims[key] - meas["median"]) / meas["median"]
+        _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: measured {meas['median']:.3f} s "
+             f"(p10-p90 {meas['p10']:.3f}-{meas['p90']:.3f}), simulated {sims[key]:.3f} s, {err:+.1f}%  "
+             f"[{meas['wall_s']:.0f} s]")
+    # run-to-run noise: measure the first few cells again
+    npath = out / "noise.jsonl"
+    noise = load_measured(npath)
+    for s, net, m in cells[:noise_runs]:
+        key = _cell_key(s, net.label, m)
+        if key in noise:
+            continue
+        meas = measure_cell(out / "repeat", model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s, False)
+        rec = {"key": key, "first_s": done[key]["median"], "second_s": meas["median"]}
+        _append(npath, rec)
+        noise[key] = rec
+        _log(f"  repeat {s} {net.label} mbs {m}: {rec['first_s']:.3f} s then {rec['second_s']:.3f} s")
+    # 4. compare
+    rows = []
+    for s, net, m in cells:
+        key = _cell_key(s, net.label, m)
+        d = done[key]
+        rows.append({"schedule": s, "network": net.label, "micro_batch_size": m, "simulated_s": sims[key],
+                     "measured_s": d["median"], "measured_lo_s": d["p10"], "measured_hi_s": d["p90"],
+                     "noise_pct": 100 * (d["p90"] - d["p10"]) / 2 / d["median"]})
+    summ = R.summarize(rows)
+    rerun = [abs(r["second_s"] - r["first_s"]) / r["first_s"] * 100 for r in noise.values()]
+    text = [f"# Validation: {model}, {ranks} ranks, batch {batch_size}, {steps} measured steps per cell",
+            "", f"Profile: {prof_path} ({prof.source}). Predictions use only the profile.", "",
+            R.comparison_table(rows), "",
+            f"Step-to-step spread of the measurements (half the p10-p90 range, median over cells): "
+            f"{summ.noise_pct:.1f}%."]
+    if rerun:
+        text.append(f"Run-to-run difference of repeated cells: {', '.join(f'{x:.1f}%' for x in rerun)}.")
+    text += ["", summ.last_line()]
+    (out / "comparison.md").write_text("\n".join(text) + "\n")
+    P.write_json_atomic(out / "comparison.json", {"cells": rows, "mape": summ.mape, "worst_pct": summ.worst_pct,
+                                                  "worst_cell": summ.worst_cell, "noise_pct": summ.noise_pct,
+                                                  "rerun_pct": rerun})
+    if figures:
+        paths = make_figures(out, prof, rows, figures, tl, batch_size, transport, {n.label: n for n in settings})
+        _log("[4/4] figures: " + ", ".join(str(p) for p in paths))
+    print("\n".join(text[4:-1]))
+    print(summ.last_line())
+    return summ
+
+
+def make_figures(out: Path, prof: P.Profile, rows, figures, tl, batch_size, transport, settings) -> list[Path]:
+    from pipesim import plots
+
+    figures = Path(figures)
+    paths = [plots.parity(rows, figures / "parity.png",
+                          title=f"Simulated vs measured ({len(rows)} cells, local testbed)"),
+             plots.bars(rows, figures / "bars.png")]
+    s, label, m = tl
+    trace_csv = out / "runs" / f"{s}_{_slug(label)}_mbs{m}" / "trace.csv"
+    if trace_csv.exists():
+        measured = read_csv(trace_csv)
+        steps = sorted({e.step for e in measured})
+        sim = E.simulate(prof, s, m, batch_size, settings[label], transport=transport, steps=SIM_STEPS)
+        write_trace(sim.trace, out / "sim_trace.json")
+        paths.append(plots.timelines(sim.trace, measured, figures / "timeline.png",
+                                     title=f"{s}, {label}, mbs {m}", sim_step=SIM_STEPS - 1,
+                                     measured_step=steps[-1]))
+    mbs = max(prof.micro_batch_sizes)
+    paths.append(plots.heatmap(prof, figures / "heatmap.png", micro_batch_size=mbs, batch_size=batch_size,
+                               delays_ms=[0, 0.5, 1, 2, 5, 10, 20], bandwidths_gbps=[0.1, 0.2, 0.5, 1, 2, 5, 10],
+                               transport=transport))
+    return paths
+
