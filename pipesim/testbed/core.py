@@ -149,6 +149,8 @@ class Testbed:
             print(f"[testbed] {msg}", file=sys.stderr, flush=True)
 
     def start(self) -> "Testbed":
+        if self._proc is not None:
+            raise RuntimeError("testbed is already up")
         ok, reason = available()
         if not ok:
             raise RuntimeError(f"cannot build a testbed: {reason}")
@@ -222,6 +224,7 @@ class Testbed:
         left = [ns for ns in self._all_ns if ns in sysnet.list_netns()]
         if left:
             sysnet.delete_netns(left)
+        self.namespaces = []        # command() now says the testbed is not up
         self._say("down")
 
     @property
