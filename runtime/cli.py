@@ -97,6 +97,11 @@ def _run(ns: argparse.Namespace) -> int:
             setattr(ns, f, str(Path(getattr(ns, f)).resolve()))
     if ns.op_timeout >= ns.timeout:
         ns.op_timeout = max(1.0, ns.timeout / 2)
+    # fail fast, here, on what every rank would reject
+    from runtime.model import get_config, split_layers
+
+    config_from_args(ns)  # validates the numbers
+    split_layers(get_config(ns.model).layers, ns.ranks)
     t0 = time.time()
     try:
         run_local("runtime", rank_argv(ns), ns.ranks, network=ns.network, timeout_s=ns.timeout, log_dir=log_dir,
@@ -105,6 +110,9 @@ def _run(ns: argparse.Namespace) -> int:
         print(f"pipesim run: {e}", file=sys.stderr)
         print(f"pipesim run: completed steps so far are in {ns.steps_log}", file=sys.stderr)
         return 1
+    except RuntimeError as e:  # e.g. the testbed cannot be built here
+        print(f"pipesim run: error: {e}", file=sys.stderr)
+        return 2
     res = json.loads(Path(ns.out).read_text())
     s = res["step_time"]
     print(f"{res['schedule']} {res['model']['name']} ranks {res['ranks']} batch {res['batch_size']} "

@@ -92,7 +92,7 @@ def test_pipeline_matches_unpartitioned(tmp_path, capsys, ranks, schedule):
 
 def _fault(tmp_path, fault: str, timeout_s: float, op_timeout: float, ranks: int = 2):
     args = ["--model", "tiny", "--schedule", "1f1b", "--batch-size", 4, "--micro-batch-size", 2, "--warmup", 0,
-            "--steps", 3, "--op-timeout", op_timeout]
+            "--steps", 3, "--op-timeout", op_timeout, "--steps-log", tmp_path / "steps.jsonl"]
     t0 = time.monotonic()
     with pytest.raises(LaunchError) as ei:
         run_local("runtime", [str(a) for a in args], ranks, timeout_s=timeout_s, env={"PIPESIM_TEST_FAULT": fault},
@@ -104,6 +104,9 @@ def test_killed_rank_is_named(tmp_path):
     err, took = _fault(tmp_path, "kill:1:1", timeout_s=60, op_timeout=30)
     assert err.rank == 1 and "rank 1" in str(err) and "SIGKILL" in str(err)
     assert took < 60
+    # the step completed before the crash is kept, for every rank
+    lines = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert {(d["rank"], d["step"]) for d in lines} >= {(0, 0), (1, 0)}
 
 
 def test_hung_rank_is_named(tmp_path):
