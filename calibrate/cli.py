@@ -21,9 +21,10 @@ def register(subparsers) -> None:
     p.add_argument("--local", action="store_true", help="all ranks on this machine (testbed hosts with --network)")
     p.add_argument("--ranks", type=int, default=3, help="number of ranks = stages, with --local (default 3)")
     p.add_argument("--network", default=None, help="with --local: run the ranks in the testbed under this setting")
-    p.add_argument("--window-probe", default=None, metavar="SETTING",
+    p.add_argument("--window-probe", action="append", default=None, metavar="SETTING",
                    help="with --local: re-measure links under this delayed setting (e.g. 'delay 10ms') to fit "
-                        "the single-connection cap (window_bytes)")
+                        "the single-connection cap (window_bytes); give it twice with different delays to tell a "
+                        "window from a capacity ceiling")
     p.add_argument("--timeout", type=float, default=900, help="seconds before a hung calibration is stopped")
     p.add_argument("--log-dir", default=None, help="keep each rank's log here")
     from .worker import add_common_args

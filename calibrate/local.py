@@ -34,15 +34,16 @@ def _sizes_arg(micro_batch_sizes) -> str:
 def run_local_calibration(ranks: int, model: str | None = None, micro_batch_sizes: Sequence[int] | str = (1, 2, 4),
                           out: str | Path = "profile.json", network: str | None = None, force: bool = False, *,
                           repeats: int = 30, warmup: int = 3, rounds: int = 3, link_repeats: int = 15, threads: int = 1,
-                          window_probe: str | None = None, contention_s: float = 0.6, link_max_bytes: int = 16 << 20, timeout_s: float = 900,
+                          window_probe: str | Sequence[str] | None = None, contention_s: float = 0.6, link_max_bytes: int = 16 << 20, timeout_s: float = 900,
                           log_dir: str | Path | None = None, echo: bool = True,
                           extra_args: Sequence[str] = ()) -> Profile:
     """Calibrate ``ranks`` stages of ``model`` on this machine and write the profile to ``out``.
 
     ``network``: run the ranks in the local testbed under that setting (None or
     ``"default"``: plain loopback). ``window_probe``: a setting with a delay (e.g.
-    ``"delay 10ms"``) under which the links are measured a second time to fit the
-    single-connection cap; without it ``window_bytes`` stays null (no cap).
+    ``"delay 10ms"``), or two with different delays, under which the links are
+    measured again to fit the single-connection cap (see :func:`merge_window_probe`);
+    without it ``window_bytes`` stays null (no cap).
     Raises ``FileExistsError`` if ``out`` exists and not ``force``, ``ValueError`` on
     bad arguments, :class:`runtime.launch.LaunchError` naming a failed rank.
     """
@@ -59,14 +60,17 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
     net_label = "default"
     if network is not None and network.strip():
         net_label = _network.parse(network).label      # ValueError on nonsense
-    probe = None
-    if window_probe:
-        probe = _network.parse(window_probe)
-        if any(ov.delay_s is None for _, ov in probe.clauses) or probe.is_default:
-            raise ValueError(f"--window-probe {window_probe!r} must add a delay (e.g. 'delay 10ms') to show the "
+    probes = []
+    for text in ([window_probe] if isinstance(window_probe, str) else list(window_probe or [])):
+        probe = _network.parse(text)
+        if probe.is_default or any(ov.delay_s is None for _, ov in probe.clauses):
+            raise ValueError(f"--window-probe {text!r} must add a delay (e.g. 'delay 10ms') to show the "
                              "single-connection cap")
-        if net_label != "default":
-            raise ValueError("--window-probe applies to calibration on the default network; leave --network out")
+        probes.append(probe)
+    if len(probes) > 2:
+        raise ValueError(f"--window-probe: give one or two delayed settings, got {len(probes)}")
+    if probes and net_label != "default":
+        raise ValueError("--window-probe applies to calibration on the default network; leave --network out")
     # the model name is checked by the worker too, but fail here before any process starts
     from runtime.model import DEFAULT_CPU_PRESET, get_config
 
@@ -89,37 +93,75 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                   ranks, network=None if net_label == "default" else net_label, timeout_s=timeout_s,
                   log_dir=Path(log_dir) / "main" if log_dir else None, echo=echo)
         doc = json.loads(main_json.read_text())
-        if probe is not None and ranks > 1:
-            probe_json = tmp / "probe.json"
-            run_local("calibrate.worker", [*common, "--links-only", "--network-label", probe.label,
-                                           "--out", str(probe_json)],
-                      ranks, network=probe.label, timeout_s=timeout_s,
-                      log_dir=Path(log_dir) / "probe" if log_dir else None, echo=echo)
-            merge_window_probe(doc, json.loads(probe_json.read_text()), probe)
+        if probes and ranks > 1:
+            docs = []
+            for i, probe in enumerate(probes):
+                probe_json = tmp / f"probe{i}.json"
+                run_local("calibrate.worker", [*common, "--links-only", "--network-label", probe.label,
+                                               "--out", str(probe_json)],
+                          ranks, network=probe.label, timeout_s=timeout_s,
+                          log_dir=Path(log_dir) / f"probe{i}" if log_dir else None, echo=echo)
+                docs.append(json.loads(probe_json.read_text()))
+            merge_window_probe(doc, docs, probes)
         write_json_atomic(out, doc, force=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return from_json(doc, origin=str(out))
 
 
-def merge_window_probe(doc: dict, probe_doc: dict, probe: "_network.NetworkSetting") -> None:
-    """Set each link's ``window_bytes`` from a links-only run under a delayed link (see :func:`fit_window`)."""
-    fits = {(r["src"], r["dst"]): r["fit"] for r in probe_doc["raw"]["links"]}
+def merge_window_probe(doc: dict, probe_docs, probes) -> None:
+    """Set each link's ``window_bytes`` from links-only runs under delayed links.
+
+    One probe: if its fitted bandwidth is clearly below the expected one (the smaller
+    of the undelayed fit and the probe's shaped rate), the connection was
+    window-limited and ``window = bandwidth * RTT / 8`` (:func:`fit_window`). This
+    cannot tell a window from a path that is simply slower under delay (the testbed's
+    user-space delay line has a CPU ceiling). Two probes at different delays can: a
+    window cap falls as 1/RTT, a capacity ceiling does not. If the longer-RTT probe's
+    bandwidth is below 0.8x the shorter one's, the window is taken from the longer
+    one; otherwise the drop is a capacity ceiling, ``window_bytes`` stays null and the
+    ceiling is recorded in ``raw.window_probe``.
+    """
+    if isinstance(probe_docs, dict):
+        probe_docs, probes = [probe_docs], [probes]
+    fits = [{(r["src"], r["dst"]): r["fit"] for r in pd["raw"]["links"]} for pd in probe_docs]
     report = []
     for link in doc["links"]:
-        f = fits.get((link["src"], link["dst"]))
-        if f is None:
+        key = (link["src"], link["dst"])
+        per = []
+        for f, probe in zip(fits, probes):
+            if key not in f:
+                continue
+            pf = LinkFit(f[key]["latency_s"], f[key]["bandwidth_bps"], f[key]["rms_rel_error"] or 0.0,
+                         f[key]["max_rel_error"] or 0.0)
+            shaped = probe.for_link(*key).bandwidth_bps
+            expected = min(link["bandwidth_bps"], shaped) if shaped else link["bandwidth_bps"]
+            per.append((pf, expected, probe.label))
+        if not per:
             continue
-        pf = LinkFit(f["latency_s"], f["bandwidth_bps"], f["rms_rel_error"], f["max_rel_error"])
-        shaped = probe.for_link(link["src"], link["dst"]).bandwidth_bps
-        expected = min(link["bandwidth_bps"], shaped) if shaped else link["bandwidth_bps"]
-        win = fit_window(pf, expected)
+        entry = {"src": key[0], "dst": key[1],
+                 "probes": [{"network": lbl, "fit": pf.to_json(), "expected_bps": exp} for pf, exp, lbl in per]}
+        if len(per) == 1:
+            pf, expected, _ = per[0]
+            win = fit_window(pf, expected)
+            entry["verdict"] = "window-limited" if win else "no cap seen"
+        else:
+            (p1, e1, _), (p2, e2, _) = sorted(per, key=lambda x: x[0].latency_s)
+            if fit_window(p2, e2) is None:
+                win, entry["verdict"] = None, "no cap seen"
+            elif p2.bandwidth_bps < 0.8 * p1.bandwidth_bps:
+                win, entry["verdict"] = fit_window(p2, e2, threshold=1.0), "window-limited (throughput falls with RTT)"
+            else:
+                win = None
+                entry["verdict"] = "capacity ceiling under delay, not a window (throughput does not fall with RTT)"
+                entry["ceiling_bps"] = min(p1.bandwidth_bps, p2.bandwidth_bps)
         link["window_bytes"] = win
-        report.append({"src": link["src"], "dst": link["dst"], "probe_fit": f, "expected_bps": expected,
-                       "window_bytes": win})
+        entry["window_bytes"] = win
+        report.append(entry)
+    labels = [p.label for p in probes]
     doc.setdefault("raw", {})["window_probe"] = {
-        "network": probe.label,
-        "method": "links re-measured under this setting; if the fitted bandwidth is below 0.8x the expected "
-                  "(min of the undelayed fit and the shaped rate), window = bandwidth * 2 * latency / 8, else no cap",
-        "links": report, "raw_links": probe_doc["raw"]["links"]}
-    doc["description"] += f"; single-connection cap probed under {probe.label!r}"
+        "networks": labels,
+        "method": "links re-measured under these settings; window = bandwidth * 2 * latency / 8 where the "
+                  "throughput is below 0.8x the expected and (with two probes) falls as the round trip grows",
+        "links": report, "raw_links": [pd["raw"]["links"] for pd in probe_docs]}
+    doc["description"] += f"; single-connection cap probed under {' and '.join(repr(l) for l in labels)}"

@@ -178,15 +178,37 @@ def test_local_calibration_two_ranks_tiny(tmp_path):
     assert r.returncode == 2 and "--force" in r.stderr and out.read_text() == before
 
 
-def test_window_probe_merge(tmp_path):
-    """merge_window_probe fills window_bytes from a links-only probe document (no processes)."""
+def _probe_doc(lat, bw):
+    fit = {"latency_s": lat, "bandwidth_bps": bw, "rms_rel_error": 0.01, "max_rel_error": 0.02}
+    return {"raw": {"links": [{"src": 0, "dst": 1, "fit": fit}]}}
+
+
+def _base_doc():
+    return {"description": "x", "links": [{"src": 0, "dst": 1, "latency_s": 5e-5, "bandwidth_bps": 1e10,
+                                           "window_bytes": None}], "raw": {}}
+
+
+def test_window_probe_merge_one_probe():
     from calibrate.local import merge_window_probe
     from pipesim.network import parse
 
-    doc = {"description": "x", "links": [{"src": 0, "dst": 1, "latency_s": 5e-5, "bandwidth_bps": 1e10,
-                                          "window_bytes": None}], "raw": {}}
-    fit = {"latency_s": 0.01, "bandwidth_bps": 65536 * 8 / 0.02, "rms_rel_error": 0.01, "max_rel_error": 0.02}
-    merge_window_probe(doc, {"raw": {"links": [{"src": 0, "dst": 1, "fit": fit}]}}, parse("delay 10ms"))
+    doc = _base_doc()
+    merge_window_probe(doc, _probe_doc(0.01, 65536 * 8 / 0.02), parse("delay 10ms"))
     assert doc["links"][0]["window_bytes"] == 65536
-    assert doc["raw"]["window_probe"]["network"] == "delay 10ms"
-    assert math.isclose(doc["raw"]["window_probe"]["links"][0]["expected_bps"], 1e10)
+    assert doc["raw"]["window_probe"]["networks"] == ["delay 10ms"]
+    assert math.isclose(doc["raw"]["window_probe"]["links"][0]["probes"][0]["expected_bps"], 1e10)
+
+
+def test_window_probe_two_delays_tell_window_from_ceiling():
+    from calibrate.local import merge_window_probe
+    from pipesim.network import parse
+
+    probes = [parse("delay 5ms"), parse("delay 20ms")]
+    win = 3 << 20
+    doc = _base_doc()   # window-limited: throughput falls as 1/RTT
+    merge_window_probe(doc, [_probe_doc(5e-3, win * 8 / 10e-3), _probe_doc(20e-3, win * 8 / 40e-3)], probes)
+    assert doc["links"][0]["window_bytes"] == win
+    doc = _base_doc()   # a 1.3 Gbit/s ceiling at both delays: no window
+    merge_window_probe(doc, [_probe_doc(5e-3, 1.3e9), _probe_doc(20e-3, 1.28e9)], probes)
+    assert doc["links"][0]["window_bytes"] is None
+    assert "ceiling" in doc["raw"]["window_probe"]["links"][0]["verdict"]
