@@ -43,7 +43,8 @@ arrival when the data came before it was needed. Sends always use watchers.
 Clocks. On one machine all ranks use ``time.time()`` directly. When a rank runs on
 another host than rank 0, a ping-pong with rank 0 at start-up (16 rounds, the round
 with the smallest round trip wins) estimates the offset to rank 0's clock; the error
-is at most half that round trip, which is recorded in the results.
+is at most half that round trip, which is recorded in the results
+(``PIPESIM_CLOCK_SYNC=always`` runs the ping-pong on one host too, for testing).
 
 Not modelled / not done: no activation recomputation, no data parallelism, one stage
 per rank, dropout off; trace events are gathered at the end of the run (a crash keeps
@@ -399,8 +400,9 @@ class RankEngine:
     def sync_clocks(self, hosts: list[str]) -> None:
         """Estimate each remote rank's offset to rank 0 (see module docstring)."""
         dev = self.comm_device
+        force = os.environ.get("PIPESIM_CLOCK_SYNC") == "always"  # for tests: ping-pong on one host too
         for r in range(1, self.world):
-            if hosts[r] == hosts[0]:
+            if hosts[r] == hosts[0] and not force:
                 continue
             if self.rank == 0:
                 buf = torch.zeros(1, dtype=torch.float64, device=dev)

@@ -57,8 +57,9 @@ def test_pipeline_matches_unpartitioned(tmp_path, capsys, ranks, schedule):
         assert main(["run", "--local", "--ranks", str(ranks), "--quiet", "--timeout", "120", "--log-dir",
                      str(tmp_path / "logs"), *map(str, args)]) == 0
         assert "rank 0 step time median" in capsys.readouterr().out
-    else:
-        run_local("runtime", [str(a) for a in args], ranks, timeout_s=120, log_dir=tmp_path / "logs", echo=False)
+    else:  # and this one also runs the clock ping-pong (on one host the true offset is 0)
+        run_local("runtime", [str(a) for a in args], ranks, timeout_s=120, log_dir=tmp_path / "logs", echo=False,
+                  env={"PIPESIM_CLOCK_SYNC": "always"})
     cfg, after_one, ref_losses = _reference(ranks)
     from runtime.model import split_layers
 
@@ -77,6 +78,10 @@ def test_pipeline_matches_unpartitioned(tmp_path, capsys, ranks, schedule):
     assert min(ref_losses[-2:]) < ref_losses[0] - 0.03
     assert res["step_time"]["n"] == STEPS - 1 and res["step_time"]["median"] > 0
     assert len(res["per_rank"]) == ranks
+    if (ranks, schedule) != (3, "1f1b"):
+        for pr in res["per_rank"][1:]:
+            assert 0 < pr["clock_offset_err_s"] < 0.05
+            assert abs(pr["clock_offset_s"]) <= pr["clock_offset_err_s"] + 1e-3
     lines = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert sorted((d["rank"], d["step"]) for d in lines) == [(r, s) for r in range(ranks) for s in range(STEPS)]
     from pipesim.schedule import build
