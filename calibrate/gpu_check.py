@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="cpu-small")
     ap.add_argument("--micro-batch-sizes", default="1,2,4")
     ap.add_argument("--out", default=None, help="directory for the profiles and logs (default: a temporary one)")
-    ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--timeout", type=float, default=150, help="seconds per backend before a hung run is stopped")
     args = ap.parse_args(argv)
 
     import torch
@@ -69,8 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_check: CUDA is not available here; nothing to check", file=sys.stderr)
         return 2
+    try:
+        v = torch.cuda.nccl.version()
+        nccl = ".".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+    except Exception as e:  # noqa: BLE001 - informational only
+        nccl = f"unknown ({e})"
     print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s), "
-          f"GPU 0: {torch.cuda.get_device_name(0)}; NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}", flush=True)
+          f"GPU 0: {torch.cuda.get_device_name(0)}; NCCL {nccl}", flush=True)
     cfg = get_config(args.model)
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="pipesim-gpu-check-"))
     out_dir.mkdir(parents=True, exist_ok=True)

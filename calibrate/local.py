@@ -71,6 +71,13 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
         raise ValueError(f"--window-probe: give one or two delayed settings, got {len(probes)}")
     if probes and net_label != "default":
         raise ValueError("--window-probe applies to calibration on the default network; leave --network out")
+    if net_label != "default" or probes:
+        from pipesim.testbed import available
+
+        ok, why = available()
+        if not ok:
+            raise ValueError(f"calibrating under a network setting needs the local testbed, which is not available "
+                             f"here: {why}")
     # the model name is checked by the worker too, but fail here before any process starts
     from runtime.model import DEFAULT_CPU_PRESET, get_config
 
