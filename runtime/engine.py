@@ -182,7 +182,9 @@ class RankEngine:
         self.nccl = self.backend == "nccl"
         ra = cfg.recv_ahead
         self.recv_ahead = (0 if self.nccl else None) if ra == -1 else ra
-        self.group_comm = self.nccl
+        # NCCL: post each run of consecutive communication actions as one group (see module docstring);
+        # PIPESIM_GROUP_COMM=1 does the same on gloo, to exercise that path without a GPU
+        self.group_comm = self.nccl or os.environ.get("PIPESIM_GROUP_COMM") == "1"
         self.inline_recv = cfg.recv_stamp == "inline" and not self.nccl  # NCCL: wait() does not block the CPU
         self.mcfg = get_config(cfg.model)
         self.m = cfg.num_microbatches

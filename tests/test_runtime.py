@@ -57,9 +57,13 @@ def test_pipeline_matches_unpartitioned(tmp_path, capsys, ranks, schedule):
         assert main(["run", "--local", "--ranks", str(ranks), "--quiet", "--timeout", "120", "--log-dir",
                      str(tmp_path / "logs"), *map(str, args)]) == 0
         assert "rank 0 step time median" in capsys.readouterr().out
-    else:  # and this one also runs the clock ping-pong (on one host the true offset is 0)
+    else:  # these also run the clock ping-pong (on one host the true offset is 0)
+        env = {"PIPESIM_CLOCK_SYNC": "always"}
+        if (ranks, schedule) == (2, "1f1b"):  # the NCCL posting path (recv_ahead 0, grouped posts), on gloo
+            env["PIPESIM_GROUP_COMM"] = "1"
+            args += ["--recv-ahead", 0]
         run_local("runtime", [str(a) for a in args], ranks, timeout_s=120, log_dir=tmp_path / "logs", echo=False,
-                  env={"PIPESIM_CLOCK_SYNC": "always"})
+                  env=env)
     cfg, after_one, ref_losses = _reference(ranks)
     from runtime.model import split_layers
 
