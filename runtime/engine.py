@@ -46,6 +46,11 @@ with the smallest round trip wins) estimates the offset to rank 0's clock; the e
 is at most half that round trip, which is recorded in the results
 (``PIPESIM_CLOCK_SYNC=always`` runs the ping-pong on one host too, for testing).
 
+Environment hooks (tests and experiments): ``PIPESIM_TEST_FAULT=kill|hang:<rank>:<step>``
+injects a fault; ``PIPESIM_CLOCK_SYNC=always`` runs the clock ping-pong on one host;
+``PIPESIM_GROUP_COMM=1`` uses the grouped NCCL-style posting on gloo;
+``PIPESIM_SWITCH_INTERVAL`` sets the GIL switch interval (default 0.5 ms).
+
 Not modelled / not done: no activation recomputation, no data parallelism, one stage
 per rank, dropout off; trace events are gathered at the end of the run (a crash keeps
 the per-step JSONL records but loses the trace).
