@@ -166,6 +166,79 @@ class SharedCPU:
         self._reschedule()
 
 
+class CoreScheduler:
+    """Ranks on one host of ``cores`` cores, scheduled round-robin with a time slice.
+
+    A computation runs on a free core; with none free it waits in a FIFO run queue.
+    A running computation is preempted after ``quantum`` seconds when others wait
+    (``quantum`` = inf: each runs to completion once started). While k computations
+    run at once (k <= cores), each progresses 1/slowdown(k) as fast as alone (memory
+    and cache interference). This is how an operating system shares cores among
+    more CPU-bound ranks than cores; :class:`SharedCPU` is its fluid limit
+    (quantum -> 0).
+    """
+
+    def __init__(self, env: simpy.Environment, cores: int, factor: Callable[[int], float], quantum: float):
+        self.env, self.cores, self.factor, self.quantum = env, cores, factor, quantum
+        self.running: list[list] = []  # [done-event, remaining solo seconds, slice end]
+        self.waiting: deque[list] = deque()
+        self.last = 0.0
+        self.rate = 1.0
+        self.gen = 0
+
+    def run(self, work: float) -> simpy.Event:
+        self._advance()
+        done = self.env.event()
+        if len(self.running) < self.cores:
+            self.running.append([done, work, self.env.now + self.quantum])
+        else:
+            self.waiting.append([done, work, 0.0])
+        self._reschedule()
+        return done
+
+    def _advance(self) -> None:
+        dt = self.env.now - self.last
+        if dt > 0:
+            step = dt * self.rate
+            for job in self.running:
+                job[1] -= step
+        self.last = self.env.now
+
+    def _reschedule(self) -> None:
+        self.gen += 1
+        if not self.running:
+            return
+        self.rate = 1.0 / self.factor(len(self.running))
+        now = self.env.now
+        nxt = min(now + max(job[1], 0.0) / self.rate for job in self.running)
+        if self.waiting:
+            nxt = min(nxt, min(job[2] for job in self.running))
+        gen = self.gen
+        ev = self.env.timeout(max(nxt - now, 0.0))
+        ev.callbacks.append(lambda _e: self._wake(gen))
+
+    def _wake(self, gen: int) -> None:
+        if gen != self.gen:
+            return
+        self._advance()
+        now = self.env.now
+        eps = 1e-12
+        keep = []
+        for job in self.running:
+            if job[1] <= eps:
+                job[0].succeed()
+            elif self.waiting and job[2] <= now + eps:
+                self.waiting.append(job)  # slice used up: back of the run queue
+            else:
+                keep.append(job)
+        self.running = keep
+        while self.waiting and len(self.running) < self.cores:
+            job = self.waiting.popleft()
+            job[2] = now + self.quantum
+            self.running.append(job)
+        self._reschedule()
+
+
 class Message:
     __slots__ = ("key", "src", "dst", "nbytes", "send_post", "recv_post", "notify_at", "pending_send",
                  "started", "sent", "arrived", "start_ev", "queue_ready", "data_in", "done", "done_ev")
@@ -228,7 +301,13 @@ class _Sim:
         self.p = p
         self.comp = [profile.stages[r].at(mbs, f"profile stage {r}: ") for r in range(p)]
         self.opt = [profile.stages[r].optimizer_s for r in range(p)]
-        self.cpu = SharedCPU(self.env, profile.host.factor) if profile.host is not None else None
+        host = profile.host
+        if host is None:
+            self.cpu = None
+        elif host.quantum_s is None:
+            self.cpu = SharedCPU(self.env, host.factor)
+        else:
+            self.cpu = CoreScheduler(self.env, host.cores, host.factor, host.quantum_s)
         self.wires: dict[tuple[int, int], Wire] = {}
         for r in range(p - 1):
             for a, b in ((r, r + 1), (r + 1, r)):

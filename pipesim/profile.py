@@ -100,6 +100,7 @@ class Link:
 class Host:
     cores: int
     slowdown: dict[int, float]
+    quantum_s: float | None = None  # None: fluid processor sharing; else round-robin time slice (inf allowed)
 
     def factor(self, active: int) -> float:
         if active <= 0:
@@ -161,6 +162,8 @@ class Profile:
         }
         if self.host is not None:
             doc["host"] = {"cores": self.host.cores, "slowdown": {str(k): v for k, v in sorted(self.host.slowdown.items())}}
+            if self.host.quantum_s is not None:
+                doc["host"]["quantum_s"] = self.host.quantum_s if math.isfinite(self.host.quantum_s) else "inf"
         if self.raw is not None:
             doc["raw"] = self.raw
         return doc
@@ -309,7 +312,12 @@ def from_json(doc: Any, origin: str = "<profile>") -> Profile:
             except (ValueError, AssertionError):
                 raise rd.fail("host.slowdown", f"key {k!r} must be a positive number of ranks") from None
             slow[kk] = rd.number(sl, k, "host.slowdown", positive=True)
-        host = Host(cores=cores, slowdown=slow)
+        q = hd.get("quantum_s")
+        if q == "inf":
+            q = math.inf
+        elif q is not None:
+            q = rd.number(hd, "quantum_s", "host", positive=True)
+        host = Host(cores=cores, slowdown=slow, quantum_s=q)
     model = rd.get(doc, "model", "", required=False, default={}) or {}
     device = rd.get(doc, "device", "", required=False, default={}) or {}
     return Profile(stages=tuple(stages), links=links, source=source,

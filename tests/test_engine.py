@@ -209,3 +209,31 @@ def test_rank_queues_add_head_of_line_blocking():
                    key=lambda e: e.end)
     for x, y in zip(sends, sends[1:]):
         assert y.end >= x.end + 2.0 - 1e-9
+
+
+@pytest.mark.parametrize("quantum,first_end", [(math.inf, 1.0), (0.5, 1.5), (0.25, 1.75)])
+def test_round_robin_host_scheduler(quantum, first_end):
+    # one core, two 1-second jobs arriving together: run to completion (inf) or take turns
+    import simpy
+
+    env = simpy.Environment()
+    cpu = E.CoreScheduler(env, cores=1, factor=lambda k: 1.0, quantum=quantum)
+    ends = []
+    a, b = cpu.run(1.0), cpu.run(1.0)
+    a.callbacks.append(lambda _e: ends.append(("a", env.now)))
+    b.callbacks.append(lambda _e: ends.append(("b", env.now)))
+    env.run()
+    assert ends[0] == ("a", pytest.approx(first_end))
+    assert ends[1] == ("b", pytest.approx(2.0))
+
+
+def test_round_robin_host_in_a_simulation(tmp_path):
+    # 3 stages on 2 cores: the step cannot beat the CPU work / 2, and the profile round-trips quantum_s
+    from pipesim import profile as P
+
+    host = Host(cores=2, slowdown={1: 1.0, 2: 1.0}, quantum_s=math.inf)
+    prof = uniform_profile(3, 1.0, 2.0, host=host)
+    r = E.simulate(prof, "gpipe", 1, 8, steps=3)
+    assert r.step_time >= 3 * 8 * 3.0 / 2 - 1e-9
+    prof.save(tmp_path / "p.json")
+    assert P.load(tmp_path / "p.json").host.quantum_s == math.inf
