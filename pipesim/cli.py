@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+        return 0
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"pipesim {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -84,7 +84,7 @@ def bars(cells: Sequence[dict], path, title: str = "Step time per network settin
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xticks(x)
     axes[-1, 0].set_xticklabels([n.replace("  ", " ").replace(" bandwidth", "\nbandwidth").replace(" (", "\n(")
-                                 for n in nets], fontsize=7)
+                                 for n in nets], fontsize=7, rotation=30, ha="right")
     return _save(fig, path)
 
 

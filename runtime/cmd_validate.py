@@ -15,7 +15,8 @@ def _ints(text: str) -> list[int]:
     return parse_int_list(text, "--micro-batch-sizes")
 
 
-def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batch: int, steps: int) -> None:
+def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batch: int, steps: int,
+            figures: str) -> None:
     ap.add_argument("--out", default=out, help="working folder: profile, measured cells, comparison (default %(default)s)")
     ap.add_argument("--model", default="cpu-small", help="model preset (default %(default)s)")
     ap.add_argument("--ranks", type=int, default=3)
@@ -24,7 +25,7 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
     ap.add_argument("--schedules", default="gpipe,1f1b")
     ap.add_argument("--batch-size", type=int, default=batch)
     ap.add_argument("--steps", type=int, default=steps, help="measured steps per cell (after 2 warm-up steps)")
-    ap.add_argument("--figures", default="figures", help="folder for the figures ('' for none)")
+    ap.add_argument("--figures", default=figures, help="folder for the figures ('' for none; default %(default)s)")
     ap.add_argument("--recalibrate", action="store_true", help="calibrate again even if the folder has a profile")
     ap.add_argument("--window-probe", default="delay 5ms",
                     help="delayed setting under which links are probed for the single-connection cap ('' for none)")
@@ -62,10 +63,40 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
     return 0
 
 
+def _plot(ns: argparse.Namespace) -> int:
+    """Redraw the figures of a finished validation folder (no measuring, no torch)."""
+    import json
+    from pathlib import Path
+
+    from pipesim import engine as E
+    from pipesim import network as N
+    from pipesim import profile as P
+    from runtime.validate import make_figures
+
+    out = Path(ns.out)
+    comp = out / "comparison.json"
+    if not comp.exists():
+        raise FileNotFoundError(f"{comp} not found: run 'pipesim validate --out {out}' first")
+    rows = json.loads(comp.read_text())["cells"]
+    prof = P.load(out / "profile.json")
+    labels = list(dict.fromkeys(r["network"] for r in rows))
+    settings = {lbl: (N.seed_setting(lbl) if lbl in N.SEED_LABELS else N.parse(lbl)) for lbl in labels}
+    last = rows[-1]
+    paths = make_figures(out, prof, rows, ns.figures, (last["schedule"], last["network"], last["micro_batch_size"]),
+                         json.loads((out / "simulated.json").read_text())["batch_size"],
+                         E.Transport.for_backend(prof.device.get("backend")), settings)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
 def register(sub) -> None:
     ap = sub.add_parser("validate", help="calibrate, simulate a grid, measure it on the local testbed, compare, plot")
-    _common(ap, "out/validate", "seed", "1,2,4", 16, 6)
+    _common(ap, "out/validate", "seed", "1,2,4", 16, 8, "figures")
     ap.set_defaults(func=lambda ns: _run(ns, demo=False))
+    ap = sub.add_parser("plot", help="redraw the figures of a validation folder")
+    ap.add_argument("--out", default="out/validate", help="the validation folder (default %(default)s)")
+    ap.add_argument("--figures", default="figures", help="where to write the figures (default %(default)s)")
+    ap.set_defaults(func=_plot)
     ap = sub.add_parser("demo", help="the whole loop on a reduced grid with the CPU preset (a few minutes)")
-    _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 16, 4)
+    _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 16, 4, "out/demo/figures")
     ap.set_defaults(func=lambda ns: _run(ns, demo=True))
