@@ -78,8 +78,9 @@ def test_delay_line_holds_each_link_for_its_delay():
         d01 = sorted(one_way(0, 1) for _ in range(10))[5]
         d12 = sorted(one_way(1, 2) for _ in range(10))[5]
         d02 = sorted(one_way(0, 2) for _ in range(10))[5]
-        assert 0.004 <= d01 < 0.0055, d01
-        assert 0.001 <= d12 < 0.0025, d12
+        early = router.EARLY_OK_S  # a packet may leave this much before its time (no busy-wait)
+        assert 0.004 - early <= d01 < 0.0055, d01
+        assert 0.001 - early <= d12 < 0.0025, d12
         assert d02 < 0.0015, d02
         # a burst keeps its order
         for k in range(50):
