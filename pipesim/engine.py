@@ -429,6 +429,17 @@ class _Sim:
             return self.cpu.run(dur)
         return self.env.timeout(dur)
 
+    def _until(self, m: Message, when: str):
+        """Wait until m's transfer has started, then until its ``when`` time ("sent" or "arrived")."""
+        env = self.env
+        if not m.started:
+            if m.start_ev is None:
+                m.start_ev = env.event()
+            yield m.start_ev
+        t = getattr(m, when)
+        if t > env.now:
+            yield env.timeout(t - env.now)
+
     def rank(self, r: int):
         env = self.env
         acts = self.sched[r]
@@ -454,12 +465,7 @@ class _Sim:
                                 m.done_ev = env.event()
                                 yield m.done_ev
                         else:
-                            if not m.started:
-                                if m.start_ev is None:
-                                    m.start_ev = env.event()
-                                yield m.start_ev
-                            if m.arrived > env.now:
-                                yield env.timeout(m.arrived - env.now)
+                            yield from self._until(m, "arrived")
                         self.wait[r][step] += env.now - t0
                     t0 = env.now
                     yield self._compute(comp.forward_s if k is K.F else comp.backward_s)
@@ -483,12 +489,7 @@ class _Sim:
                 self.actions += 1
             t0 = env.now
             for m in sends:
-                if not m.started:
-                    if m.start_ev is None:
-                        m.start_ev = env.event()
-                    yield m.start_ev
-                if m.sent > env.now:
-                    yield env.timeout(m.sent - env.now)
+                yield from self._until(m, "sent")
             self.wait[r][step] += env.now - t0
             t0 = env.now
             if self.opt[r] > 0:
