@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import queue
 import socket
 import statistics
@@ -215,6 +216,8 @@ class RankEngine:
         self.clock_offset = 0.0
         self.clock_offset_err = 0.0
         self.step_ends: list[float] = []
+        self.cpu_marks: list[float] = []  # process CPU seconds at each step end
+        self.compute_marks: list[float] = []  # seconds of F and B in each step
         self.losses: list[float] = []
         if self.cuda:
             self.compute_stream = torch.cuda.Stream()
@@ -399,6 +402,9 @@ class RankEngine:
                 raise PeerTimeout(rec.action.peer, f"rank {self.rank}: watcher never saw {rec.action} complete")
             self.events.append(TraceEvent(self.rank, str(rec.action), rec.start + off, rec.end + off, step, rec.bytes))
         self.step_ends.append(end + off)
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu_marks.append(ru.ru_utime + ru.ru_stime)  # all threads of this rank (gloo's too)
+        self.compute_marks.append(sum(conv(t1) - conv(t0) for _, t0, t1 in st.compute))
         if loss is not None:
             self.losses.append(loss)
         return loss
@@ -519,8 +525,11 @@ def run_rank(cfg: RunConfig) -> dict | None:
             print(f"step {step} {rec['phase']} step_time {st}" + (f" loss {loss:.4f}" if loss is not None else ""),
                   flush=True)
         times = [eng.step_ends[k] - eng.step_ends[k - 1] for k in range(max(cfg.warmup, 1), total)]
+        cpu = [eng.cpu_marks[k] - eng.cpu_marks[k - 1] for k in range(max(cfg.warmup, 1), total)]
         mine = {"rank": rank, "host": host, "clock_offset_s": eng.clock_offset,
                 "clock_offset_err_s": eng.clock_offset_err, "step_time": _stats(times),
+                "cpu_per_step": _stats(cpu), "compute_per_step": _stats(eng.compute_marks[max(cfg.warmup, 1):]),
+                "cpu": os.environ.get("PIPESIM_CPU"),
                 "losses": eng.losses}
         gathered: list = [None] * world
         dist.all_gather_object(gathered, (mine, eng.events))

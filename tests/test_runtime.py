@@ -141,3 +141,26 @@ def test_runs_inside_testbed_with_delay(tmp_path):
     res = json.loads(out.read_text())
     assert res["network"] == "delay 10ms"
     assert res["step_time"]["median"] >= 0.020
+
+
+def test_placement_is_round_robin_over_usable_cpus(monkeypatch):
+    import os
+
+    from runtime import launch
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 2})
+    assert launch.placement(3) == [2, 4, 2]  # neighbours never share a core
+    assert launch.placement(2) == [2, 4]
+    assert launch.placement(1) == [2]
+
+
+def test_results_report_cpu_per_step_and_the_pinned_cpu(tmp_path):
+    out = tmp_path / "res.json"
+    run_local("runtime", ["--model", "tiny", "--schedule", "gpipe", "--micro-batch-size", "1", "--batch-size", "4",
+                          "--steps", "3", "--warmup", "1", "--out", str(out)], 2, timeout_s=120, log_dir=tmp_path / "l",
+              echo=False)
+    res = json.loads(out.read_text())
+    for pr in res["per_rank"]:
+        assert pr["cpu_per_step"]["median"] > 0
+        assert pr["compute_per_step"]["median"] > 0
+        assert pr["cpu"] is not None  # pinned by default
