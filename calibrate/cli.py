@@ -25,6 +25,8 @@ def register(subparsers) -> None:
                    help="with --local: re-measure links under this delayed setting (e.g. 'delay 10ms') to fit "
                         "the single-connection cap (window_bytes); give it twice with different delays to tell a "
                         "window from a capacity ceiling")
+    p.add_argument("--no-overhead-probe", action="store_true",
+                   help="with --local: skip the short runtime runs that measure its CPU time per action (overhead_s)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before a hung calibration is stopped")
     p.add_argument("--log-dir", default=None, help="keep each rank's log here")
     from .worker import add_common_args
@@ -59,6 +61,7 @@ def _run(args) -> int:
                                      link_repeats=args.link_repeats, threads=args.threads,
                                      window_probe=args.window_probe, contention_s=args.contention_s, link_max_bytes=args.link_max_bytes,
                                      timeout_s=args.timeout, log_dir=args.log_dir,
+                                     overhead_probe=not args.no_overhead_probe,
                                      extra_args=["--timing", args.timing, "--device", args.device, "--backend", args.backend,
                                                  "--dtype", args.dtype])
     except LaunchError as e:

@@ -36,7 +36,7 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                           repeats: int = 30, warmup: int = 3, rounds: int = 3, link_repeats: int = 15, threads: int = 1,
                           window_probe: str | Sequence[str] | None = None, contention_s: float = 0.6, link_max_bytes: int = 16 << 20, timeout_s: float = 900,
                           log_dir: str | Path | None = None, echo: bool = True,
-                          extra_args: Sequence[str] = ()) -> Profile:
+                          extra_args: Sequence[str] = (), overhead_probe: bool = True) -> Profile:
     """Calibrate ``ranks`` stages of ``model`` on this machine and write the profile to ``out``.
 
     ``network``: run the ranks in the local testbed under that setting (None or
@@ -110,6 +110,12 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                           log_dir=Path(log_dir) / f"probe{i}" if log_dir else None, echo=echo)
                 docs.append(json.loads(probe_json.read_text()))
             merge_window_probe(doc, docs, probes)
+        if overhead_probe and ranks > 1 and net_label == "default":
+            from .overhead import probe
+
+            if echo:
+                print("runtime overhead probe: a few GPipe steps per micro-batch size (CPU time per action)", flush=True)
+            probe(doc, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False)
         write_json_atomic(out, doc, force=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

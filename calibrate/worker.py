@@ -188,7 +188,7 @@ def run(args) -> int:
                f"backend {backend}, device {dev_type}, dtype {args.dtype}, micro-batch sizes "
                f"{','.join(map(str, args.mbs))}, network {args.network_label!r}")
 
-    mine: dict = {"rank": rank, "host": socket.gethostname()}
+    mine: dict = {"rank": rank, "host": socket.gethostname(), "cpu": os.environ.get("PIPESIM_CPU")}
     # ---------------------------------------------------------------- 1. compute, one rank at a time
     benches = {}
     if not args.links_only:
@@ -416,6 +416,11 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
             per[str(k)] = ratios_by_mbs
             slow[str(k)] = statistics.median(v["mean"] for v in ratios_by_mbs.values())
         doc["host"] = {"cores": os.cpu_count(), "slowdown": slow}
+        pinned = [g.get("cpu") for g in gathered]
+        if all(c is not None for c in pinned):  # ranks pinned to cores by the launcher (runtime.launch.placement)
+            order = sorted({int(c) for c in pinned})
+            doc["host"]["placement"] = [order.index(int(c)) for c in pinned]
+            doc["host"]["cores"] = max(len(order), 1) if len(order) > os.cpu_count() else os.cpu_count()
         raw["host"] = {"method": "ranks 0..k-1 run forward+backward back to back for "
                                  f"{args.contention_s}s; ratio = median iteration time / (forward+backward alone); "
                                  "slowdown[k] = median over micro-batch sizes of the mean over ranks",
