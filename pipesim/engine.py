@@ -8,8 +8,9 @@ What is modelled
   last action a rank waits for its outstanding sends, runs the optimizer step
   (``optimizer_s``) and starts the next step.
 * Compute (F, B, optimizer) takes the profile's median time for the stage and
-  micro-batch size. If the profile has a ``host`` section (all ranks on one machine,
-  as on the local testbed), the ranks share its CPU: while k ranks compute at once,
+  micro-batch size, plus the runtime's own CPU time per action (``overhead_s``).
+  If the profile has a ``host`` section (all ranks on one machine, as on the local
+  testbed), the ranks share its CPU: while k ranks compute at once,
   each progresses ``slowdown[k]`` times slower (processor sharing, re-evaluated at
   every start and end of a computation).
 * Posting a send or receive never blocks. A forward waits until its activation has
@@ -302,8 +303,15 @@ class _Sim:
         self.comp = [profile.stages[r].at(mbs, f"profile stage {r}: ") for r in range(p)]
         self.opt = [profile.stages[r].optimizer_s for r in range(p)]
         host = profile.host
+        self.core_of = None
         if host is None:
             self.cpu = None
+        elif host.placement is not None:
+            if len(host.placement) != p:
+                raise ValueError(f"profile host.placement names {len(host.placement)} ranks, the schedule has {p}")
+            self.cpu = None
+            self.core_of = [SharedCPU(self.env, float) for _ in range(host.cores)]  # j jobs on a core: each at 1/j
+            self.core_of = [self.core_of[c] for c in host.placement]
         elif host.quantum_s is None:
             self.cpu = SharedCPU(self.env, host.factor)
         else:
@@ -424,7 +432,9 @@ class _Sim:
 
     # --------------------------------------------------------------- ranks
 
-    def _compute(self, dur: float):
+    def _compute(self, r: int, dur: float):
+        if self.core_of is not None:
+            return self.core_of[r].run(dur)
         if self.cpu is not None:
             return self.cpu.run(dur)
         return self.env.timeout(dur)
@@ -468,7 +478,7 @@ class _Sim:
                             yield from self._until(m, "arrived")
                         self.wait[r][step] += env.now - t0
                     t0 = env.now
-                    yield self._compute(comp.forward_s if k is K.F else comp.backward_s)
+                    yield self._compute(r, (comp.forward_s if k is K.F else comp.backward_s) + comp.overhead_s)
                     self.busy[r][step] += env.now - t0
                     if k is K.F:
                         self.live[r] += 1
@@ -493,7 +503,7 @@ class _Sim:
             self.wait[r][step] += env.now - t0
             t0 = env.now
             if self.opt[r] > 0:
-                yield self._compute(self.opt[r])
+                yield self._compute(r, self.opt[r])
             self.busy[r][step] += env.now - t0
             if rec:
                 self.trace.append(TraceEvent(r, "OPT", t0, env.now, step))

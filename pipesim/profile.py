@@ -24,7 +24,9 @@ A versioned JSON document, written so that a person can also write it by hand::
 
 Per stage and micro-batch size: forward and backward seconds (medians; optional
 ``*_spread_s``), ``activation_bytes`` sent to the next stage and ``gradient_bytes``
-sent back to the previous stage, per micro-batch.
+sent back to the previous stage, per micro-batch; optional ``overhead_s``, the
+runtime's own CPU time per forward or backward (posting messages, copies, its threads),
+which the simulator adds to each of them.
 
 Per directed link: one-way ``latency_s`` (including per-message software overhead),
 ``bandwidth_bps`` (bits per second), and ``window_bytes``: the most a single
@@ -34,7 +36,9 @@ named ``"default_link"`` if given.
 
 ``host`` (optional) says that all ranks share one machine of ``cores`` cores, as on
 the local testbed: when k ranks compute at once, each runs ``slowdown[k]`` times slower
-than alone. A real cluster (one rank per machine) leaves it out.
+than alone. With ``placement`` (the core each rank is pinned to, as ``pipesim run
+--local`` does), ranks share only their own core instead: j ranks computing on one core
+each run j times slower. A real cluster (one rank per machine) leaves ``host`` out.
 
 Errors name the file and the field, e.g. ``profile.json: stages[1].compute["4"].forward_s
 must be a number > 0, got -1``.
@@ -64,6 +68,7 @@ class StageCompute:
     gradient_bytes: int = 0
     forward_spread_s: float = 0.0
     backward_spread_s: float = 0.0
+    overhead_s: float = 0.0  # runtime CPU per forward or backward beyond the computation (posting, copies, threads)
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Host:
     cores: int
     slowdown: dict[int, float]
     quantum_s: float | None = None  # None: fluid processor sharing; else round-robin time slice (inf allowed)
+    placement: tuple[int, ...] | None = None  # core of each rank when ranks are pinned (then cores are shared per core)
 
     def factor(self, active: int) -> float:
         if active <= 0:
@@ -162,6 +168,8 @@ class Profile:
         }
         if self.host is not None:
             doc["host"] = {"cores": self.host.cores, "slowdown": {str(k): v for k, v in sorted(self.host.slowdown.items())}}
+            if self.host.placement is not None:
+                doc["host"]["placement"] = list(self.host.placement)
             if self.host.quantum_s is not None:
                 doc["host"]["quantum_s"] = self.host.quantum_s if math.isfinite(self.host.quantum_s) else "inf"
         if self.raw is not None:
@@ -257,6 +265,7 @@ def from_json(doc: Any, origin: str = "<profile>") -> Profile:
                 gradient_bytes=int(rd.number(cd, "gradient_bytes", cw, required=False, default=0)),
                 forward_spread_s=rd.number(cd, "forward_spread_s", cw, required=False, default=0.0),
                 backward_spread_s=rd.number(cd, "backward_spread_s", cw, required=False, default=0.0),
+                overhead_s=rd.number(cd, "overhead_s", cw, required=False, default=0.0),
             )
         layers = rd.get(sd, "layers", w, required=False)
         stages.append(Stage(compute=compute, layers=layers,
@@ -317,7 +326,14 @@ def from_json(doc: Any, origin: str = "<profile>") -> Profile:
             q = math.inf
         elif q is not None:
             q = rd.number(hd, "quantum_s", "host", positive=True)
-        host = Host(cores=cores, slowdown=slow, quantum_s=q)
+        pl = hd.get("placement")
+        if pl is not None:
+            if (not isinstance(pl, list) or len(pl) != len(stages)
+                    or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < cores for c in pl)):
+                raise rd.fail("host.placement", f"must list one core index 0..{cores - 1} per stage "
+                                                f"({len(stages)} stages), got {pl!r}")
+            pl = tuple(pl)
+        host = Host(cores=cores, slowdown=slow, quantum_s=q, placement=pl)
     model = rd.get(doc, "model", "", required=False, default={}) or {}
     device = rd.get(doc, "device", "", required=False, default={}) or {}
     return Profile(stages=tuple(stages), links=links, source=source,

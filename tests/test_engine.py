@@ -237,3 +237,27 @@ def test_round_robin_host_in_a_simulation(tmp_path):
     assert r.step_time >= 3 * 8 * 3.0 / 2 - 1e-9
     prof.save(tmp_path / "p.json")
     assert P.load(tmp_path / "p.json").host.quantum_s == math.inf
+
+
+def test_pinned_ranks_share_only_their_core():
+    # 3 stages on 2 cores, pinned round-robin (0, 1, 0): ranks 0 and 2 share core 0, rank 1 has core 1.
+    pinned = Host(cores=2, slowdown={1: 1.0}, placement=(0, 1, 0))
+    alone = E.simulate(uniform_profile(3, 1.0, 1.0), "gpipe", 1, 1, steps=1)
+    r = E.simulate(uniform_profile(3, 1.0, 1.0, host=pinned), "gpipe", 1, 1, steps=1)
+    assert r.step_time == pytest.approx(alone.step_time)  # one micro-batch: never two ranks busy at once
+    r = E.simulate(uniform_profile(3, 1.0, 1.0, host=pinned), "gpipe", 1, 4, steps=1)
+    # with 4 micro-batches rank 0's forwards overlap rank 2's: those run at half speed
+    f = {e.action: e.duration for e in r.trace if e.kind == "F"}
+    assert f["1F1"] == pytest.approx(1.0)  # rank 1 never shares its core
+    assert max(f["0F3"], f["2F0"]) > 1.0
+    with pytest.raises(ValueError, match="placement"):
+        E.simulate(uniform_profile(2, host=pinned), "gpipe", 1, 2)
+
+
+def test_runtime_overhead_adds_to_each_computation():
+    from dataclasses import replace
+
+    prof = uniform_profile(2, 1.0, 2.0)
+    st = tuple(replace(s, compute={m: replace(c, overhead_s=0.5) for m, c in s.compute.items()}) for s in prof.stages)
+    r = E.simulate(replace(prof, stages=st), "gpipe", 1, 4, steps=1)
+    assert r.step_time == pytest.approx((4 + 1) * (1.0 + 2.0 + 2 * 0.5))

@@ -67,3 +67,19 @@ def test_default_link_fills_missing_links():
     d["default_link"] = {"latency_s": 0.001, "bandwidth_bps": 1e9}
     pr = P.from_json(d)
     assert pr.link(1, 0).latency_s == 0.001
+
+
+def test_placement_and_overhead_round_trip(tmp_path):
+    from dataclasses import replace
+
+    pr = uniform_profile(3, host=P.Host(2, {1: 1.0, 2: 1.04}, placement=(0, 1, 0)))
+    st = tuple(replace(s, compute={m: replace(c, overhead_s=3e-4) for m, c in s.compute.items()}) for s in pr.stages)
+    pr = replace(pr, stages=st)
+    pr.save(tmp_path / "p.json")
+    back = P.load(tmp_path / "p.json")
+    assert back == pr
+    d = json.loads((tmp_path / "p.json").read_text())
+    d["host"]["placement"] = [0, 5, 0]
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"host\.placement must list one core index"):
+        P.load(tmp_path / "bad.json")
