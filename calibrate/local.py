@@ -110,7 +110,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                           log_dir=Path(log_dir) / f"probe{i}" if log_dir else None, echo=echo)
                 docs.append(json.loads(probe_json.read_text()))
             merge_window_probe(doc, docs, probes)
-        if overhead_probe and ranks > 1 and net_label == "default":
+        # CPU time per action is only comparable with CPU compute times
+        if overhead_probe and ranks > 1 and net_label == "default" and doc.get("device", {}).get("type", "cpu") == "cpu":
             from .overhead import probe
 
             if echo:
