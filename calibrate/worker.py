@@ -430,4 +430,9 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    # Leave without interpreter finalization (see runtime/__main__.py): the profile is written
+    # by now, and gloo's teardown during finalization sometimes aborts.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc or 0)
