@@ -120,54 +120,71 @@ class SimResult:
 # ------------------------------------------------------------------------------ components
 
 
-class SharedCPU:
-    """Processor sharing among ranks on one host: k concurrent jobs each run at 1/slowdown(k)."""
+class _HostCPU:
+    """What both host models share: jobs with remaining solo seconds that progress at
+    ``rate`` while they run, and one pending wake-up (older ones are ignored)."""
 
     def __init__(self, env: simpy.Environment, factor: Callable[[int], float]):
         self.env, self.factor = env, factor
-        self.jobs: dict[simpy.Event, float] = {}  # done-event -> remaining solo seconds
         self.last = 0.0
         self.rate = 1.0
         self.gen = 0
 
-    def run(self, work: float) -> simpy.Event:
-        self._advance()
-        done = self.env.event()
-        self.jobs[done] = work
-        self._reschedule()
-        return done
+    def _running(self):
+        raise NotImplementedError
 
     def _advance(self) -> None:
         dt = self.env.now - self.last
-        if dt > 0 and self.jobs:
+        if dt > 0:
             step = dt * self.rate
-            for k in self.jobs:
-                self.jobs[k] -= step
+            for job in self._running():
+                job[1] -= step
         self.last = self.env.now
 
-    def _reschedule(self) -> None:
+    def _wake_at(self, t: float) -> None:
         self.gen += 1
+        gen = self.gen
+        ev = self.env.timeout(max(t - self.env.now, 0.0))
+        ev.callbacks.append(lambda _e: self._wake() if gen == self.gen else None)
+
+
+class SharedCPU(_HostCPU):
+    """Processor sharing among ranks on one host: k concurrent jobs each run at 1/slowdown(k)."""
+
+    def __init__(self, env: simpy.Environment, factor: Callable[[int], float]):
+        super().__init__(env, factor)
+        self.jobs: list[list] = []  # [done-event, remaining solo seconds]
+
+    def _running(self):
+        return self.jobs
+
+    def run(self, work: float) -> simpy.Event:
+        self._advance()
+        done = self.env.event()
+        self.jobs.append([done, work])
+        self._reschedule()
+        return done
+
+    def _reschedule(self) -> None:
         if not self.jobs:
+            self.gen += 1
             return
         self.rate = 1.0 / self.factor(len(self.jobs))
-        nxt = min(self.jobs.values())
-        gen = self.gen
-        ev = self.env.timeout(max(nxt, 0.0) / self.rate)
-        ev.callbacks.append(lambda _e: self._wake(gen))
+        self._wake_at(self.env.now + max(min(job[1] for job in self.jobs), 0.0) / self.rate)
 
-    def _wake(self, gen: int) -> None:
-        if gen != self.gen:
-            return
+    def _wake(self) -> None:
         self._advance()
-        eps = 1e-12
-        finished = [k for k, v in self.jobs.items() if v <= eps]
-        for k in finished:
-            del self.jobs[k]
-            k.succeed()
+        keep = []
+        for job in self.jobs:
+            if job[1] <= 1e-12:
+                job[0].succeed()
+            else:
+                keep.append(job)
+        self.jobs = keep
         self._reschedule()
 
 
-class CoreScheduler:
+class CoreScheduler(_HostCPU):
     """Ranks on one host of ``cores`` cores, scheduled round-robin with a time slice.
 
     A computation runs on a free core; with none free it waits in a FIFO run queue.
@@ -180,12 +197,13 @@ class CoreScheduler:
     """
 
     def __init__(self, env: simpy.Environment, cores: int, factor: Callable[[int], float], quantum: float):
-        self.env, self.cores, self.factor, self.quantum = env, cores, factor, quantum
+        super().__init__(env, factor)
+        self.cores, self.quantum = cores, quantum
         self.running: list[list] = []  # [done-event, remaining solo seconds, slice end]
         self.waiting: deque[list] = deque()
-        self.last = 0.0
-        self.rate = 1.0
-        self.gen = 0
+
+    def _running(self):
+        return self.running
 
     def run(self, work: float) -> simpy.Event:
         self._advance()
@@ -197,38 +215,25 @@ class CoreScheduler:
         self._reschedule()
         return done
 
-    def _advance(self) -> None:
-        dt = self.env.now - self.last
-        if dt > 0:
-            step = dt * self.rate
-            for job in self.running:
-                job[1] -= step
-        self.last = self.env.now
-
     def _reschedule(self) -> None:
-        self.gen += 1
         if not self.running:
+            self.gen += 1
             return
         self.rate = 1.0 / self.factor(len(self.running))
         now = self.env.now
         nxt = min(now + max(job[1], 0.0) / self.rate for job in self.running)
         if self.waiting:
             nxt = min(nxt, min(job[2] for job in self.running))
-        gen = self.gen
-        ev = self.env.timeout(max(nxt - now, 0.0))
-        ev.callbacks.append(lambda _e: self._wake(gen))
+        self._wake_at(nxt)
 
-    def _wake(self, gen: int) -> None:
-        if gen != self.gen:
-            return
+    def _wake(self) -> None:
         self._advance()
         now = self.env.now
-        eps = 1e-12
         keep = []
         for job in self.running:
-            if job[1] <= eps:
+            if job[1] <= 1e-12:
                 job[0].succeed()
-            elif self.waiting and job[2] <= now + eps:
+            elif self.waiting and job[2] <= now + 1e-12:
                 self.waiting.append(job)  # slice used up: back of the run queue
             else:
                 keep.append(job)
