@@ -46,7 +46,9 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
         settings = N.parse_grid(networks)
         kept = [s for s in settings if s.is_default]
         print(f"pipesim {'demo' if demo else 'validate'}: the local testbed is not available ({why}); "
-              f"measuring only the default-network cells, simulating the rest.", file=sys.stderr)
+              "calibrating without the delayed-link probe and comparing only the default-network cells "
+              "(pipesim grid simulates the rest).", file=sys.stderr)
+        ns.window_probe = ""
         if not kept:
             print("no default-network cell to measure without the testbed", file=sys.stderr)
             return 2
