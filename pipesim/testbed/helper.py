@@ -81,6 +81,7 @@ def build(spec: dict, made: list[str], fds: list[int]) -> dict:
     n, tag, mode, links = spec["num_hosts"], spec["tag"], spec["mode"], spec["links"]
     hosts = [f"{sysnet.PREFIX}{tag}-h{i}" for i in range(n)]
     inherited = sysnet.read_sysctls(sysnet.INHERITED_SYSCTLS)
+    inherited.update(sysnet.TCP_OVERRIDES)
     if mode == "tun":   # the delay line forwards IPv4 only: keep IPv6 chatter off the TUN devices
         inherited.update({"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"})
     for ns in hosts:
