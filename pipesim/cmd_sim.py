@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
@@ -167,4 +166,4 @@ def register(sub) -> None:
     ap.set_defaults(func=cmd_grid)
 
 
-__all__ = ["register", "run_grid", "markdown_tables", "parse_int_list", "parse_schedules", "json"]
+__all__ = ["register", "run_grid", "markdown_tables", "parse_int_list", "parse_schedules"]

@@ -16,11 +16,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable
 
-from .schedule import Action, Kind
+from .schedule import Action
 
 
 @dataclass(frozen=True)
@@ -141,4 +141,4 @@ def write(events: Iterable[TraceEvent], path: str | os.PathLike, label: str = "p
     return [j, c]
 
 
-__all__ = ["TraceEvent", "write_csv", "read_csv", "to_chrome", "write_chrome", "write", "COLUMNS", "Kind", "asdict"]
+__all__ = ["TraceEvent", "write_csv", "read_csv", "to_chrome", "write_chrome", "write", "COLUMNS"]

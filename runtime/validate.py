@@ -67,13 +67,9 @@ def _append(path: Path, rec: dict) -> None:
 
 
 def setting_for_run(net: N.NetworkSetting) -> str | None:
-    """The string the launcher applies (None: no emulation)."""
-    return None if net.is_default else "; ".join(
-        (f"link {links[0][0]}->{links[0][1]} " if links else "")
-        + " ".join(x for x in ((f"delay {ov.delay_s * 1e3:g}ms" if ov.delay_s is not None else ""),
-                               (f"bandwidth {ov.bandwidth_bps / 1e6:g}Mbps" if ov.bandwidth_bps is not None else ""))
-                   if x)
-        for links, ov in net.clauses)
+    """The string the launcher applies (None: no emulation). A setting's label is the text it
+    was parsed from, except for the seed's "default (...)" row, which adds nothing."""
+    return None if net.is_default else net.label
 
 
 def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.NetworkSetting, mbs: int, batch: int,

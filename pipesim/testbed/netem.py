@@ -131,13 +131,9 @@ def apply(iface: str, setting: _network.NetworkSetting, *, dry_run: bool = False
             return clear(iface, dry_run=dry_run, state_dir=state_dir, out=out)
         out(f"{setting.label!r} adds nothing and no netem of ours is on {iface}: nothing to do")
         return 0
-    if dry_run:
-        out(f"# would save `tc -j qdisc show dev {iface}` to {path} (unless already saved), then run:")
-        for c in cmds:
-            out(" ".join(c))
+    if _dry_run_or_need_root(dry_run, f"# would save `tc -j qdisc show dev {iface}` to {path} "
+                                      "(unless already saved), then run:", cmds, out):
         return 0
-    if os.geteuid() != 0:
-        raise PermissionError("tc needs root: run with sudo")
     if not os.path.exists(f"/sys/class/net/{iface}"):
         raise ValueError(f"no interface {iface!r} on this machine (see `ip -br link`)")
     created = False
@@ -157,6 +153,18 @@ def apply(iface: str, setting: _network.NetworkSetting, *, dry_run: bool = False
     out(f"applied {setting.label!r} on {iface}; previous qdisc saved in {path}; "
         f"restore with `pipesim netem clear --iface {iface}`")
     return 0
+
+
+def _dry_run_or_need_root(dry_run: bool, header: str, cmds: list[list[str]], out) -> bool:
+    """With dry_run, print the header and the commands and return True; else insist on root."""
+    if dry_run:
+        out(header)
+        for c in cmds:
+            out(" ".join(c))
+        return True
+    if os.geteuid() != 0:
+        raise PermissionError("tc needs root: run with sudo")
+    return False
 
 
 def clear(iface: str, *, dry_run: bool = False, state_dir: str = STATE_DIR, out=print) -> int:
@@ -182,13 +190,8 @@ def clear(iface: str, *, dry_run: bool = False, state_dir: str = STATE_DIR, out=
             return 0
         out(f"no saved state for {iface} ({path}); removing its netem root qdisc (the kernel puts its "
             "default back)")
-    if dry_run:
-        out(f"# saved state: {path if saved is not None else 'none'}")
-        for c in cmds:
-            out(" ".join(c))
+    if _dry_run_or_need_root(dry_run, f"# saved state: {path if saved is not None else 'none'}", cmds, out):
         return 0
-    if os.geteuid() != 0:
-        raise PermissionError("tc needs root: run with sudo")
     for c in cmds:
         p = _run(c)
         err = p.stderr + p.stdout
