@@ -46,12 +46,15 @@ def summarize(cells: list[dict]) -> Summary:
 
 def comparison_table(cells: list[dict]) -> str:
     """Markdown: one row per cell with simulated, measured (spread) and error."""
-    lines = ["| schedule | network setting | mbs | simulated s | measured s (spread) | error |",
-             "|---|---|---:|---:|---:|---:|"]
+    runs = any(c.get("noise_pct") is not None for c in cells)
+    lines = ["| schedule | network setting | mbs | simulated s | measured s (spread) | error |"
+             + (" runs apart |" if runs else ""),
+             "|---|---|---:|---:|---:|---:|" + ("---:|" if runs else "")]
     for c in cells:
         spread = ""
         if c.get("measured_lo_s") is not None and c.get("measured_hi_s") is not None:
             spread = f" ({c['measured_lo_s']:.3f}-{c['measured_hi_s']:.3f})"
         lines.append(f"| {c['schedule']} | {c['network']} | {c['micro_batch_size']} | {c['simulated_s']:.3f} | "
-                     f"{c['measured_s']:.3f}{spread} | {error_pct(c):+.1f}% |")
+                     f"{c['measured_s']:.3f}{spread} | {error_pct(c):+.1f}% |"
+                     + ((f" {c['noise_pct']:.1f}% |" if c.get("noise_pct") is not None else " |") if runs else ""))
     return "\n".join(lines)

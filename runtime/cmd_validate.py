@@ -16,7 +16,7 @@ def _ints(text: str) -> list[int]:
 
 
 def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batch: int, steps: int,
-            figures: str) -> None:
+            figures: str, repeats: int) -> None:
     ap.add_argument("--out", default=out, help="working folder: profile, measured cells, comparison (default %(default)s)")
     ap.add_argument("--model", default="cpu-small", help="model preset (default %(default)s)")
     ap.add_argument("--ranks", type=int, default=3)
@@ -24,7 +24,13 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
     ap.add_argument("--micro-batch-sizes", default=mbs)
     ap.add_argument("--schedules", default="gpipe,1f1b")
     ap.add_argument("--batch-size", type=int, default=batch)
-    ap.add_argument("--steps", type=int, default=steps, help="measured steps per cell (after 2 warm-up steps)")
+    ap.add_argument("--steps", type=int, default=steps, help="measured steps per run (after 2 warm-up steps)")
+    ap.add_argument("--repeats", type=int, default=repeats,
+                    help="runs per cell, in passes of alternating order; the cell's time is their median "
+                         "(default %(default)s)")
+    ap.add_argument("--tiebreak-pct", type=float, default=4.0,
+                    help="with 2+ repeats, one more run of a cell whose runs are more than this far apart "
+                         "(default %(default)s%%)")
     ap.add_argument("--figures", default=figures, help="folder for the figures ('' for none; default %(default)s)")
     ap.add_argument("--recalibrate", action="store_true", help="calibrate again even if the folder has a profile")
     ap.add_argument("--window-probe", default="delay 5ms",
@@ -56,7 +62,8 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
     try:
         validate(ns.out, model=ns.model, ranks=ns.ranks, networks=networks,
                  micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=tuple(parse_schedules(ns.schedules)),
-                 batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None,
+                 batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None, repeats=ns.repeats,
+                 tiebreak_pct=ns.tiebreak_pct,
                  recalibrate=ns.recalibrate, window_probe=ns.window_probe or None)
     except LaunchError as e:
         print(f"pipesim validate: {e}\nmeasured cells so far are kept in {os.path.join(ns.out, 'measured.jsonl')}; "
@@ -93,12 +100,12 @@ def _plot(ns: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     ap = sub.add_parser("validate", help="calibrate, simulate a grid, measure it on the local testbed, compare, plot")
-    _common(ap, "out/validate", "seed", "1,2,4", 16, 8, "figures")
+    _common(ap, "out/validate", "seed", "1,2,4", 4, 30, "figures", 2)
     ap.set_defaults(func=lambda ns: _run(ns, demo=False))
     ap = sub.add_parser("plot", help="redraw the figures of a validation folder")
     ap.add_argument("--out", default="out/validate", help="the validation folder (default %(default)s)")
     ap.add_argument("--figures", default="figures", help="where to write the figures (default %(default)s)")
     ap.set_defaults(func=_plot)
     ap = sub.add_parser("demo", help="the whole loop on a reduced grid with the CPU preset (a few minutes)")
-    _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 16, 4, "out/demo/figures")
+    _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 4, 20, "out/demo/figures", 1)
     ap.set_defaults(func=lambda ns: _run(ns, demo=True))

@@ -6,9 +6,12 @@ The loop, all on this machine (ranks in the local testbed's hosts):
    to fit the single-connection cap) -> ``<out>/profile.json``. Reused if present.
 2. Simulate every cell from that profile alone -> ``<out>/simulated.json``. The
    measured step times never feed the predictions.
-3. Measure every cell with the runtime -> one line per finished cell in
-   ``<out>/measured.jsonl``. An interrupted validation resumes: cells already there
-   are not measured again.
+3. Measure every cell with the runtime, ``repeats`` times in passes of alternating
+   order (a slow spell of the machine then lands on one run of a cell, not on all),
+   plus one tie-break run where a cell's runs are more than ``tiebreak_pct`` apart
+   -> one line per finished run in ``<out>/measured.jsonl``. A cell's measured time is
+   the median of its runs' medians. An interrupted validation resumes: runs already
+   there are not measured again.
 4. Compare -> ``<out>/comparison.md`` / ``comparison.json``; figures under ``--figures``.
    The last line printed is ``MAPE: gpipe X.X%, 1f1b Y.Y%, worst Z.Z% (cell)``.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,17 +48,23 @@ def _slug(label: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in label.split(" (")[0]).strip("-").replace("--", "-")
 
 
-def load_measured(path: Path) -> dict[str, dict]:
-    out: dict[str, dict] = {}
+def load_runs(path: Path) -> dict[str, dict[int, dict]]:
+    """Measured runs by cell key, then run index (records without one are run 0)."""
+    out: dict[str, dict[int, dict]] = {}
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
-                    continue  # a line cut by a crash: that cell is measured again
-                out[rec["key"]] = rec
+                    continue  # a line cut by a crash: that run is measured again
+                out.setdefault(rec["key"], {})[int(rec.get("run", 0))] = rec
     return out
+
+
+def run_spread_pct(medians: list[float]) -> float:
+    """How far apart a cell's runs are: (max - min) / min, in percent."""
+    return 100.0 * (max(medians) - min(medians)) / min(medians)
 
 
 def _append(path: Path, rec: dict) -> None:
@@ -73,11 +83,11 @@ def setting_for_run(net: N.NetworkSetting) -> str | None:
 
 
 def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.NetworkSetting, mbs: int, batch: int,
-                 steps: int, warmup: int, timeout_s: float, trace: bool) -> dict:
+                 steps: int, warmup: int, timeout_s: float, trace: bool, run: int = 0) -> dict:
     from runtime.launch import run_local
 
     name = f"{schedule}_{_slug(net.label)}_mbs{mbs}"
-    cell_dir = out / "runs" / name
+    cell_dir = out / "runs" / name / f"run{run}"
     cell_dir.mkdir(parents=True, exist_ok=True)
     res_path = cell_dir / "results.json"
     argv = ["--model", model, "--schedule", schedule, "--micro-batch-size", str(mbs), "--batch-size", str(batch),
@@ -100,10 +110,12 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              networks: str = "seed", micro_batch_sizes=(1, 2, 4), schedules=("gpipe", "1f1b"), batch_size: int = 16,
              steps: int = 6, warmup: int = 2, figures: str | Path | None = "figures", timeline_cell=None,
              window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
-             calibrate_repeats: int = 20, noise_runs: int = 2) -> R.Summary:
+             calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0) -> R.Summary:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
+    if repeats < 1 or steps < 1:
+        raise ValueError(f"--repeats and --steps must be at least 1, got {repeats} and {steps}")
     for m in micro_batch_sizes:
         if batch_size % m:
             raise ValueError(f"batch size {batch_size} is not a multiple of micro-batch size {m}")
@@ -131,58 +143,75 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     _log(f"[2/4] simulated {len(cells)} cells in {time.perf_counter() - t0:.2f} s from {prof_path}")
     P.write_json_atomic(out / "simulated.json", {"profile": str(prof_path), "batch_size": batch_size,
                                                  "cells": [{"key": k, "simulated_s": v} for k, v in sims.items()]})
-    # 3. measure (resumable)
+    # 3. measure (resumable): `repeats` passes over the cells, alternating direction, so a
+    # slow spell of the machine lands on one run of a cell, not on all of them; then a
+    # tie-break run for cells whose runs disagree by more than `tiebreak_pct`.
     mpath = out / "measured.jsonl"
-    done = load_measured(mpath)
-    todo = [c for c in cells if _cell_key(c[0], c[1].label, c[2]) not in done]
-    _log(f"[3/4] measuring {len(todo)} of {len(cells)} cells ({len(cells) - len(todo)} already in {mpath})")
+    runs = load_runs(mpath)
     tl = timeline_cell or (schedules[-1], settings[-1].label, micro_batch_sizes[-1])
-    for i, (s, net, m) in enumerate(todo, 1):
-        key = _cell_key(s, net.label, m)
-        meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
-                            trace=(s, net.label, m) == tuple(tl))
-        rec = {"key": key, "schedule": s, "network": net.label, "micro_batch_size": m, "batch_size": batch_size,
-               **meas}
-        _append(mpath, rec)
-        done[key] = rec
-        err = 100 * (sims[key] - meas["median"]) / meas["median"]
-        _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: measured {meas['median']:.3f} s "
-             f"(p10-p90 {meas['p10']:.3f}-{meas['p90']:.3f}), simulated {sims[key]:.3f} s, {err:+.1f}%  "
-             f"[{meas['wall_s']:.0f} s]")
-    # run-to-run noise: measure the first few cells again
-    npath = out / "noise.jsonl"
-    noise = load_measured(npath)
-    for s, net, m in cells[:noise_runs]:
-        key = _cell_key(s, net.label, m)
-        if key in noise:
-            continue
-        meas = measure_cell(out / "repeat", model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s, False)
-        rec = {"key": key, "first_s": done[key]["median"], "second_s": meas["median"]}
-        _append(npath, rec)
-        noise[key] = rec
-        _log(f"  repeat {s} {net.label} mbs {m}: {rec['first_s']:.3f} s then {rec['second_s']:.3f} s")
+
+    def measure(i_run: int, todo: list, what: str) -> None:
+        _log(f"[3/4] {what}: measuring {len(todo)} of {len(cells)} cells")
+        for i, (s, net, m) in enumerate(todo, 1):
+            key = _cell_key(s, net.label, m)
+            meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
+                                trace=i_run == 0 and (s, net.label, m) == tuple(tl), run=i_run)
+            rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
+                   "batch_size": batch_size, **meas}
+            _append(mpath, rec)
+            runs.setdefault(key, {})[i_run] = rec
+            err = 100 * (sims[key] - meas["median"]) / meas["median"]
+            _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: measured {meas['median']:.3f} s "
+                 f"(p10-p90 {meas['p10']:.3f}-{meas['p90']:.3f}), simulated {sims[key]:.3f} s, {err:+.1f}%  "
+                 f"[{meas['wall_s']:.0f} s]")
+
+    for r in range(repeats):
+        order = cells if r % 2 == 0 else cells[::-1]
+        todo = [c for c in order if r not in runs.get(_cell_key(c[0], c[1].label, c[2]), {})]
+        if todo:
+            measure(r, todo, f"pass {r + 1} of {repeats}")
+    if repeats >= 2 and tiebreak_pct is not None:
+        todo = [c for c in cells
+                if repeats not in runs[_cell_key(c[0], c[1].label, c[2])]
+                and run_spread_pct([x["median"] for x in runs[_cell_key(c[0], c[1].label, c[2])].values()])
+                > tiebreak_pct]
+        if todo:
+            measure(repeats, todo, f"tie-break (runs more than {tiebreak_pct:g}% apart)")
     # 4. compare
     rows = []
     for s, net, m in cells:
         key = _cell_key(s, net.label, m)
-        d = done[key]
+        recs = [runs[key][i] for i in sorted(runs[key])]
+        medians = [x["median"] for x in recs]
         rows.append({"schedule": s, "network": net.label, "micro_batch_size": m, "simulated_s": sims[key],
-                     "measured_s": d["median"], "measured_lo_s": d["p10"], "measured_hi_s": d["p90"],
-                     "noise_pct": 100 * (d["p90"] - d["p10"]) / 2 / d["median"]})
+                     "measured_s": statistics.median(medians),
+                     "measured_lo_s": statistics.median(x["p10"] for x in recs),
+                     "measured_hi_s": statistics.median(x["p90"] for x in recs),
+                     "runs_s": medians,
+                     "step_spread_pct": statistics.median(100 * (x["p90"] - x["p10"]) / 2 / x["median"] for x in recs),
+                     "noise_pct": run_spread_pct(medians) if len(medians) > 1 else None})
     summ = R.summarize(rows)
-    rerun = [abs(r["second_s"] - r["first_s"]) / r["first_s"] * 100 for r in noise.values()]
-    text = [f"# Validation: {model}, {ranks} ranks, batch {batch_size}, {steps} measured steps per cell",
+    n_runs = sorted({len(r["runs_s"]) for r in rows})
+    step_spread = statistics.median(r["step_spread_pct"] for r in rows)
+    text = [f"# Validation: {model}, {ranks} ranks, batch {batch_size}, {steps} measured steps per run",
             "", f"Profile: {prof_path} ({prof.source}). Predictions use only the profile.", "",
             R.comparison_table(rows), "",
-            f"Step-to-step spread of the measurements (half the p10-p90 range, median over cells): "
-            f"{summ.noise_pct:.1f}%."]
-    if rerun:
-        text.append(f"Run-to-run difference of repeated cells: {', '.join(f'{x:.1f}%' for x in rerun)}.")
+            f"Measured: the median of each cell's runs ({'-'.join(map(str, n_runs))} per cell: {repeats} "
+            f"pass{'es' if repeats > 1 else ''} in alternating order"
+            + (f", one more where they were over {tiebreak_pct:g}% apart" if repeats >= 2 and tiebreak_pct is not None
+               else "") + "); spread: the runs' median p10-p90 of steps.",
+            f"Step-to-step spread (half the p10-p90 range, median over cells): {step_spread:.1f}%."]
+    noisy = [r for r in rows if r["noise_pct"] is not None]
+    if noisy:
+        worst_noise = max(noisy, key=lambda r: r["noise_pct"])
+        text.append(f"Run-to-run spread of a cell ((max - min) / min of its runs): median {summ.noise_pct:.1f}%, "
+                    f"worst {worst_noise['noise_pct']:.1f}% ({R.cell_name(worst_noise)}).")
     text += ["", summ.last_line()]
     (out / "comparison.md").write_text("\n".join(text) + "\n")
     P.write_json_atomic(out / "comparison.json", {"cells": rows, "mape": summ.mape, "worst_pct": summ.worst_pct,
                                                   "worst_cell": summ.worst_cell, "noise_pct": summ.noise_pct,
-                                                  "rerun_pct": rerun})
+                                                  "step_spread_pct": step_spread, "repeats": repeats,
+                                                  "tiebreak_pct": tiebreak_pct})
     if figures:
         paths = make_figures(out, prof, rows, figures, tl, batch_size, transport, {n.label: n for n in settings})
         _log("[4/4] figures: " + ", ".join(str(p) for p in paths))
@@ -199,7 +228,7 @@ def make_figures(out: Path, prof: P.Profile, rows, figures, tl, batch_size, tran
                           title=f"Simulated vs measured ({len(rows)} cells, local testbed)"),
              plots.bars(rows, figures / "bars.png")]
     s, label, m = tl
-    trace_csv = out / "runs" / f"{s}_{_slug(label)}_mbs{m}" / "trace.csv"
+    trace_csv = out / "runs" / f"{s}_{_slug(label)}_mbs{m}" / "run0" / "trace.csv"
     if trace_csv.exists():
         measured = read_csv(trace_csv)
         steps = sorted({e.step for e in measured})

@@ -1,0 +1,171 @@
+"""The validate / plot / demo loop, end to end with real ranks (tiny preset, 2 ranks).
+
+One validation runs per module (calibration, simulation, measurement, comparison,
+figures); the tests then check what it wrote, that its predictions come from the
+profile alone, that an interrupted run resumes without measuring finished cells
+again, that ``pipesim plot`` redraws the figures, and that the demo without a testbed
+says why and measures only the default-network cells.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+pytest.importorskip("torch")
+
+from pipesim import engine as E  # noqa: E402
+from pipesim import network as N  # noqa: E402
+from pipesim import profile as P  # noqa: E402
+from pipesim.cli import main  # noqa: E402
+from runtime import validate as V  # noqa: E402
+
+MAPE_LINE = re.compile(r"^MAPE: gpipe \d+\.\d%, 1f1b \d+\.\d%, worst \d+\.\d% \((gpipe|1f1b), .+, mbs \d+\)$")
+KW = dict(model="tiny", ranks=2, micro_batch_sizes=(1, 2), schedules=("gpipe", "1f1b"), batch_size=4, steps=2,
+          warmup=1, window_probe=None, calibrate_repeats=3, repeats=2, tiebreak_pct=None, cell_timeout_s=120)
+
+
+def _networks():
+    from pipesim.testbed import available
+
+    ok, _ = available()
+    return "default, delay 2ms" if ok else "default"
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    out = tmp_path_factory.mktemp("validate")
+    figs = out / "figs"
+    summ = V.validate(out, networks=_networks(), figures=figs, **KW)
+    return out, figs, summ
+
+
+def test_validation_writes_comparison_figures_and_the_mape_line(done):
+    out, figs, summ = done
+    cells = 2 * len(N.parse_grid(_networks())) * 2
+    runs = V.load_runs(out / "measured.jsonl")
+    assert len(runs) == cells and all(sorted(r) == [0, 1] for r in runs.values())   # two passes
+    for rec in (x for r in runs.values() for x in r.values()):
+        assert rec["p10"] <= rec["median"] <= rec["p90"] and rec["n"] == 2
+    comp = json.loads((out / "comparison.json").read_text())
+    assert len(comp["cells"]) == cells and set(comp["mape"]) == {"gpipe", "1f1b"}
+    for row in comp["cells"]:
+        err = abs(row["simulated_s"] - row["measured_s"]) / row["measured_s"] * 100
+        assert err <= comp["worst_pct"] + 1e-9
+        key = f"{row['schedule']}|{row['network']}|{row['micro_batch_size']}"
+        medians = [runs[key][i]["median"] for i in (0, 1)]
+        assert row["runs_s"] == medians and row["measured_s"] == pytest.approx(sum(medians) / 2)
+        assert row["noise_pct"] == pytest.approx(V.run_spread_pct(medians))
+    last = (out / "comparison.md").read_text().strip().splitlines()[-1]
+    assert MAPE_LINE.match(last), last
+    assert last == summ.last_line()
+    assert "Run-to-run spread of a cell" in (out / "comparison.md").read_text()
+    for name in ("parity.png", "bars.png", "timeline.png", "heatmap.png"):
+        assert (figs / name).stat().st_size > 10_000, name
+    # the timeline cell kept its measured trace (first run only)
+    assert [k for k, r in runs.items() if r[0]["trace"]] == ["1f1b|" + N.parse_grid(_networks())[-1].label + "|2"]
+    assert not any(r[1]["trace"] for r in runs.values())
+
+
+def test_predictions_come_from_the_profile_alone(done):
+    out, _, _ = done
+    prof = P.load(out / "profile.json")
+    sim = {c["key"]: c["simulated_s"] for c in json.loads((out / "simulated.json").read_text())["cells"]}
+    tr = E.Transport.for_backend(prof.device.get("backend"))
+    for key, value in sim.items():
+        s, label, m = key.split("|")
+        net = N.parse_grid(label)[0]
+        again = E.simulate(prof, s, int(m), KW["batch_size"], net, transport=tr, steps=V.SIM_STEPS, record=False)
+        assert again.step_time == pytest.approx(value, rel=1e-12)
+
+
+def test_interrupted_validation_resumes_without_measuring_again(done, monkeypatch):
+    src, _, _ = done
+    out = src.parent / "resume"
+    shutil.copytree(src, out)
+    lines = (out / "measured.jsonl").read_text().splitlines()
+    # the last run never finished, and a crash cut a line in half; the other runs are
+    # tampered with, so a comparison built from them shows they were reused, not remeasured
+    kept = [json.loads(x) for x in lines[:-1]]
+    for rec in kept:
+        rec["median"] = rec["p10"] = rec["p90"] = 1.0
+    (out / "measured.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept) + lines[-1][:20])
+    sim_before = json.loads((out / "simulated.json").read_text())["cells"]
+    prof_before = (out / "profile.json").stat().st_mtime_ns
+    calls = []
+    real = V.measure_cell
+
+    def counting(*a, **k):
+        calls.append((a[3], a[4].label, a[5], k["run"]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(V, "measure_cell", counting)
+    V.validate(out, networks=_networks(), figures=None, **KW)
+    last = json.loads(lines[-1])
+    assert calls == [(last["schedule"], last["network"], last["micro_batch_size"], last["run"])]
+    assert (out / "profile.json").stat().st_mtime_ns == prof_before       # calibration reused
+    assert json.loads((out / "simulated.json").read_text())["cells"] == sim_before   # measured never feed the model
+    rows = json.loads((out / "comparison.json").read_text())["cells"]
+    assert sum(r["measured_s"] == 1.0 for r in rows) == len(rows) - 1    # only the remeasured cell moved
+
+
+def test_tiebreak_runs_only_cells_whose_runs_disagree(done, monkeypatch):
+    src, _, _ = done
+    out = src.parent / "tiebreak"
+    shutil.copytree(src, out)
+    recs = [json.loads(x) for x in (out / "measured.jsonl").read_text().splitlines()]
+    target = recs[0]["key"]
+    for rec in recs:                     # all runs agree exactly, except the first cell's
+        rec["median"] = 2.0 if (rec["key"] == target and rec["run"] == 1) else 1.0
+    (out / "measured.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    calls = []
+    monkeypatch.setattr(V, "measure_cell", lambda *a, **k: calls.append((a[3], a[4].label, a[5], k["run"]))
+                        or {"median": 1.1, "p10": 1.0, "p90": 1.2, "n": 2, "wall_s": 0.0, "results": "", "trace": None})
+    V.validate(out, networks=_networks(), figures=None, **{**KW, "tiebreak_pct": 4.0})
+    s, label, m = target.split("|")
+    assert calls == [(s, label, int(m), 2)]
+    rows = json.loads((out / "comparison.json").read_text())["cells"]
+    row = next(r for r in rows if f"{r['schedule']}|{r['network']}|{r['micro_batch_size']}" == target)
+    assert row["runs_s"] == [1.0, 2.0, 1.1] and row["measured_s"] == 1.1     # the median of three
+
+
+def test_plot_redraws_the_figures(done, tmp_path, capsys):
+    out, _, _ = done
+    assert main(["plot", "--out", str(out), "--figures", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert sorted(p.rsplit("/", 1)[-1] for p in printed) == ["bars.png", "heatmap.png", "parity.png", "timeline.png"]
+    assert all((tmp_path / n).stat().st_size > 10_000 for n in ("parity.png", "heatmap.png"))
+
+
+def test_plot_without_a_validation_says_what_to_run(tmp_path, capsys):
+    assert main(["plot", "--out", str(tmp_path / "nothing")]) != 0
+    assert "run 'pipesim validate" in capsys.readouterr().err
+
+
+def test_demo_without_testbed_says_why_and_measures_default_cells(done, tmp_path, monkeypatch, capsys):
+    import pipesim.testbed as T
+
+    src, _, _ = done
+    out = tmp_path / "demo"
+    out.mkdir()
+    shutil.copy(src / "profile.json", out / "profile.json")   # reuse the calibration: this test is about the path
+    monkeypatch.setattr(T, "available", lambda: (False, "not running as root"))
+    rc = main(["demo", "--out", str(out), "--model", "tiny", "--ranks", "2", "--micro-batch-sizes", "1",
+               "--batch-size", "2", "--steps", "2", "--figures", ""])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err[-2000:]
+    assert "local testbed is not available (not running as root)" in cap.err
+    runs = V.load_runs(out / "measured.jsonl")
+    assert {r[0]["network"] for r in runs.values()} == {"default"}
+    assert len(runs) == 2 and all(list(r) == [0] for r in runs.values())   # the demo measures each cell once
+    assert MAPE_LINE.match(cap.out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("args, msg", [(["--micro-batch-sizes", "1,3", "--batch-size", "4"], "not a multiple"),
+                                       (["--repeats", "0"], "at least 1")])
+def test_bad_arguments_are_refused(tmp_path, capsys, args, msg):
+    rc = main(["validate", "--out", str(tmp_path), *args])
+    assert rc != 0 and msg in capsys.readouterr().err
