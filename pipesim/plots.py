@@ -92,7 +92,8 @@ def _draw_trace(ax, events: Sequence[TraceEvent], step: int | None, t0: float | 
     evs = [e for e in events if step is None or e.step == step]
     if not evs:
         return 0.0
-    t0 = min(e.start for e in evs) if t0 is None else t0
+    if t0 is None:  # rank 0's step start (its receives are posted then), so the width is its step time
+        t0 = min((e.start for e in evs if e.rank == 0), default=min(e.start for e in evs))
     ranks = sorted({e.rank for e in evs})
     for e in evs:
         k = e.kind
@@ -116,8 +117,8 @@ def timelines(sim: Sequence[TraceEvent], measured: Sequence[TraceEvent], path, t
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 4.2), sharex=True)
     w1 = _draw_trace(a1, sim, sim_step)
     w2 = _draw_trace(a2, measured, measured_step)
-    a1.set_title(f"simulated ({w1:.3f} s)" + (f" — {title}" if title else ""), fontsize=9, loc="left")
-    a2.set_title(f"measured ({w2:.3f} s)", fontsize=9, loc="left")
+    a1.set_title(f"simulated (rank 0's step: {w1:.3f} s)" + (f" — {title}" if title else ""), fontsize=9, loc="left")
+    a2.set_title(f"measured (rank 0's step: {w2:.3f} s)", fontsize=9, loc="left")
     a2.set_xlabel("seconds from the start of the step")
     a2.set_xlim(0, max(w1, w2) * 1.02)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in KIND_COLORS.values()]

@@ -22,7 +22,7 @@ def add_rank_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default=DEFAULT_CPU_PRESET, help="model preset (default %(default)s)")
     ap.add_argument("--schedule", default="1f1b", choices=["gpipe", "1f1b"])
     ap.add_argument("--micro-batch-size", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=4, help="default %(default)s: the CPU preset's batch (README)")
     ap.add_argument("--steps", type=int, default=5, help="measured steps (after the warm-up)")
     ap.add_argument("--warmup", type=int, default=2, help="warm-up steps, not measured (default %(default)s)")
     ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])

@@ -86,12 +86,14 @@ def _plot(ns: argparse.Namespace) -> int:
     comp = out / "comparison.json"
     if not comp.exists():
         raise FileNotFoundError(f"{comp} not found: run 'pipesim validate --out {out}' first")
-    rows = json.loads(comp.read_text())["cells"]
+    doc = json.loads(comp.read_text())
+    rows = doc["cells"]
     prof = P.load(out / "profile.json")
     labels = list(dict.fromkeys(r["network"] for r in rows))
     settings = {lbl: (N.seed_setting(lbl) if lbl in N.SEED_LABELS else N.parse(lbl)) for lbl in labels}
     last = rows[-1]
-    paths = make_figures(out, prof, rows, ns.figures, (last["schedule"], last["network"], last["micro_batch_size"]),
+    tl = doc.get("timeline_cell") or (last["schedule"], last["network"], last["micro_batch_size"])
+    paths = make_figures(out, prof, rows, ns.figures, tuple(tl),
                          json.loads((out / "simulated.json").read_text())["batch_size"],
                          E.Transport.for_backend(prof.device.get("backend")), settings)
     print("\n".join(str(p) for p in paths))

@@ -83,7 +83,7 @@ def setting_for_run(net: N.NetworkSetting) -> str | None:
 
 
 def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.NetworkSetting, mbs: int, batch: int,
-                 steps: int, warmup: int, timeout_s: float, trace: bool, run: int = 0) -> dict:
+                 steps: int, warmup: int, timeout_s: float, trace: bool, run: int | str = 0) -> dict:
     from runtime.launch import run_local
 
     name = f"{schedule}_{_slug(net.label)}_mbs{mbs}"
@@ -148,7 +148,8 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     # tie-break run for cells whose runs disagree by more than `tiebreak_pct`.
     mpath = out / "measured.jsonl"
     runs = load_runs(mpath)
-    tl = timeline_cell or (schedules[-1], settings[-1].label, micro_batch_sizes[-1])
+    # the timeline: the last setting of the last schedule, with the most micro-batches
+    tl = timeline_cell or (schedules[-1], settings[-1].label, micro_batch_sizes[0])
 
     def measure(i_run: int, todo: list, what: str) -> None:
         _log(f"[3/4] {what}: measuring {len(todo)} of {len(cells)} cells")
@@ -177,6 +178,13 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                 > tiebreak_pct]
         if todo:
             measure(repeats, todo, f"tie-break (runs more than {tiebreak_pct:g}% apart)")
+    if figures and _trace_csv(out, *tl) is None:
+        # the timeline's cell was measured without a trace (e.g. by an older version): one traced run,
+        # drawn only, not compared
+        s, label, m = tl
+        _log(f"[3/4] one traced run of {s}, {label}, mbs {m} for the timeline figure")
+        measure_cell(out, model, ranks, s, next(n for n in settings if n.label == label), m, batch_size, steps,
+                     warmup, cell_timeout_s, trace=True, run="trace")
     # 4. compare
     rows = []
     for s, net, m in cells:
@@ -211,6 +219,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     P.write_json_atomic(out / "comparison.json", {"cells": rows, "mape": summ.mape, "worst_pct": summ.worst_pct,
                                                   "worst_cell": summ.worst_cell, "noise_pct": summ.noise_pct,
                                                   "step_spread_pct": step_spread, "repeats": repeats,
+                                                  "timeline_cell": list(tl),
                                                   "tiebreak_pct": tiebreak_pct})
     if figures:
         paths = make_figures(out, prof, rows, figures, tl, batch_size, transport, {n.label: n for n in settings})
@@ -218,6 +227,11 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     print("\n".join(text[4:-1]))
     print(summ.last_line())
     return summ
+
+
+def _trace_csv(out: Path, schedule: str, label: str, mbs: int) -> Path | None:
+    cell = out / "runs" / f"{schedule}_{_slug(label)}_mbs{mbs}"
+    return next((p for p in (cell / "run0" / "trace.csv", cell / "runtrace" / "trace.csv") if p.exists()), None)
 
 
 def make_figures(out: Path, prof: P.Profile, rows, figures, tl, batch_size, transport, settings) -> list[Path]:
@@ -228,8 +242,8 @@ def make_figures(out: Path, prof: P.Profile, rows, figures, tl, batch_size, tran
                           title=f"Simulated vs measured ({len(rows)} cells, local testbed)"),
              plots.bars(rows, figures / "bars.png")]
     s, label, m = tl
-    trace_csv = out / "runs" / f"{s}_{_slug(label)}_mbs{m}" / "run0" / "trace.csv"
-    if trace_csv.exists():
+    trace_csv = _trace_csv(out, s, label, m)
+    if trace_csv is not None:
         measured = read_csv(trace_csv)
         steps = sorted({e.step for e in measured})
         sim = E.simulate(prof, s, m, batch_size, settings[label], transport=transport, steps=SIM_STEPS)

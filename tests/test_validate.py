@@ -66,7 +66,7 @@ def test_validation_writes_comparison_figures_and_the_mape_line(done):
     for name in ("parity.png", "bars.png", "timeline.png", "heatmap.png"):
         assert (figs / name).stat().st_size > 10_000, name
     # the timeline cell kept its measured trace (first run only)
-    assert [k for k, r in runs.items() if r[0]["trace"]] == ["1f1b|" + N.parse_grid(_networks())[-1].label + "|2"]
+    assert [k for k, r in runs.items() if r[0]["trace"]] == ["1f1b|" + N.parse_grid(_networks())[-1].label + "|1"]
     assert not any(r[1]["trace"] for r in runs.values())
 
 
