@@ -143,11 +143,12 @@ def heatmap(profile, path, *, micro_batch_size: int, batch_size: int, delays_ms:
                                      record=False).step_time
         grids.append(g)
     vmin, vmax = min(g.min() for g in grids), max(g.max() for g in grids)
+    digits = 3 if vmax < 1 else 2  # sub-second steps need the third digit to differ
     for ax, s, g in zip(axes[0], schedules, grids):
         im = ax.imshow(g, origin="lower", cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
         for i in range(g.shape[0]):
             for j in range(g.shape[1]):
-                ax.text(j, i, f"{g[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{g[i, j]:.{digits}f}", ha="center", va="center", fontsize=7,
                         color="white" if g[i, j] < (vmin + vmax) / 2 else "black")
         ax.set_xticks(range(len(bandwidths_gbps)))
         ax.set_xticklabels([f"{b:g}" for b in bandwidths_gbps])

@@ -251,7 +251,7 @@ def make_figures(out: Path, prof: P.Profile, rows, figures, tl, batch_size, tran
         paths.append(plots.timelines(sim.trace, measured, figures / "timeline.png",
                                      title=f"{s}, {label}, mbs {m}", sim_step=SIM_STEPS - 1,
                                      measured_step=steps[-1]))
-    mbs = max(prof.micro_batch_sizes)
+    mbs = min(prof.micro_batch_sizes)  # the most micro-batches: where the two schedules differ most
     paths.append(plots.heatmap(prof, figures / "heatmap.png", micro_batch_size=mbs, batch_size=batch_size,
                                delays_ms=[0, 0.5, 1, 2, 5, 10, 20], bandwidths_gbps=[0.1, 0.2, 0.5, 1, 2, 5, 10],
                                transport=transport))

@@ -192,6 +192,45 @@ def test_throughput_under_bandwidth_cap(network):
     assert abs(seen[-1] - 100e6) <= 10e6, seen
 
 
+@pytest.mark.parametrize("network, delay_s", [("bandwidth 100Mbps", 0.0), ("delay 2ms bandwidth 100Mbps", 0.002)])
+def test_a_message_after_idle_does_not_skip_the_cap(network, delay_s):
+    """A pipeline sends a burst, then idles. The shaper's bucket must not let a large part
+    of the next message through at line rate (htb with a 70 kB bucket and 64 KiB GSO
+    packets let ~134 KiB of each 256 KiB message skip the cap, halving its time)."""
+    size = 256 << 10
+    server = textwrap.dedent(f"""
+        import socket
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", 7001)); s.listen(1); print("ready", flush=True)
+        c, _ = s.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            got = 0
+            while got < {size}:
+                d = c.recv(1 << 20)
+                if not d: raise SystemExit
+                got += len(d)
+            c.sendall(b"k")
+    """)
+    client = textwrap.dedent(f"""
+        import socket, sys, time
+        c = socket.create_connection((sys.argv[1], 7001), timeout=10)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        msg = bytes({size}); took = []
+        for i in range(6):
+            time.sleep(0.15)                      # idle: the shaper's bucket refills
+            t = time.perf_counter(); c.sendall(msg); c.recv(1); took.append(time.perf_counter() - t)
+        print(min(took[2:]))                      # after the window has grown
+    """)
+    with Testbed(2, network) as tb:
+        srv = tb.popen(1, [sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "ready"
+        p = tb.run(0, [sys.executable, "-c", client, tb.addresses[1]], timeout=30)
+        srv.kill()
+    assert p.returncode == 0, p.stderr
+    wire = size * 8 / 100e6                       # 21 ms at the cap
+    assert float(p.stdout) >= 0.85 * wire + 2 * delay_s, (float(p.stdout), wire)
+
+
 def test_errors_are_value_errors():
     with pytest.raises(ValueError, match="num_hosts"):
         Testbed(0)
