@@ -115,7 +115,7 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
             from .overhead import probe
 
             if echo:
-                print("runtime overhead probe: a few GPipe steps per micro-batch size (CPU time per action)", flush=True)
+                print("runtime overhead probe: a few GPipe and 1F1B steps per micro-batch size (CPU time per action)", flush=True)
             probe(doc, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False)
         write_json_atomic(out, doc, force=force)
     finally:

@@ -8,7 +8,8 @@ What is modelled
   last action a rank waits for its outstanding sends, runs the optimizer step
   (``optimizer_s``) and starts the next step.
 * Compute (F, B, optimizer) takes the profile's median time for the stage and
-  micro-batch size, plus the runtime's own CPU time per action (``overhead_s``).
+  micro-batch size, plus the runtime's own CPU time per action (``overhead_s``, or
+  the schedule's own from ``overhead_by_schedule_s``).
   If the profile has a ``host`` section (all ranks on one machine, as on the local
   testbed), the ranks share its CPU: while k ranks compute at once,
   each progresses ``slowdown[k]`` times slower (processor sharing, re-evaluated at
@@ -298,8 +299,9 @@ class Wire:
 
 class _Sim:
     def __init__(self, profile: Profile, sched: list[list[S.Action]], mbs: int, setting: NetworkSetting,
-                 transport: Transport, steps: int, record: bool):
+                 transport: Transport, steps: int, record: bool, schedule: str | None = None):
         self.env = simpy.Environment()
+        self.schedule = schedule
         self.profile, self.sched, self.mbs, self.setting = profile, sched, mbs, setting
         self.transport, self.steps, self.record = transport, steps, record
         self.rank_mode = transport.queue == "rank"
@@ -483,7 +485,7 @@ class _Sim:
                             yield from self._until(m, "arrived")
                         self.wait[r][step] += env.now - t0
                     t0 = env.now
-                    yield self._compute(r, (comp.forward_s if k is K.F else comp.backward_s) + comp.overhead_s)
+                    yield self._compute(r, (comp.forward_s if k is K.F else comp.backward_s) + comp.overhead(self.schedule))
                     self.busy[r][step] += env.now - t0
                     if k is K.F:
                         self.live[r] += 1
@@ -562,7 +564,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
         S.validate(lowered, m)
         if len(lowered) != p:
             raise ValueError(f"schedule has {len(lowered)} ranks but the profile has {p} stages")
-    sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record)
+    sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule)
     sim.run()
     last = steps - 1
 

@@ -26,7 +26,8 @@ Per stage and micro-batch size: forward and backward seconds (medians; optional
 ``*_spread_s``), ``activation_bytes`` sent to the next stage and ``gradient_bytes``
 sent back to the previous stage, per micro-batch; optional ``overhead_s``, the
 runtime's own CPU time per forward or backward (posting messages, copies, its threads),
-which the simulator adds to each of them.
+which the simulator adds to each of them; optional ``overhead_by_schedule_s``
+(``{"gpipe": s, "1f1b": s}``), the same probed per schedule, used when present.
 
 Per directed link: one-way ``latency_s`` (including per-message software overhead),
 ``bandwidth_bps`` (bits per second), and ``window_bytes``: the most a single
@@ -69,6 +70,14 @@ class StageCompute:
     forward_spread_s: float = 0.0
     backward_spread_s: float = 0.0
     overhead_s: float = 0.0  # runtime CPU per forward or backward beyond the computation (posting, copies, threads)
+    # the same per schedule where it was probed per schedule (it differs: e.g. cache footprint)
+    overhead_by_schedule_s: dict[str, float] | None = None
+
+    def overhead(self, schedule: str | None = None) -> float:
+        """The runtime's CPU per forward or backward under ``schedule`` (its own probe if any)."""
+        if schedule and self.overhead_by_schedule_s and schedule in self.overhead_by_schedule_s:
+            return self.overhead_by_schedule_s[schedule]
+        return self.overhead_s
 
 
 @dataclass(frozen=True)
@@ -231,6 +240,18 @@ class _Reader:
         return v
 
 
+def _by_schedule(rd: "_Reader", obj: dict, key: str, where: str) -> dict[str, float] | None:
+    d = obj.get(key)
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise rd.fail(f"{where}.{key}", 'must map a schedule to seconds, e.g. {"gpipe": 0.0005, "1f1b": 0.0004}')
+    for name in d:
+        if name not in ("gpipe", "1f1b"):
+            raise rd.fail(f"{where}.{key}", f"unknown schedule {name!r} (gpipe or 1f1b)")
+    return {name: rd.number(d, name, f"{where}.{key}") for name in d}
+
+
 def from_json(doc: Any, origin: str = "<profile>") -> Profile:
     rd = _Reader(origin)
     if not isinstance(doc, dict):
@@ -266,6 +287,7 @@ def from_json(doc: Any, origin: str = "<profile>") -> Profile:
                 forward_spread_s=rd.number(cd, "forward_spread_s", cw, required=False, default=0.0),
                 backward_spread_s=rd.number(cd, "backward_spread_s", cw, required=False, default=0.0),
                 overhead_s=rd.number(cd, "overhead_s", cw, required=False, default=0.0),
+                overhead_by_schedule_s=_by_schedule(rd, cd, "overhead_by_schedule_s", cw),
             )
         layers = rd.get(sd, "layers", w, required=False)
         stages.append(Stage(compute=compute, layers=layers,

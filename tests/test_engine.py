@@ -261,3 +261,11 @@ def test_runtime_overhead_adds_to_each_computation():
     st = tuple(replace(s, compute={m: replace(c, overhead_s=0.5) for m, c in s.compute.items()}) for s in prof.stages)
     r = E.simulate(replace(prof, stages=st), "gpipe", 1, 4, steps=1)
     assert r.step_time == pytest.approx((4 + 1) * (1.0 + 2.0 + 2 * 0.5))
+    # a schedule's own probe wins over the default; a schedule without one falls back to it
+    st = tuple(replace(s, compute={m: replace(c, overhead_s=0.5, overhead_by_schedule_s={"1f1b": 0.25})
+                                   for m, c in s.compute.items()}) for s in prof.stages)
+    both = replace(prof, stages=st)
+    assert E.simulate(both, "gpipe", 1, 4, steps=1).step_time == pytest.approx((4 + 1) * (1.0 + 2.0 + 2 * 0.5))
+    r = E.simulate(both, "1f1b", 1, 4, steps=1)
+    f = [e.duration for e in r.trace if e.kind == "F"]
+    assert f and all(d == pytest.approx(1.25) for d in f)

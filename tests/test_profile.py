@@ -73,12 +73,18 @@ def test_placement_and_overhead_round_trip(tmp_path):
     from dataclasses import replace
 
     pr = uniform_profile(3, host=P.Host(2, {1: 1.0, 2: 1.04}, placement=(0, 1, 0)))
-    st = tuple(replace(s, compute={m: replace(c, overhead_s=3e-4) for m, c in s.compute.items()}) for s in pr.stages)
+    st = tuple(replace(s, compute={m: replace(c, overhead_s=3e-4, overhead_by_schedule_s={"gpipe": 3e-4, "1f1b": 2e-4})
+                                   for m, c in s.compute.items()}) for s in pr.stages)
     pr = replace(pr, stages=st)
     pr.save(tmp_path / "p.json")
     back = P.load(tmp_path / "p.json")
-    assert back == pr
+    assert back == pr and back.stages[0].compute[1].overhead("1f1b") == 2e-4
     d = json.loads((tmp_path / "p.json").read_text())
+    bad = json.loads(json.dumps(d))
+    bad["stages"][1]["compute"]["1"]["overhead_by_schedule_s"] = {"zb": 1e-4}
+    (tmp_path / "bad_sched.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"stages\[1\].*overhead_by_schedule_s unknown schedule 'zb'"):
+        P.load(tmp_path / "bad_sched.json")
     d["host"]["placement"] = [0, 5, 0]
     (tmp_path / "bad.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match=r"host\.placement must list one core index"):
