@@ -12,9 +12,14 @@ default network, reads each rank's process CPU time per step (all its threads), 
 for every stage, micro-batch size and schedule (at least 0), in
 ``overhead_by_schedule_s``; ``overhead_s`` keeps GPipe's. The two differ: at
 micro-batch 1, 1F1B's ranks spent 5-9% less CPU per step than GPipe's (probably
-fewer activations alive at once). The runs are calibration runs: a batch of
-``probe_microbatches`` (3) micro-batches, which is none of the validation's batches
-(4 at micro-batch 1, 2 or 4), and only CPU time is used, never their step times.
+fewer activations alive at once). The runs are calibration runs on the default network, and only CPU time is used,
+never their step times. They run ``probe_microbatches`` (4) micro-batches, so at
+micro-batch 1 their batch is the validation's batch 4. Part of the excess is per step,
+not per action (zero_grad, bookkeeping): with 3 micro-batches it was spread over 6
+actions instead of 8, and GPipe's micro-batch-1 cells came out 5.3% slow on average
+(against +2.2% and -2.0% with 4). Calibrations differ by a few ms per step in this
+excess anyway (the machine drifts between the compute and the probe runs), so it is not
+split into per-step and per-action parts.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 
-def probe(doc: dict, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 3, steps: int = 12,
+def probe(doc: dict, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
           timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b")) -> dict:
     """Fill ``overhead_s`` in ``doc`` (a profile JSON document) and record the raw figures."""
     from runtime.launch import run_local
