@@ -19,45 +19,55 @@ not per action (zero_grad, bookkeeping): with 3 micro-batches it was spread over
 actions instead of 8, and GPipe's micro-batch-1 cells came out 5.3% slow on average
 (against +2.2% and -2.0% with 4). Calibrations differ by a few ms per step in this
 excess anyway (the machine drifts between the compute and the probe runs), so it is not
-split into per-step and per-action parts.
+split into per-step and per-action parts. Each cell's CPU per step is the median of
+``launches`` (3) interleaved launches: one launch of the same configuration measured
+up to 13% more or less CPU per step than another.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
 
 def probe(doc: dict, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
-          timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b")) -> dict:
+          timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b"), launches: int = 3) -> dict:
     """Fill ``overhead_s`` in ``doc`` (a profile JSON document) and record the raw figures."""
     from runtime.launch import run_local
 
     raw = {"method": __doc__.split("\n\n")[1].replace("\n", " ").strip(), "probe_microbatches": probe_microbatches,
-           "steps": steps, "schedules": list(schedules), "runs": {}}
+           "steps": steps, "schedules": list(schedules), "launches": launches, "runs": {}}
+    cpus: dict[tuple[str, int], list[list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="pipesim-overhead-") as tmp:
-        for m in micro_batch_sizes:
-            for schedule in schedules:
-                out = Path(tmp) / f"{schedule}_mbs{m}.json"
-                run_local("runtime", ["--model", model, "--schedule", schedule, "--micro-batch-size", str(m),
-                                      "--batch-size", str(m * probe_microbatches), "--steps", str(steps),
-                                      "--warmup", "2", "--out", str(out)], ranks, timeout_s=timeout_s,
-                          log_dir=Path(tmp) / f"logs_{schedule}_{m}", echo=echo)
-                res = json.loads(out.read_text())
-                per = {}
-                for pr in res["per_rank"]:
-                    r = pr["rank"]
-                    stage = doc["stages"][r]
-                    c = stage["compute"][str(m)]
-                    solo = probe_microbatches * (c["forward_s"] + c["backward_s"]) + stage.get("optimizer_s", 0.0)
-                    cpu = pr["cpu_per_step"]["median"]
-                    oh = max(0.0, (cpu - solo) / (2 * probe_microbatches))
-                    c.setdefault("overhead_by_schedule_s", {})[schedule] = oh
-                    if schedule == schedules[0]:
-                        c["overhead_s"] = oh
-                    per[str(r)] = {"cpu_per_step_s": cpu, "solo_compute_s": solo, "overhead_s": oh}
-                raw["runs"].setdefault(schedule, {})[str(m)] = per
+        # launches interleaved over the cells: the same run's CPU per step moves by up to
+        # ~10% from one launch to the next, so each cell takes the median of `launches`
+        for i in range(launches):
+            for m in micro_batch_sizes:
+                for schedule in schedules:
+                    out = Path(tmp) / f"{schedule}_mbs{m}_{i}.json"
+                    run_local("runtime", ["--model", model, "--schedule", schedule, "--micro-batch-size", str(m),
+                                          "--batch-size", str(m * probe_microbatches), "--steps", str(steps),
+                                          "--warmup", "2", "--out", str(out)], ranks, timeout_s=timeout_s,
+                              log_dir=Path(tmp) / f"logs_{schedule}_{m}_{i}", echo=echo)
+                    res = json.loads(out.read_text())
+                    per_rank = sorted(res["per_rank"], key=lambda pr: pr["rank"])
+                    cpus.setdefault((schedule, m), []).append([pr["cpu_per_step"]["median"] for pr in per_rank])
+    for (schedule, m), runs in cpus.items():
+        per = {}
+        for r in range(len(runs[0])):
+            stage = doc["stages"][r]
+            c = stage["compute"][str(m)]
+            solo = probe_microbatches * (c["forward_s"] + c["backward_s"]) + stage.get("optimizer_s", 0.0)
+            cpu = statistics.median(run[r] for run in runs)
+            oh = max(0.0, (cpu - solo) / (2 * probe_microbatches))
+            c.setdefault("overhead_by_schedule_s", {})[schedule] = oh
+            if schedule == schedules[0]:
+                c["overhead_s"] = oh
+            per[str(r)] = {"cpu_per_step_s": cpu, "cpu_per_step_launches_s": [run[r] for run in runs],
+                           "solo_compute_s": solo, "overhead_s": oh}
+        raw["runs"].setdefault(schedule, {})[str(m)] = per
     doc.setdefault("raw", {})["overhead_probe"] = raw
     doc["description"] += (f"; runtime overhead per action probed ({probe_microbatches} micro-batches, "
                            f"{' and '.join(schedules)})")
