@@ -41,8 +41,7 @@ def probe(doc: dict, ranks: int, model: str, micro_batch_sizes, *, probe_microba
            "steps": steps, "schedules": list(schedules), "launches": launches, "runs": {}}
     cpus: dict[tuple[str, int], list[list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="pipesim-overhead-") as tmp:
-        # launches interleaved over the cells: the same run's CPU per step moves by up to
-        # ~10% from one launch to the next, so each cell takes the median of `launches`
+        # launches interleaved over the cells, so that a slow spell lands on one launch of a cell
         for i in range(launches):
             for m in micro_batch_sizes:
                 for schedule in schedules:

@@ -317,8 +317,8 @@ class _Sim:
             if len(host.placement) != p:
                 raise ValueError(f"profile host.placement names {len(host.placement)} ranks, the schedule has {p}")
             self.cpu = None
-            self.core_of = [SharedCPU(self.env, float) for _ in range(host.cores)]  # j jobs on a core: each at 1/j
-            self.core_of = [self.core_of[c] for c in host.placement]
+            cores = [SharedCPU(self.env, float) for _ in range(host.cores)]  # j jobs on a core: each at 1/j
+            self.core_of = [cores[c] for c in host.placement]
         elif host.quantum_s is None:
             self.cpu = SharedCPU(self.env, host.factor)
         else:

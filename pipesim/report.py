@@ -54,7 +54,9 @@ def comparison_table(cells: list[dict]) -> str:
         spread = ""
         if c.get("measured_lo_s") is not None and c.get("measured_hi_s") is not None:
             spread = f" ({c['measured_lo_s']:.3f}-{c['measured_hi_s']:.3f})"
+        apart = ""
+        if runs:
+            apart = f" {c['noise_pct']:.1f}% |" if c.get("noise_pct") is not None else " |"
         lines.append(f"| {c['schedule']} | {c['network']} | {c['micro_batch_size']} | {c['simulated_s']:.3f} | "
-                     f"{c['measured_s']:.3f}{spread} | {error_pct(c):+.1f}% |"
-                     + ((f" {c['noise_pct']:.1f}% |" if c.get("noise_pct") is not None else " |") if runs else ""))
+                     f"{c['measured_s']:.3f}{spread} | {error_pct(c):+.1f}% |{apart}")
     return "\n".join(lines)

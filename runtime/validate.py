@@ -151,10 +151,13 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     # the timeline: the last setting of the last schedule, with the most micro-batches
     tl = timeline_cell or (schedules[-1], settings[-1].label, micro_batch_sizes[0])
 
+    def key_of(cell) -> str:
+        return _cell_key(cell[0], cell[1].label, cell[2])
+
     def measure(i_run: int, todo: list, what: str) -> None:
         _log(f"[3/4] {what}: measuring {len(todo)} of {len(cells)} cells")
         for i, (s, net, m) in enumerate(todo, 1):
-            key = _cell_key(s, net.label, m)
+            key = key_of((s, net, m))
             meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
                                 trace=i_run == 0 and (s, net.label, m) == tuple(tl), run=i_run)
             rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
@@ -168,14 +171,12 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
 
     for r in range(repeats):
         order = cells if r % 2 == 0 else cells[::-1]
-        todo = [c for c in order if r not in runs.get(_cell_key(c[0], c[1].label, c[2]), {})]
+        todo = [c for c in order if r not in runs.get(key_of(c), {})]
         if todo:
             measure(r, todo, f"pass {r + 1} of {repeats}")
     if repeats >= 2 and tiebreak_pct is not None:
-        todo = [c for c in cells
-                if repeats not in runs[_cell_key(c[0], c[1].label, c[2])]
-                and run_spread_pct([x["median"] for x in runs[_cell_key(c[0], c[1].label, c[2])].values()])
-                > tiebreak_pct]
+        todo = [c for c in cells if repeats not in runs[key_of(c)]
+                and run_spread_pct([x["median"] for x in runs[key_of(c)].values()]) > tiebreak_pct]
         if todo:
             measure(repeats, todo, f"tie-break (runs more than {tiebreak_pct:g}% apart)")
     if figures and _trace_csv(out, *tl) is None:
@@ -188,7 +189,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     # 4. compare
     rows = []
     for s, net, m in cells:
-        key = _cell_key(s, net.label, m)
+        key = key_of((s, net, m))
         recs = [runs[key][i] for i in sorted(runs[key])]
         medians = [x["median"] for x in recs]
         rows.append({"schedule": s, "network": net.label, "micro_batch_size": m, "simulated_s": sims[key],

@@ -84,6 +84,8 @@ def shape_commands(ns: str, src: int, links: dict, n: int) -> list[list[str]]:
 def build(spec: dict, made: list[str], fds: list[int]) -> dict:
     n, tag, mode, links = spec["num_hosts"], spec["tag"], spec["mode"], spec["links"]
     hosts = [f"{sysnet.PREFIX}{tag}-h{i}" for i in range(n)]
+    mtu = str(spec.get("mtu") or MTU)
+    shaping = [shape_commands(ns, i, links, n) for i, ns in enumerate(hosts)]
     inherited = sysnet.read_sysctls(sysnet.INHERITED_SYSCTLS)
     inherited.update(sysnet.TCP_OVERRIDES)
     if mode == "tun":   # the delay line forwards IPv4 only: keep IPv6 chatter off the TUN devices
@@ -102,22 +104,21 @@ def build(spec: dict, made: list[str], fds: list[int]) -> dict:
         for i, ns in enumerate(hosts):
             sysnet.run(["ip", "-n", sw, "link", "add", f"p{i}", "type", "veth", "peer", "name", IFACE,
                         "netns", ns], what="creating veth pair")
-            sysnet.run(["ip", "-n", sw, "link", "set", f"p{i}", "mtu", str(spec.get("mtu") or MTU)])
-            sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "mtu", str(spec.get("mtu") or MTU)])
-            if shape_commands(ns, i, links, n):
+            sysnet.run(["ip", "-n", sw, "link", "set", f"p{i}", "mtu", mtu])
+            sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "mtu", mtu])
+            if shaping[i]:
                 # no GSO super-packets (up to 64 KiB) on a shaped link: each would pass the cap at once
-                sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "gso_max_size", str(spec.get("mtu") or MTU)],
+                sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "gso_max_size", mtu],
                            what="capping GSO packets at the MTU")
             sysnet.run(["ip", "-n", sw, "link", "set", f"p{i}", "master", "br0", "up"])
     else:
         for ns in hosts:
             fds.append(sysnet.open_tun_in(ns, IFACE))
-            sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "mtu", str(spec.get("mtu") or MTU),
-                        "txqueuelen", "1000"])
+            sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "mtu", mtu, "txqueuelen", "1000"])
     for i, ns in enumerate(hosts):
         sysnet.run(["ip", "-n", ns, "addr", "add", f"{address(i)}/24", "dev", IFACE])
         sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "up"])
-        for cmd in shape_commands(ns, i, links, n):
+        for cmd in shaping[i]:
             sysnet.run(cmd, what="shaping bandwidth with htb")
     return {"namespaces": hosts, "all_namespaces": list(made), "addresses": [address(i) for i in range(n)],
             "iface": IFACE, "mode": mode, "pid": os.getpid()}
