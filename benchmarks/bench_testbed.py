@@ -22,7 +22,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipesim import network  # noqa: E402
-from pipesim.testbed import Testbed, available, check  # noqa: E402
+from testbed import Testbed, available, check  # noqa: E402
 
 DEFAULT = "delay 1ms,delay 0.1ms,delay 1ms bandwidth 1Gbps,delay 1ms bandwidth 2Gbps,delay 1ms bandwidth 5Gbps"
 

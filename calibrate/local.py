@@ -72,7 +72,7 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
     if probes and net_label != "default":
         raise ValueError("--window-probe applies to calibration on the default network; leave --network out")
     if net_label != "default" or probes:
-        from pipesim.testbed import available
+        from testbed import available
 
         ok, why = available()
         if not ok:

@@ -21,7 +21,7 @@ Failure handling (what "never a silent hang" means here):
 * ``stall_s`` (optional): no rank has written a line for ``stall_s`` seconds -> same.
 
 With ``network`` set (and not ``"default"``) the ranks run inside the hosts of the
-local testbed (:class:`pipesim.testbed.Testbed`): host ``i`` runs rank ``i``,
+local testbed (:class:`testbed.Testbed`): host ``i`` runs rank ``i``,
 ``MASTER_ADDR`` is host 0's address, and each argv is wrapped by
 ``tb.command(i, argv)``. The environment is passed explicitly with ``env K=V ...`` so
 that it survives whatever the wrapper does to the environment.
@@ -148,7 +148,7 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
 
     with ExitStack() as stack:
         if use_testbed:
-            from pipesim.testbed import Testbed  # another engineer's module; imported only when needed
+            from testbed import Testbed  # another engineer's module; imported only when needed
 
             tb = stack.enter_context(Testbed(num_hosts=ranks, network=network))
             master = tb.addresses[0]

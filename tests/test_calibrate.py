@@ -92,14 +92,14 @@ def _cli(*argv, timeout=120):
 
 
 def test_cli_import_does_not_import_torch():
-    code = "import sys, pipesim.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, loop.cli as c; c.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 
 
 def _main(capsys, *argv):
     """``pipesim calibrate ...`` in this process (one torch import for all the error cases)."""
-    from pipesim.cli import main
+    from loop.cli import main
 
     rc = main(["calibrate", *argv])
     cap = capsys.readouterr()
@@ -141,7 +141,6 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys, argv, msg):
 # ---------------------------------------------------------------------- a real calibration (2 gloo ranks)
 
 
-@pytest.mark.slow
 def test_local_calibration_two_ranks_tiny(tmp_path):
     from runtime.model import get_config
 

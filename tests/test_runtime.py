@@ -52,7 +52,7 @@ def test_pipeline_matches_unpartitioned(tmp_path, capsys, ranks, schedule):
             "--steps-log", tmp_path / "steps.jsonl", "--trace", tmp_path / "trace", "--save-params", params,
             "--op-timeout", 60]
     if (ranks, schedule) == (3, "1f1b"):  # this case goes through the `pipesim run` verb
-        from pipesim.cli import main
+        from loop.cli import main
 
         assert main(["run", "--local", "--ranks", str(ranks), "--quiet", "--timeout", "120", "--log-dir",
                      str(tmp_path / "logs"), *map(str, args)]) == 0
@@ -129,7 +129,7 @@ def test_hung_rank_is_named(tmp_path):
 def test_runs_inside_testbed_with_delay(tmp_path):
     """2 ranks inside the local testbed with 10 ms one-way delay: each step has at least
     one activation hop and one gradient hop on its critical path (>= 20 ms)."""
-    testbed = pytest.importorskip("pipesim.testbed")
+    testbed = pytest.importorskip("testbed")
     ok, reason = testbed.available()
     if not ok:
         pytest.skip(f"no testbed here: {reason}")

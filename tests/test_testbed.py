@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from pipesim.testbed import Testbed, available, sysnet
+from testbed import Testbed, available, sysnet
 
 pytestmark = pytest.mark.netns
 
@@ -63,7 +63,7 @@ def _spawn_owner(network: str, extra: str = "") -> subprocess.Popen:
     """A separate Python process that owns a testbed and prints its facts as JSON."""
     code = textwrap.dedent(f"""
         import json, sys, time
-        from pipesim.testbed import Testbed
+        from testbed import Testbed
         tb = Testbed(2, {network!r}).start()
         sleeper = tb.popen(1, ["sleep", "300"])
         print(json.dumps({{"ns": tb._all_ns, "helper": tb.helper_pid, "sleeper": sleeper.pid}}), flush=True)
@@ -175,7 +175,7 @@ def test_per_link_delay_applies_to_its_link_only():
 
 
 def _iperf(tb, seconds=2):
-    from pipesim.testbed import check
+    from testbed import check
     bps, _ = check.iperf(tb, 0, 1, seconds=seconds, omit=0.5)
     return bps
 
@@ -215,11 +215,13 @@ def test_a_message_after_idle_does_not_skip_the_cap(network, delay_s):
         import socket, sys, time
         c = socket.create_connection((sys.argv[1], 7001), timeout=10)
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        msg = bytes({size}); took = []
+        msg = bytes({size}); idle = []; busy = []
         for i in range(6):
             time.sleep(0.15)                      # idle: the shaper's bucket refills
-            t = time.perf_counter(); c.sendall(msg); c.recv(1); took.append(time.perf_counter() - t)
-        print(min(took[2:]))                      # after the window has grown
+            t = time.perf_counter(); c.sendall(msg); c.recv(1); idle.append(time.perf_counter() - t)
+        for i in range(6):                        # back to back: the bucket stays empty
+            t = time.perf_counter(); c.sendall(msg); c.recv(1); busy.append(time.perf_counter() - t)
+        print(min(idle[2:]), min(busy[2:]))       # after the window has grown
     """)
     with Testbed(2, network) as tb:
         srv = tb.popen(1, [sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
@@ -227,8 +229,12 @@ def test_a_message_after_idle_does_not_skip_the_cap(network, delay_s):
         p = tb.run(0, [sys.executable, "-c", client, tb.addresses[1]], timeout=30)
         srv.kill()
     assert p.returncode == 0, p.stderr
+    idle, busy = map(float, p.stdout.split())
+    # Compared with the same message sent back to back on the same path in the same test (no
+    # threshold tied to this machine's speed): the defect made it about half as long after idle.
     wire = size * 8 / 100e6                       # 21 ms at the cap
-    assert float(p.stdout) >= 0.85 * wire + 2 * delay_s, (float(p.stdout), wire)
+    assert busy >= 0.5 * wire, (idle, busy, wire)  # the cap holds at all
+    assert idle >= 0.85 * busy, (idle, busy)
 
 
 def test_errors_are_value_errors():

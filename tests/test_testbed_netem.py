@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from pipesim import network
-from pipesim.testbed import netem
+from testbed import netem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from pipesim import network
-from pipesim.testbed import Testbed, core, helper, router
+from testbed import Testbed, core, helper, router
 
 
 def test_link_table_covers_every_directed_pair():

@@ -10,7 +10,7 @@ from pipesim import engine as E
 from pipesim import network as N
 from pipesim import profile as P
 from pipesim import trace as T
-from pipesim.cli import main
+from loop.cli import main
 from tests.helpers import uniform_profile
 
 
@@ -87,7 +87,7 @@ def test_python_dash_m_works():
 
 
 def test_pipesim_package_does_not_import_torch():
-    code = ("import sys, pipesim.cli, pipesim.engine, pipesim.cmd_sim; pipesim.cli.build_parser(); "
+    code = ("import sys, loop.cli, pipesim.engine, pipesim.cmd_sim; loop.cli.build_parser(); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr

@@ -20,8 +20,8 @@ pytest.importorskip("torch")
 from pipesim import engine as E  # noqa: E402
 from pipesim import network as N  # noqa: E402
 from pipesim import profile as P  # noqa: E402
-from pipesim.cli import main  # noqa: E402
-from runtime import validate as V  # noqa: E402
+from loop.cli import main  # noqa: E402
+from loop import validate as V  # noqa: E402
 
 MAPE_LINE = re.compile(r"^MAPE: gpipe \d+\.\d%, 1f1b \d+\.\d%, worst \d+\.\d% \((gpipe|1f1b), .+, mbs \d+\)$")
 KW = dict(model="tiny", ranks=2, micro_batch_sizes=(1, 2), schedules=("gpipe", "1f1b"), batch_size=4, steps=2,
@@ -29,7 +29,7 @@ KW = dict(model="tiny", ranks=2, micro_batch_sizes=(1, 2), schedules=("gpipe", "
 
 
 def _networks():
-    from pipesim.testbed import available
+    from testbed import available
 
     ok, _ = available()
     return "default, delay 2ms" if ok else "default"
@@ -146,7 +146,7 @@ def test_plot_without_a_validation_says_what_to_run(tmp_path, capsys):
 
 
 def test_demo_without_testbed_says_why_and_measures_default_cells(done, tmp_path, monkeypatch, capsys):
-    import pipesim.testbed as T
+    import testbed as T
 
     src, _, _ = done
     out = tmp_path / "demo"

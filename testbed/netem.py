@@ -24,7 +24,7 @@ import os
 import re
 import subprocess
 
-from .. import network as _network
+from pipesim import network as _network
 
 STATE_DIR = "/run/pipesim"
 NETEM_MISSING_HINT = (

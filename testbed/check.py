@@ -18,7 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from .. import network as _network
+from pipesim import network as _network
 from .core import Testbed
 
 RTT_REL, RTT_ABS_S, BW_REL = 0.10, 0.2e-3, 0.10

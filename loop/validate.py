@@ -30,7 +30,7 @@ from pathlib import Path
 from pipesim import engine as E
 from pipesim import network as N
 from pipesim import profile as P
-from pipesim import report as R
+from loop import report as R
 from pipesim.trace import read_csv, write as write_trace
 
 SIM_STEPS = 3  # consecutive steps simulated; the last one is reported (steady state, as measured)

@@ -1,25 +1,30 @@
-"""The ``pipesim`` command: one verb per job.
+"""The ``pipesim`` command: one verb per job, gathered here, in the top layer.
 
-Each verb lives in its own module, which provides ``register(subparsers)``; the
-module is imported only to build the parser, and must not import torch at import
-time (the runtime and calibration verbs import torch inside their handlers), so that
-``pipesim simulate`` and ``pipesim grid`` work where torch is not installed.
+Each layer keeps the verbs of its own job in a module that provides
+``register(subparsers)``, and this module imports them all (the arrows point down):
+
+* ``pipesim.cmd_sim``: simulate, grid (the torch-free core);
+* ``runtime.cli``: run;  ``calibrate.cli``: calibrate;  ``testbed.cli``: testbed, netem;
+* ``loop.verbs``: validate, demo, plot.
+
+A verb module must not import torch at import time (the runtime and calibration verbs
+import it inside their handlers), so that ``pipesim simulate`` and ``pipesim grid``
+work where torch is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+import calibrate.cli
+import runtime.cli
+import testbed.cli
+from loop import verbs
+from pipesim import cmd_sim
+
 # verb modules, in the order the help lists them
-VERB_MODULES = [
-    "pipesim.cmd_sim",        # simulate, grid
-    "runtime.cli",            # run
-    "calibrate.cli",          # calibrate
-    "pipesim.testbed.cli",    # testbed, netem
-    "runtime.cmd_validate",   # validate, demo
-]
+VERB_MODULES = [cmd_sim, runtime.cli, calibrate.cli, testbed.cli, verbs]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict pipeline-parallel training step time under any network, and check it against real runs.",
     )
     sub = ap.add_subparsers(dest="verb", metavar="VERB")
-    for name in VERB_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue  # verb not built yet / not installed
-            raise
+    for mod in VERB_MODULES:
         mod.register(sub)
     return ap
 

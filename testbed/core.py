@@ -2,7 +2,7 @@
 
 Usage::
 
-    from pipesim.testbed import Testbed, available
+    from testbed import Testbed, available
     ok, reason = available()
     with Testbed(num_hosts=3, network="delay 10ms bandwidth 1Gbps") as tb:
         tb.addresses          # IPv4 address of host i, reachable from every other host
@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 
-from .. import network as _network
+from pipesim import network as _network
 from . import sysnet
 
 _live: "weakref.WeakSet[Testbed]" = weakref.WeakSet()
@@ -163,12 +163,12 @@ class Testbed:
                 "mtu": int(os.environ.get("PIPESIM_TESTBED_MTU", "0")) or None}
         # namespaces are named after this (owner) process's pid: a later testbed sweeps
         # those whose owner is gone (only if owner and helper were both killed)
-        pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._say(f"starting {self.num_hosts} hosts, network {self.setting.label!r} ({self.mode} mode)")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipesim.testbed.helper", json.dumps(spec)],
+            [sys.executable, "-m", "testbed.helper", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
         self.helper_pid = self._proc.pid
         _live.add(self)

@@ -1,6 +1,6 @@
 """The testbed's helper process: builds the hosts, runs the delay line, and tears down.
 
-Started by :class:`pipesim.testbed.Testbed` as ``python -m pipesim.testbed.helper SPEC``
+Started by :class:`testbed.Testbed` as ``python -m testbed.helper SPEC``
 in its own session (so Ctrl-C reaches only the parent). It owns every namespace and
 device it makes and removes them when:
 

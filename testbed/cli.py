@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 
 def _settings(text: str):
-    from .. import network
+    from pipesim import network
     return network.parse_grid(text) if (text.strip().lower() in network.GRIDS or "," in text or "|" in text) \
         else [network.parse(text)]
 
@@ -117,7 +117,7 @@ def _clean(args) -> int:
 
 
 def _netem_apply(args) -> int:
-    from .. import network
+    from pipesim import network
     from . import netem
     try:
         return netem.apply(args.iface, network.parse(args.network), dry_run=args.dry_run, limit=args.limit,

@@ -39,10 +39,10 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
 
 def _run(ns: argparse.Namespace, demo: bool) -> int:
     from pipesim.cmd_sim import parse_schedules
-    from pipesim.testbed import available
+    from testbed import available
 
     from runtime.launch import LaunchError
-    from runtime.validate import validate
+    from loop.validate import validate
 
     networks = ns.network
     ok, why = available()
@@ -80,7 +80,7 @@ def _plot(ns: argparse.Namespace) -> int:
     from pipesim import engine as E
     from pipesim import network as N
     from pipesim import profile as P
-    from runtime.validate import make_figures
+    from loop.validate import make_figures
 
     out = Path(ns.out)
     comp = out / "comparison.json"
