@@ -58,9 +58,9 @@ def network_share(path: str, cells, batch: int) -> dict:
 
 
 def main(argv=None) -> int:
+    from loop.validate import measure_cell
     from pipesim import network as N
     from testbed import available
-    from loop.validate import measure_cell
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="cpu-small")

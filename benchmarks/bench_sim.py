@@ -49,7 +49,7 @@ def main() -> None:
           f"2 steps each): {t:.3f} s, {acts / t:,.0f} actions/s")
     big = big_profile(64)
     for sched in ("1f1b", "gpipe"):
-        t, r = best(lambda: E.simulate(big, sched, 1, 1024, "delay 1ms", steps=1, record=False), max(1, args.repeats - 2))
+        t, r = best(lambda sched=sched: E.simulate(big, sched, 1, 1024, "delay 1ms", steps=1, record=False), max(1, args.repeats - 2))
         print(f"{sched}: 64 stages x 1024 micro-batches, 1 step: {t:.3f} s, {r.actions:,} actions, "
               f"{r.actions / t:,.0f} actions/s (step {r.step_time:.2f} s simulated)")
 

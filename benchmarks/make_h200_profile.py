@@ -15,7 +15,8 @@ from pathlib import Path
 root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(root))
 
-from pipesim.profile import from_json, write_json_atomic  # noqa: E402
+from pipesim.profile import from_json  # noqa: E402
+from pipesim.util import write_json_atomic  # noqa: E402
 
 src = json.loads((root / "benchmarks/results/gpu-2026-11-26/gpt3_small_h200_fp32.json").read_text())
 est = json.loads((root / "pipesim/data/gpt3_small_v100_estimated.json").read_text())

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+
+from pipesim.util import quantile
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,7 @@ def median_spread(samples: Sequence[float]) -> tuple[float, float]:
     med = statistics.median(xs)
     if len(xs) < 4:
         return med, xs[-1] - xs[0]
-    q = statistics.quantiles(xs, n=4, method="inclusive")
-    return med, q[2] - q[0]
+    return med, quantile(xs, 0.75) - quantile(xs, 0.25)
 
 
 def lower_quartile(samples: Sequence[float]) -> float:
@@ -123,7 +124,7 @@ def lower_quartile(samples: Sequence[float]) -> float:
     xs = sorted(samples)
     if len(xs) < 4:
         return xs[0]
-    return statistics.quantiles(xs, n=4, method="inclusive")[0]
+    return quantile(xs, 0.25)
 
 
 def message_sizes(max_bytes: int, min_bytes: int = 4, factor: int = 4) -> list[int]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pipesim import network as _network
-from pipesim.profile import Profile, from_json, write_json_atomic
+from pipesim.profile import Profile, from_json
+from pipesim.util import write_json_atomic
 
 from .fit import LinkFit, fit_window
 

@@ -31,13 +31,19 @@ import statistics
 import tempfile
 from pathlib import Path
 
+# What the probe records as its method (the module docstring says why)
+METHOD = ("short runs of the real runtime on the default network, probe_microbatches micro-batches per step, "
+          "per micro-batch size and schedule; each rank's process CPU time per step (all threads), median of "
+          "interleaved launches; overhead_s = (CPU per step - m * (forward_s + backward_s) - optimizer_s) / (2 m), "
+          "at least 0, per stage, micro-batch size and schedule")
+
 
 def probe(doc: dict, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
           timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b"), launches: int = 3) -> dict:
     """Fill ``overhead_s`` in ``doc`` (a profile JSON document) and record the raw figures."""
     from runtime.launch import run_local
 
-    raw = {"method": __doc__.split("\n\n")[1].replace("\n", " ").strip(), "probe_microbatches": probe_microbatches,
+    raw = {"method": METHOD, "probe_microbatches": probe_microbatches,
            "steps": steps, "schedules": list(schedules), "launches": launches, "runs": {}}
     cpus: dict[tuple[str, int], list[list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="pipesim-overhead-") as tmp:

@@ -31,15 +31,11 @@ import socket
 import sys
 import time
 
+from pipesim.util import backend_for, parse_int_list
+
 
 def parse_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--micro-batch-sizes must be comma-separated positive integers, got {text!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise ValueError(f"--micro-batch-sizes must be comma-separated positive integers, got {text!r}")
-    return sorted(set(sizes))
+    return parse_int_list(text, "--micro-batch-sizes", unique_sorted=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,11 +113,11 @@ def run(args) -> int:
     import torch
     import torch.distributed as dist
 
-    from pipesim.profile import write_json_atomic
+    from pipesim.util import write_json_atomic
     from runtime.model import build_stage, split_layers
 
     from . import measure
-    from .fit import fit_link, message_sizes
+    from .fit import message_sizes
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -142,7 +138,7 @@ def run(args) -> int:
         device = torch.device("cuda", torch.cuda.current_device())
     else:
         device = torch.device("cpu")
-    backend = args.backend if args.backend != "auto" else ("nccl" if dev_type == "cuda" else "gloo")
+    backend = backend_for(dev_type, args.backend)
     dtype = getattr(torch, args.dtype)
     if "MASTER_ADDR" not in os.environ:   # a single rank run by hand
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")

@@ -21,17 +21,19 @@ Nothing here imports torch; the ranks do.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from loop import report as R
 from pipesim import engine as E
 from pipesim import network as N
 from pipesim import profile as P
-from loop import report as R
-from pipesim.trace import read_csv, write as write_trace
+from pipesim.cmd_sim import run_grid
+from pipesim.trace import read_csv
+from pipesim.trace import write as write_trace
+from pipesim.util import append_jsonl, read_jsonl, write_json_atomic
 
 SIM_STEPS = 3  # consecutive steps simulated; the last one is reported (steady state, as measured)
 
@@ -49,31 +51,17 @@ def _slug(label: str) -> str:
 
 
 def load_runs(path: Path) -> dict[str, dict[int, dict]]:
-    """Measured runs by cell key, then run index (records without one are run 0)."""
+    """Measured runs by cell key, then run index (records without one are run 0). A line cut
+    by a crash is skipped: that run is measured again."""
     out: dict[str, dict[int, dict]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash: that run is measured again
-                out.setdefault(rec["key"], {})[int(rec.get("run", 0))] = rec
+    for rec in read_jsonl(path):
+        out.setdefault(rec["key"], {})[int(rec.get("run", 0))] = rec
     return out
 
 
 def run_spread_pct(medians: list[float]) -> float:
     """How far apart a cell's runs are: (max - min) / min, in percent."""
     return 100.0 * (max(medians) - min(medians)) / min(medians)
-
-
-def _append(path: Path, rec: dict) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(rec) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def setting_for_run(net: N.NetworkSetting) -> str | None:
@@ -107,8 +95,8 @@ def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.Networ
 
 
 def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", ranks: int = 3,
-             networks: str = "seed", micro_batch_sizes=(1, 2, 4), schedules=("gpipe", "1f1b"), batch_size: int = 16,
-             steps: int = 6, warmup: int = 2, figures: str | Path | None = "figures", timeline_cell=None,
+             networks: str = "seed", micro_batch_sizes=(1, 2, 4), schedules=("gpipe", "1f1b"), batch_size: int = 4,
+             steps: int = 30, warmup: int = 2, figures: str | Path | None = "figures", timeline_cell=None,
              window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
              calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0) -> R.Summary:
     out = Path(out)
@@ -135,13 +123,12 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     # 2. simulate from the profile only
     transport = E.Transport.for_backend(prof.device.get("backend"))
     cells = [(s, net, m) for s in schedules for net in settings for m in micro_batch_sizes]
-    sims = {}
     t0 = time.perf_counter()
-    for s, net, m in cells:
-        sims[_cell_key(s, net.label, m)] = E.simulate(prof, s, m, batch_size, net, transport=transport,
-                                                      steps=SIM_STEPS, record=False).step_time
+    grid = run_grid(prof, settings, micro_batch_sizes, schedules, batch_size, transport, progress=False,
+                    steps=SIM_STEPS)
+    sims = {_cell_key(*k): r.step_time for k, r in grid.items()}
     _log(f"[2/4] simulated {len(cells)} cells in {time.perf_counter() - t0:.2f} s from {prof_path}")
-    P.write_json_atomic(out / "simulated.json", {"profile": str(prof_path), "batch_size": batch_size,
+    write_json_atomic(out / "simulated.json", {"profile": str(prof_path), "batch_size": batch_size,
                                                  "cells": [{"key": k, "simulated_s": v} for k, v in sims.items()]})
     # 3. measure (resumable): `repeats` passes over the cells, alternating direction, so a
     # slow spell of the machine lands on one run of a cell, not on all of them; then a
@@ -162,7 +149,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                                 trace=i_run == 0 and (s, net.label, m) == tuple(tl), run=i_run)
             rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
                    "batch_size": batch_size, **meas}
-            _append(mpath, rec)
+            append_jsonl(mpath, rec, fsync=True)
             runs.setdefault(key, {})[i_run] = rec
             err = 100 * (sims[key] - meas["median"]) / meas["median"]
             _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: measured {meas['median']:.3f} s "
@@ -217,7 +204,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                     f"worst {worst_noise['noise_pct']:.1f}% ({R.cell_name(worst_noise)}).")
     text += ["", summ.last_line()]
     (out / "comparison.md").write_text("\n".join(text) + "\n")
-    P.write_json_atomic(out / "comparison.json", {"cells": rows, "mape": summ.mape, "worst_pct": summ.worst_pct,
+    write_json_atomic(out / "comparison.json", {"cells": rows, "mape": summ.mape, "worst_pct": summ.worst_pct,
                                                   "worst_cell": summ.worst_cell, "noise_pct": summ.noise_pct,
                                                   "step_spread_pct": step_spread, "repeats": repeats,
                                                   "timeline_cell": list(tl),

@@ -10,7 +10,7 @@ DEMO_NETWORKS = "default, delay 5ms, bandwidth 200Mbps, delay 10ms bandwidth 1Gb
 
 
 def _ints(text: str) -> list[int]:
-    from pipesim.cmd_sim import parse_int_list
+    from pipesim.util import parse_int_list
 
     return parse_int_list(text, "--micro-batch-sizes")
 
@@ -38,11 +38,10 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
 
 
 def _run(ns: argparse.Namespace, demo: bool) -> int:
-    from pipesim.cmd_sim import parse_schedules
-    from testbed import available
-
-    from runtime.launch import LaunchError
     from loop.validate import validate
+    from pipesim.cmd_sim import parse_schedules
+    from runtime.launch import LaunchError
+    from testbed import available
 
     networks = ns.network
     ok, why = available()
@@ -77,10 +76,10 @@ def _plot(ns: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from loop.validate import make_figures
     from pipesim import engine as E
     from pipesim import network as N
     from pipesim import profile as P
-    from loop.validate import make_figures
 
     out = Path(ns.out)
     comp = out / "comparison.json"

@@ -11,25 +11,16 @@ from pathlib import Path
 from . import engine as E
 from . import network as N
 from . import profile as P
+from . import schedule as S
 from . import trace as T
-from .profile import write_json_atomic
-
-
-def parse_int_list(text: str, what: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{what} must be integers separated by commas, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise ValueError(f"{what} must be positive integers, got {text!r}")
-    return vals
+from .util import parse_int_list, write_json_atomic
 
 
 def parse_schedules(text: str) -> list[str]:
     names = [x.strip().lower() for x in text.split(",") if x.strip()]
     for n in names:
-        if n not in ("gpipe", "1f1b"):
-            raise ValueError(f"unknown schedule {n!r}; choose from gpipe, 1f1b")
+        if n not in S.GENERATORS:
+            raise ValueError(f"unknown schedule {n!r}; choose from {', '.join(S.GENERATORS)}")
     if not names:
         raise ValueError("no schedule given; e.g. --schedules gpipe,1f1b")
     return names
@@ -144,7 +135,7 @@ def cmd_grid(args) -> int:
 
 def register(sub) -> None:
     ap = sub.add_parser("simulate", help="simulate one configuration and print the step time and its breakdown")
-    ap.add_argument("--schedule", required=True, choices=["gpipe", "1f1b"])
+    ap.add_argument("--schedule", required=True, choices=list(S.GENERATORS))
     ap.add_argument("--micro-batch-size", type=int, required=True)
     ap.add_argument("--batch-size", type=int, required=True)
     ap.add_argument("--network", default="default", help='e.g. "delay 10ms bandwidth 1Gbps" (default: default)')

@@ -45,13 +45,14 @@ tensor- or sequence-parallel collectives; more than one stage per rank.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import simpy
 
 from . import schedule as S
-from .network import NetworkSetting, parse as parse_network
+from .network import NetworkSetting
+from .network import parse as parse_network
 from .profile import Link, Profile
 from .trace import TraceEvent
 
@@ -78,7 +79,7 @@ class Transport:
             raise ValueError(f"transport recv_ahead must be >= 0 or None, got {self.recv_ahead}")
 
     @classmethod
-    def for_backend(cls, backend: str | None) -> "Transport":
+    def for_backend(cls, backend: str | None) -> Transport:
         """The transport the runtime uses with ``backend`` (gloo: per-pair TCP, rendezvous, receives posted up front;
         nccl: one p2p stream per rank, rendezvous, each receive posted just before it is needed)."""
         if backend == "nccl":
@@ -131,7 +132,13 @@ class _HostCPU:
         self.rate = 1.0
         self.gen = 0
 
-    def _running(self):
+    def _running(self) -> list[list]:
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def run(self, work: float) -> simpy.Event:
         raise NotImplementedError
 
     def _advance(self) -> None:
@@ -297,6 +304,13 @@ class Wire:
 # ------------------------------------------------------------------------------ simulation
 
 
+def _peer(a: S.Action) -> int:
+    peer = a.peer
+    if peer is None:
+        raise ValueError(f"{a} is not a communication action")
+    return peer
+
+
 class _Sim:
     def __init__(self, profile: Profile, sched: list[list[S.Action]], mbs: int, setting: NetworkSetting,
                  transport: Transport, steps: int, record: bool, schedule: str | None = None):
@@ -310,7 +324,8 @@ class _Sim:
         self.comp = [profile.stages[r].at(mbs, f"profile stage {r}: ") for r in range(p)]
         self.opt = [profile.stages[r].optimizer_s for r in range(p)]
         host = profile.host
-        self.core_of = None
+        self.core_of: list[SharedCPU] | None = None
+        self.cpu: _HostCPU | None = None
         if host is None:
             self.cpu = None
         elif host.placement is not None:
@@ -331,10 +346,10 @@ class _Sim:
                 self.wires[(a, b)] = Wire(link, link.latency_s + back.latency_s)
         self.msgs: dict[tuple, Message] = {}
         # rank queues ("rank" mode): posted sends / receives per rank in program order
-        self.sendq = [deque() for _ in range(p)]
-        self.recvq = [deque() for _ in range(p)]
+        self.sendq: list[deque[Message]] = [deque() for _ in range(p)]
+        self.recvq: list[deque[Message]] = [deque() for _ in range(p)]
         self.trace: list[TraceEvent] = []
-        self.step_ends = [[] for _ in range(p)]
+        self.step_ends: list[list[float]] = [[] for _ in range(p)]
         self.busy = [[0.0] * steps for _ in range(p)]
         self.wait = [[0.0] * steps for _ in range(p)]
         self.live = [0] * p
@@ -496,11 +511,11 @@ class _Sim:
                     if rec:
                         self.trace.append(TraceEvent(r, str(a), t0, env.now, step))
                 elif k is K.SEND_F or k is K.SEND_B:
-                    m = self._msg(step, k is K.SEND_F, a.mb, r, a.peer)
+                    m = self._msg(step, k is K.SEND_F, a.mb, r, _peer(a))
                     self.post_send(m)
                     sends.append(m)
                 elif k is K.RECV_F or k is K.RECV_B:
-                    self.post_recv(self._msg(step, k is K.RECV_F, a.mb, a.peer, r))
+                    self.post_recv(self._msg(step, k is K.RECV_F, a.mb, _peer(a), r))
                 else:
                     raise ValueError(f"rank {r}: no handler for action kind {k!r}")
                 self.actions += 1

@@ -6,8 +6,8 @@ comparison of two files of the same kind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

@@ -50,12 +50,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .network import NetworkSetting
+from .schedule import GENERATORS
+from .util import write_json_atomic
 
 VERSION = 1
 BUNDLED = Path(__file__).parent / "data" / "gpt3_small_v100_estimated.json"
@@ -103,7 +104,7 @@ class Link:
     bandwidth_bps: float
     window_bytes: int | None = None
 
-    def shaped(self, override) -> "Link":
+    def shaped(self, override) -> Link:
         """This link under a setting's override: extra delay added, bandwidth capped."""
         lat = self.latency_s + (override.delay_s or 0.0)
         bw = self.bandwidth_bps if override.bandwidth_bps is None else min(self.bandwidth_bps, override.bandwidth_bps)
@@ -189,24 +190,6 @@ class Profile:
         write_json_atomic(path, self.to_json(), force=force)
 
 
-def write_json_atomic(path: str | os.PathLike, doc: Any, force: bool = True) -> None:
-    """Write JSON via a temporary file and rename, so a crash never leaves half a file."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 # ---------------------------------------------------------------------- reading with named errors
 
 
@@ -240,15 +223,15 @@ class _Reader:
         return v
 
 
-def _by_schedule(rd: "_Reader", obj: dict, key: str, where: str) -> dict[str, float] | None:
+def _by_schedule(rd: _Reader, obj: dict, key: str, where: str) -> dict[str, float] | None:
     d = obj.get(key)
     if d is None:
         return None
     if not isinstance(d, dict):
         raise rd.fail(f"{where}.{key}", 'must map a schedule to seconds, e.g. {"gpipe": 0.0005, "1f1b": 0.0004}')
     for name in d:
-        if name not in ("gpipe", "1f1b"):
-            raise rd.fail(f"{where}.{key}", f"unknown schedule {name!r} (gpipe or 1f1b)")
+        if name not in GENERATORS:
+            raise rd.fail(f"{where}.{key}", f"unknown schedule {name!r} ({', '.join(GENERATORS)})")
     return {name: rd.number(d, name, f"{where}.{key}") for name in d}
 
 

@@ -14,13 +14,14 @@ receive) and CSV (one row per event, the same columns as the dataclass).
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable
 
 from .schedule import Action
+from .util import write_json_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,12 @@ COLUMNS = [f.name for f in fields(TraceEvent)]
 
 
 def write_csv(events: Iterable[TraceEvent], path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(COLUMNS)
-        for e in events:
-            w.writerow([e.rank, e.action, repr(e.start), repr(e.end), e.step, e.bytes])
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for e in events:
+        w.writerow([e.rank, e.action, repr(e.start), repr(e.end), e.step, e.bytes])
+    write_text_atomic(path, buf.getvalue())
 
 
 def read_csv(path: str | os.PathLike) -> list[TraceEvent]:
@@ -105,24 +103,19 @@ def to_chrome(events: Iterable[TraceEvent], label: str = "pipesim") -> dict:
                 recvs[(e.step, a.peer, a.stage, a.tag)] = e
     flow_id = 0
     for key, s in sends.items():
-        r = recvs.get(key)
-        if r is None:
+        rv = recvs.get(key)
+        if rv is None:
             continue
         flow_id += 1
         out.append({"ph": "s", "id": flow_id, "pid": s.rank, "tid": 1, "ts": (s.start - t0) * 1e6,
                     "name": "transfer", "cat": "flow"})
-        out.append({"ph": "f", "bp": "e", "id": flow_id, "pid": r.rank, "tid": 2,
-                    "ts": max((r.end - t0) * 1e6 - 0.001, (s.start - t0) * 1e6), "name": "transfer", "cat": "flow"})
+        out.append({"ph": "f", "bp": "e", "id": flow_id, "pid": rv.rank, "tid": 2,
+                    "ts": max((rv.end - t0) * 1e6 - 0.001, (s.start - t0) * 1e6), "name": "transfer", "cat": "flow"})
     return {"traceEvents": out, "displayTimeUnit": "ms", "otherData": {"source": label}}
 
 
 def write_chrome(events: Iterable[TraceEvent], path: str | os.PathLike, label: str = "pipesim") -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(to_chrome(events, label), f)
-    os.replace(tmp, path)
+    write_json_atomic(path, to_chrome(events, label), indent=None)
 
 
 def write(events: Iterable[TraceEvent], path: str | os.PathLike, label: str = "pipesim") -> list[Path]:

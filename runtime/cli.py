@@ -14,13 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+from pipesim.schedule import GENERATORS
+
 DEFAULT_CPU_PRESET = "cpu-small"  # mirrors runtime.model.DEFAULT_CPU_PRESET (importing it would import torch)
 
 
 def add_rank_args(ap: argparse.ArgumentParser) -> None:
     """Arguments every rank takes (shared by ``pipesim run`` and ``python -m runtime``)."""
     ap.add_argument("--model", default=DEFAULT_CPU_PRESET, help="model preset (default %(default)s)")
-    ap.add_argument("--schedule", default="1f1b", choices=["gpipe", "1f1b"])
+    ap.add_argument("--schedule", default="1f1b", choices=list(GENERATORS))
     ap.add_argument("--micro-batch-size", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=4, help="default %(default)s: the CPU preset's batch (README)")
     ap.add_argument("--steps", type=int, default=5, help="measured steps (after the warm-up)")

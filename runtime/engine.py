@@ -58,10 +58,9 @@ the per-step JSONL records but loses the trace).
 
 from __future__ import annotations
 
-import json
 import os
-import resource
 import queue
+import resource
 import socket
 import statistics
 import sys
@@ -69,13 +68,13 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from pipesim.schedule import Action, Kind, build
 from pipesim.trace import TraceEvent
+from pipesim.util import append_jsonl, backend_for, quantile, write_json_atomic
 from runtime.launch import BLAME_PREFIX
 from runtime.model import build_stage, get_config, synthetic_batch
 
@@ -147,10 +146,10 @@ class _Rec:
 class _Watcher(threading.Thread):
     """Waits for works in posting order and stamps their completion time."""
 
-    def __init__(self, name: str, poll: bool, timeout_s: float):
+    def __init__(self, name: str, poll: bool):
         super().__init__(name=name, daemon=True)
         self.q: queue.Queue = queue.Queue()
-        self.poll, self.timeout_s = poll, timeout_s
+        self.poll = poll
 
     def run(self) -> None:
         while True:
@@ -174,9 +173,8 @@ def _stats(xs: list[float]) -> dict:
     if not xs:
         return {"median": None, "samples": []}
     s = sorted(xs)
-    q = lambda f: s[min(len(s) - 1, max(0, round(f * (len(s) - 1))))]  # noqa: E731
     return {"median": statistics.median(s), "mean": statistics.fmean(s), "min": s[0], "max": s[-1],
-            "p10": q(0.1), "p90": q(0.9), "stdev": statistics.stdev(s) if len(s) > 1 else 0.0,
+            "p10": quantile(s, 0.1), "p90": quantile(s, 0.9), "stdev": statistics.stdev(s) if len(s) > 1 else 0.0,
             "n": len(s), "samples": xs}
 
 
@@ -184,7 +182,7 @@ class RankEngine:
     def __init__(self, cfg: RunConfig, rank: int, world: int):
         self.cfg, self.rank, self.world = cfg, rank, world
         self.cuda = cfg.device.startswith("cuda")
-        self.backend = dist.get_backend() if dist.is_initialized() else _backend(cfg)
+        self.backend = dist.get_backend() if dist.is_initialized() else backend_for(cfg.device, cfg.backend)
         self.nccl = self.backend == "nccl"
         ra = cfg.recv_ahead
         self.recv_ahead = (0 if self.nccl else None) if ra == -1 else ra
@@ -223,12 +221,18 @@ class RankEngine:
             self.compute_stream = torch.cuda.Stream()
 
     # ------------------------------------------------------------------ helpers
+    def _handler(self, a: Action):
+        """The handler of an action's kind (the dispatch table); an unknown kind is an error."""
+        h = self.handlers.get(a.kind)
+        if h is None:
+            raise ValueError(f"rank {self.rank}: no handler for action kind {a.kind!r} ({a})")
+        return h
+
     def _watcher(self, peer: int, direction: str) -> _Watcher:
         key = (peer, direction)
         w = self.watchers.get(key)
         if w is None:
-            w = self.watchers[key] = _Watcher(f"watch-{direction}-{peer}", poll=self.nccl,
-                                              timeout_s=self.cfg.op_timeout_s)
+            w = self.watchers[key] = _Watcher(f"watch-{direction}-{peer}", poll=self.nccl)
             w.start()
         return w
 
@@ -332,7 +336,7 @@ class RankEngine:
             for op, t, a, _, _ in specs:
                 now = time.time()
                 works.append(op(t, a.peer, tag=a.tag))
-        for (op, t, a, direction, key), work in zip(specs, works):
+        for (_op, t, a, direction, key), work in zip(specs, works):
             rec = _Rec(a, now if self.group_comm else time.time(), t.numel() * t.element_size())
             if direction == "send" or not self.inline_recv:
                 self._watcher(a.peer, direction).q.put((work, rec))
@@ -361,26 +365,17 @@ class RankEngine:
             acts, i, n = self.actions, 0, len(self.actions)
             while i < n:
                 a = acts[i]
-                handler = self.handlers.get(a.kind)
-                if handler is None:
-                    raise ValueError(f"rank {self.rank}: no handler for action kind {a.kind!r} ({a})")
                 if a.kind.is_compute:
-                    handler(a)
+                    self._handler(a)(a)
                     i += 1
                     continue
                 j = i + 1
                 if self.group_comm:
                     while j < n and not acts[j].kind.is_compute:
                         j += 1
-                specs = []
-                for b in acts[i:j]:
-                    h = self.handlers.get(b.kind)
-                    if h is None:
-                        raise ValueError(f"rank {self.rank}: no handler for action kind {b.kind!r} ({b})")
-                    specs.append(h(b))
-                self._post(specs)
+                self._post([self._handler(b)(b) for b in acts[i:j]])
                 i = j
-            for t, work, rec in st.sends:
+            for _t, work, rec in st.sends:
                 self._wait(work, rec, "send")
             t_opt0 = self._now_compute()
             self.opt.step()
@@ -458,15 +453,6 @@ class _nullctx:
         return False
 
 
-def _append_jsonl(path: str, rec: dict) -> None:
-    line = (json.dumps(rec) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)  # one write per line: lines from several ranks never interleave
-    finally:
-        os.close(fd)
-
-
 def _fault_hook(rank: int, step: int) -> None:
     """Fault injection for the launcher tests: PIPESIM_TEST_FAULT=kind:rank:step (kind kill|hang)."""
     spec = os.environ.get("PIPESIM_TEST_FAULT")
@@ -480,12 +466,6 @@ def _fault_hook(rank: int, step: int) -> None:
             time.sleep(10 ** 6)
 
 
-def _backend(cfg: RunConfig) -> str:
-    if cfg.backend != "auto":
-        return cfg.backend
-    return "nccl" if cfg.device.startswith("cuda") else "gloo"
-
-
 def run_rank(cfg: RunConfig) -> dict | None:
     """Entry point of one rank (env: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -497,9 +477,9 @@ def run_rank(cfg: RunConfig) -> dict | None:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local % torch.cuda.device_count())
         torch.backends.cuda.matmul.allow_tf32 = False
-        if _backend(cfg) == "nccl":
+        if backend_for(cfg.device, cfg.backend) == "nccl":
             kw["device_id"] = torch.device("cuda", torch.cuda.current_device())  # eager communicator init
-    dist.init_process_group(_backend(cfg), rank=rank, world_size=world,
+    dist.init_process_group(backend_for(cfg.device, cfg.backend), rank=rank, world_size=world,
                             timeout=timedelta(seconds=cfg.op_timeout_s), **kw)
     eng = None
     try:
@@ -520,7 +500,7 @@ def run_rank(cfg: RunConfig) -> dict | None:
             rec = {"rank": rank, "step": step, "phase": "warmup" if step < cfg.warmup else "measure",
                    "end": end, "step_time": (end - t_prev) if t_prev is not None else None, "loss": loss}
             if cfg.steps_log:
-                _append_jsonl(cfg.steps_log, rec)
+                append_jsonl(cfg.steps_log, rec)
             st = f"{rec['step_time'] * 1e3:.1f} ms" if rec["step_time"] is not None else "-"
             print(f"step {step} {rec['phase']} step_time {st}" + (f" loss {loss:.4f}" if loss is not None else ""),
                   flush=True)
@@ -557,10 +537,7 @@ def run_rank(cfg: RunConfig) -> dict | None:
             written = write(events, cfg.trace, label=f"runtime {cfg.schedule} {mcfg.name}")
             result["trace_files"] = [str(p) for p in written]
         if cfg.out:
-            Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(cfg.out).with_name(Path(cfg.out).name + ".tmp")
-            tmp.write_text(json.dumps(result, indent=1))
-            os.replace(tmp, cfg.out)
+            write_json_atomic(cfg.out, result, indent=1)
         s = result["step_time"]
         print(f"rank 0 step time: median {s['median'] * 1e3:.1f} ms (min {s['min'] * 1e3:.1f}, "
               f"max {s['max'] * 1e3:.1f}, n {s['n']})", flush=True)

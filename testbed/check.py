@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from pipesim import network as _network
+
 from .core import Testbed
 
 RTT_REL, RTT_ABS_S, BW_REL = 0.10, 0.2e-3, 0.10
@@ -64,7 +65,7 @@ def iperf(tb: Testbed, src: int, dst: int, seconds: float = 3.0, omit: float = 1
         cpu0 = _cpu_seconds(tb.helper_pid) if tb.helper_pid else 0.0
         t0 = time.monotonic()
         doc: dict = {}
-        for attempt in range(40):
+        for _attempt in range(40):
             p = tb.run(src, ["iperf3", "-c", tb.addresses[dst], "-p", port, "-t", str(seconds),
                              "-O", str(omit), "-J"], timeout=seconds + omit + 30)
             try:

@@ -89,6 +89,7 @@ def _check(args) -> int:
 def _up(args) -> int:
     import signal
     import time
+
     from . import Testbed
     try:
         _require_testbed()
@@ -118,6 +119,7 @@ def _clean(args) -> int:
 
 def _netem_apply(args) -> int:
     from pipesim import network
+
     from . import netem
     try:
         return netem.apply(args.iface, network.parse(args.network), dry_run=args.dry_run, limit=args.limit,

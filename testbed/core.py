@@ -32,9 +32,10 @@ import time
 import weakref
 
 from pipesim import network as _network
+
 from . import sysnet
 
-_live: "weakref.WeakSet[Testbed]" = weakref.WeakSet()
+_live: weakref.WeakSet[Testbed] = weakref.WeakSet()
 _available: tuple[bool, str] | None = None
 _handlers_installed = False
 
@@ -137,7 +138,7 @@ class Testbed:
         self._proc: subprocess.Popen | None = None
 
     # -- life cycle -------------------------------------------------------------------
-    def __enter__(self) -> "Testbed":
+    def __enter__(self) -> Testbed:
         self.start()
         return self
 
@@ -148,7 +149,7 @@ class Testbed:
         if self.verbose:
             print(f"[testbed] {msg}", file=sys.stderr, flush=True)
 
-    def start(self) -> "Testbed":
+    def start(self) -> Testbed:
         if self._proc is not None:
             raise RuntimeError("testbed is already up")
         ok, reason = available()

@@ -211,3 +211,10 @@ def test_window_probe_two_delays_tell_window_from_ceiling():
     merge_window_probe(doc, [_probe_doc(5e-3, 1.3e9), _probe_doc(20e-3, 1.28e9)], probes)
     assert doc["links"][0]["window_bytes"] is None
     assert "ceiling" in doc["raw"]["window_probe"]["links"][0]["verdict"]
+
+
+def test_overhead_probe_records_its_whole_method():
+    """The probe's recorded method used to be a cut paragraph of its docstring, without the formula."""
+    from calibrate.overhead import METHOD
+
+    assert "overhead_s = (CPU per step - m * (forward_s + backward_s) - optimizer_s) / (2 m)" in METHOD

@@ -56,7 +56,7 @@ def test_per_link_setting():
     assert s.for_link(0, 1) == N.LinkOverride(7e-3, None)
     assert s.for_link(1, 0) == N.LinkOverride(2e-3, None)
     with pytest.raises(ValueError, match="differs per link"):
-        s.uniform
+        _ = s.uniform
 
 
 def test_custom_grid():

@@ -76,7 +76,7 @@ def test_pipeline_matches_unpartitioned(tmp_path, capsys, ranks, schedule):
                 key = f"blocks.{a + int(i)}.{rest}"
             else:
                 key = k
-            torch.testing.assert_close(v, after_one[key], atol=1e-6, rtol=1e-5, msg=lambda m: f"rank {r} {k}: {m}")
+            torch.testing.assert_close(v, after_one[key], atol=1e-6, rtol=1e-5, msg=lambda m, r=r, k=k: f"rank {r} {k}: {m}")
     res = json.loads(out.read_text())
     assert res["losses"] == pytest.approx(ref_losses, rel=1e-4)
     assert min(ref_losses[-2:]) < ref_losses[0] - 0.03

@@ -75,8 +75,9 @@ def test_validator_messages_name_rank_and_position():
     bad("rank 0: 0F0 0B0 0F1 0B1\n", 1, r"rank 0, position 2 \(0F1\): micro-batch 1 out of range")
     # missing backward
     bad("rank 0: 0F0\n", 1, r"rank 0: no B for micro-batch")
-    # send without a matching receive
-    bad("rank 0: 0RB0 0F0 0SF0 0B0\nrank 1: 1F0 1B0 1SB0\n", 1, r"rank 1, position 0 \(1F0\)")
+    # rank 0's send has no matching receive: rank 1 never posts 1RF0, which its forward needs
+    bad("rank 0: 0RB0 0F0 0SF0 0B0\nrank 1: 1F0 1B0 1SB0\n", 1,
+        r"rank 1, position 0 \(1F0\): forward before its activation receive is posted")
     # peer that does not exist
     bad("rank 0: 0F0 0SF0 0B0\n", 1, r"peer stage 1 does not exist")
 

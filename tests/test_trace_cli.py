@@ -6,11 +6,10 @@ import sys
 
 import pytest
 
+from loop.cli import main
 from pipesim import engine as E
 from pipesim import network as N
-from pipesim import profile as P
 from pipesim import trace as T
-from loop.cli import main
 from tests.helpers import uniform_profile
 
 

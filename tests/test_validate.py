@@ -17,11 +17,11 @@ import pytest
 
 pytest.importorskip("torch")
 
+from loop import validate as V  # noqa: E402
+from loop.cli import main  # noqa: E402
 from pipesim import engine as E  # noqa: E402
 from pipesim import network as N  # noqa: E402
 from pipesim import profile as P  # noqa: E402
-from loop.cli import main  # noqa: E402
-from loop import validate as V  # noqa: E402
 
 MAPE_LINE = re.compile(r"^MAPE: gpipe \d+\.\d%, 1f1b \d+\.\d%, worst \d+\.\d% \((gpipe|1f1b), .+, mbs \d+\)$")
 KW = dict(model="tiny", ranks=2, micro_batch_sizes=(1, 2), schedules=("gpipe", "1f1b"), batch_size=4, steps=2,
