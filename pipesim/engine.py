@@ -58,6 +58,9 @@ from .trace import TraceEvent
 
 CONTROL_BYTES = 64  # size of a rendezvous ready-notice on the wire
 
+Durations = Callable[[int, int, str], float]
+"""Replay: (rank, step, action text such as "1F3" or "OPT") -> seconds that computation takes."""
+
 
 @dataclass(frozen=True)
 class Transport:
@@ -313,8 +316,10 @@ def _peer(a: S.Action) -> int:
 
 class _Sim:
     def __init__(self, profile: Profile, sched: list[list[S.Action]], mbs: int, setting: NetworkSetting,
-                 transport: Transport, steps: int, record: bool, schedule: str | None = None):
+                 transport: Transport, steps: int, record: bool, schedule: str | None = None,
+                 durations: Durations | None = None):
         self.env = simpy.Environment()
+        self.durations = durations
         self.schedule = schedule
         self.profile, self.sched, self.mbs, self.setting = profile, sched, mbs, setting
         self.transport, self.steps, self.record = transport, steps, record
@@ -323,7 +328,7 @@ class _Sim:
         self.p = p
         self.comp = [profile.stages[r].at(mbs, f"profile stage {r}: ") for r in range(p)]
         self.opt = [profile.stages[r].optimizer_s for r in range(p)]
-        host = profile.host
+        host = profile.host if durations is None else None  # replayed durations already hold the sharing
         self.core_of: list[SharedCPU] | None = None
         self.cpu: _HostCPU | None = None
         if host is None:
@@ -500,7 +505,11 @@ class _Sim:
                             yield from self._until(m, "arrived")
                         self.wait[r][step] += env.now - t0
                     t0 = env.now
-                    yield self._compute(r, (comp.forward_s if k is K.F else comp.backward_s) + comp.overhead(self.schedule))
+                    if self.durations is not None:
+                        dur = self.durations(r, step, str(a))
+                    else:
+                        dur = (comp.forward_s if k is K.F else comp.backward_s) + comp.overhead(self.schedule)
+                    yield self._compute(r, dur)
                     self.busy[r][step] += env.now - t0
                     if k is K.F:
                         self.live[r] += 1
@@ -524,8 +533,9 @@ class _Sim:
                 yield from self._until(m, "sent")
             self.wait[r][step] += env.now - t0
             t0 = env.now
-            if self.opt[r] > 0:
-                yield self._compute(r, self.opt[r])
+            opt = self.opt[r] if self.durations is None else self.durations(r, step, "OPT")
+            if opt > 0:
+                yield self._compute(r, opt)
             self.busy[r][step] += env.now - t0
             if rec:
                 self.trace.append(TraceEvent(r, "OPT", t0, env.now, step))
@@ -556,12 +566,16 @@ class _Sim:
 
 def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
              network: str | NetworkSetting = "default", *, transport: Transport | None = None,
-             steps: int = 2, record: bool = True, lowered: list[list[S.Action]] | None = None) -> SimResult:
+             steps: int = 2, record: bool = True, lowered: list[list[S.Action]] | None = None,
+             durations: Durations | None = None) -> SimResult:
     """Simulate ``steps`` consecutive training steps and report the last one.
 
     The step time is rank 0's period over the last step (the time between the end of
     its previous step and the end of this one; the end of step 1 when ``steps == 1``),
-    as the runtime measures it. Pass ``lowered`` to run a hand-made schedule.
+    as the runtime measures it. Pass ``lowered`` to run a hand-made schedule, and
+    ``durations`` to replay every computation with a given duration (see
+    :mod:`pipesim.replay`; the host CPU model is then off, as measured durations already
+    hold any sharing of cores).
     """
     if micro_batch_size < 1 or batch_size < 1:
         raise ValueError(f"micro-batch size and batch size must be positive, got {micro_batch_size} and {batch_size}")
@@ -579,7 +593,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
         S.validate(lowered, m)
         if len(lowered) != p:
             raise ValueError(f"schedule has {len(lowered)} ranks but the profile has {p} stages")
-    sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule)
+    sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule, durations)
     sim.run()
     last = steps - 1
 

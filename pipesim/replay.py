@@ -1,0 +1,102 @@
+"""Replay a measured run in the simulator with the run's own compute durations.
+
+The *replay error* of a cell isolates the model of schedule, transport and network
+from compute noise: every forward, backward and optimizer step of the replay takes
+exactly as long as it took in the measured run (per rank, per step, per action, read
+from the run's trace), while everything else -- when a rank may start an action, how
+messages queue, serialize and propagate over each link under the cell's network
+setting -- comes from the model and the profile's links. The run's step time is never
+used: it is only compared with the replay's.
+
+Each computation also carries the rank's own time before it that was not waiting for
+data (the runtime posting sends and receives, its bookkeeping, the hand-off from its
+watcher thread after an arrival): that is CPU work of the rank, not of the network.
+What the replay leaves to the model, and so shows up in its error: the transfers
+themselves, when they may start, how they queue, and how much of each is hidden
+behind compute. Measured
+durations already hold any slowdown from ranks that share a core, so the profile's
+``host`` model is off in a replay.
+
+The replayed step time is the median over the measured steps of rank 0's period
+between step ends, exactly as the runtime reports its own step time (warm-up steps
+are replayed too, and excluded from the median like the runtime excludes them).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import engine as E
+from .explain import TraceIndex
+from .network import NetworkSetting
+from .profile import Profile
+from .trace import TraceEvent
+
+COMPUTE = ("F", "B", "OPT")
+
+
+def durations_from_trace(events: Iterable[TraceEvent], with_gaps: bool = True) -> dict[tuple[int, int, str], float]:
+    """(rank, step, action) -> seconds, for every computation in a trace.
+
+    With ``with_gaps`` (the default), each computation also takes the rank's own time
+    before it that was not spent waiting: from the end of the rank's previous computation
+    to its start, less the part before its data had arrived (a forward's activation, a
+    backward's gradient, the sends an optimizer step waits for). That is the runtime's
+    own CPU work between actions (posting, bookkeeping, the hand-off after an arrival),
+    which belongs to the rank, not to the network."""
+    events = list(events)
+    out: dict[tuple[int, int, str], float] = {}
+    for e in events:
+        if e.kind in COMPUTE:
+            key = (e.rank, e.step, e.action)
+            if key in out:
+                raise ValueError(f"trace has {e.action} of rank {e.rank} twice in step {e.step}")
+            out[key] = max(0.0, e.end - e.start)
+    if not out:
+        raise ValueError("trace has no compute events to replay")
+    if with_gaps:
+        idx = TraceIndex(events)
+        for lst in idx.compute.values():
+            for prev, cur in zip(lst, lst[1:]):
+                gap = max(0.0, cur.start - prev.end)
+                blk = idx.blocker(cur)
+                wait = 0.0 if blk is None else min(gap, max(0.0, blk[0].end - prev.end))
+                out[(cur.rank, cur.step, cur.action)] += gap - wait
+    return out
+
+
+@dataclass(frozen=True)
+class Replay:
+    step_time: float  # median of rank 0's periods over the measured steps
+    periods: list[float]  # rank 0's period of each measured step
+    steps: int  # steps replayed (warm-up included)
+    result: E.SimResult
+
+
+def replay(profile: Profile, events: Iterable[TraceEvent], schedule: str, micro_batch_size: int, batch_size: int,
+           network: str | NetworkSetting = "default", *, warmup: int = 0, transport: E.Transport | None = None,
+           record: bool = False, with_gaps: bool = True) -> Replay:
+    """Simulate the run of ``events`` (a measured trace: all its steps) with its own compute durations
+    (and, with ``with_gaps``, the rank's own time between actions; see :func:`durations_from_trace`)."""
+    durs = durations_from_trace(events, with_gaps)
+    steps = 1 + max(step for _, step, _ in durs)
+    first = max(warmup, 1)
+    if steps <= first:
+        raise ValueError(f"trace has {steps} step(s); a replay needs at least one measured step after "
+                         f"{warmup} warm-up step(s) and a previous step end")
+
+    def lookup(rank: int, step: int, action: str) -> float:
+        try:
+            return durs[(rank, step, action)]
+        except KeyError:
+            if action == "OPT":
+                return 0.0
+            raise ValueError(f"trace has no {action} of rank {rank} in step {step}; was it cut short?") from None
+
+    res = E.simulate(profile, schedule, micro_batch_size, batch_size, network, transport=transport, steps=steps,
+                     record=record, durations=lookup)
+    ends = res.step_ends[0]
+    periods = [ends[k] - ends[k - 1] for k in range(first, steps)]
+    return Replay(statistics.median(periods), periods, steps, res)
