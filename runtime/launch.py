@@ -30,6 +30,7 @@ that it survives whatever the wrapper does to the environment.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -59,6 +60,7 @@ class LaunchResult:
     wall_s: float
     log_dir: Path
     logs: list[Path] = field(default_factory=list)
+    usage: dict = field(default_factory=dict)  # the machine's CPU during the run (see MachineUsage)
 
     def log(self, rank: int) -> str:
         return self.logs[rank].read_text(errors="replace")
@@ -79,8 +81,10 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 class _Rank:
-    def __init__(self, rank: int, argv: list[str], env: dict, log: Path, echo: bool):
+    def __init__(self, rank: int, argv: list[str], env: dict, log: Path, echo: bool,
+                 changed: threading.Event | None = None):
         self.rank, self.log = rank, log
+        self.changed = changed  # set when this rank's output ends (it exited): wakes the watcher
         self.last_output = time.monotonic()
         self.exit_time: float | None = None
         self.blame: int | None = None
@@ -105,6 +109,8 @@ class _Rank:
                 sys.stderr.write(f"[rank {self.rank}] {line}")
                 sys.stderr.flush()
         self._fh.flush()
+        if self.changed is not None:
+            self.changed.set()
 
     def poll(self) -> int | None:
         rc = self.proc.poll()
@@ -165,6 +171,8 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
         base_env["PYTHONUNBUFFERED"] = "1"
         procs: list[_Rank] = []
         cpus = placement(ranks) if pin else None
+        changed = threading.Event()
+        usage = MachineUsage()
         t0 = time.monotonic()
         try:
             for i in range(ranks):
@@ -183,15 +191,83 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
                     if iface and "GLOO_SOCKET_IFNAME" not in extra:
                         extra["GLOO_SOCKET_IFNAME"] = iface  # gloo would otherwise bind the hostname's address
                     argv = wrap(i, ["env", *(f"{k}={v}" for k, v in extra.items()), *argv])
-                procs.append(_Rank(i, argv, {**base_env, **dist_env}, log_dir / f"rank{i}.log", echo))
-            _watch(procs, t0, timeout_s, stall_s, grace_s, log_dir)
+                procs.append(_Rank(i, argv, {**base_env, **dist_env}, log_dir / f"rank{i}.log", echo, changed))
+            _watch(procs, t0, timeout_s, stall_s, grace_s, log_dir, changed)
         finally:
             for p in procs:
                 p.kill()
             for p in procs:
                 p.close()
         return LaunchResult(ranks, [p.proc.returncode for p in procs], time.monotonic() - t0, log_dir,
-                            [p.log for p in procs])
+                            [p.log for p in procs], usage.finish())
+
+
+class MachineUsage:
+    """CPU time of the whole machine over a run, split into the ranks', the launcher's and the rest.
+
+    From ``/proc/stat`` (every CPU's busy and steal time), this process's own CPU time
+    (the launcher: its watcher and output threads) and its reaped children's (the ranks and
+    their wrappers). "Other" is what neither used: other processes, the testbed's delay line,
+    the kernel's packet work on behalf of the network namespaces. Load averages bracket it.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.stat0 = _proc_stat()
+        self.self0 = _cpu_self()
+        self.child0 = _cpu_children()
+        self.load0 = _loadavg()
+
+    def finish(self) -> dict:
+        wall = max(time.monotonic() - self.t0, 1e-9)
+        st1 = _proc_stat()
+        busy = steal = total = None
+        if self.stat0 is not None and st1 is not None:
+            busy = (st1[0] - self.stat0[0]) / _HZ
+            steal = (st1[1] - self.stat0[1]) / _HZ
+            total = (st1[2] - self.stat0[2]) / _HZ
+        launcher = _cpu_self() - self.self0
+        ranks = _cpu_children() - self.child0
+        out = {"wall_s": wall, "launcher_cpu_s": launcher, "ranks_cpu_s": ranks,
+               "launcher_cpu_pct": 100 * launcher / wall, "loadavg_start": self.load0, "loadavg_end": _loadavg()}
+        if busy is not None and total:
+            out.update({"machine_busy_cpu_s": busy, "other_cpu_s": max(0.0, busy - launcher - ranks),
+                        "other_cpu_pct": 100 * max(0.0, busy - launcher - ranks) / wall,
+                        "steal_pct": 100 * (steal or 0.0) / total})
+        return out
+
+
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stat() -> tuple[int, int, int] | None:
+    """(busy, steal, total) jiffies over all CPUs, or None where /proc/stat is missing."""
+    try:
+        with open("/proc/stat") as f:
+            parts = f.readline().split()
+    except OSError:
+        return None
+    v = [int(x) for x in parts[1:]]
+    v += [0] * (8 - len(v))
+    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+    return user + nice + system + irq + softirq, steal, sum(v[:8])
+
+
+def _cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def placement(ranks: int) -> list[int]:
@@ -214,7 +290,9 @@ def _describe(rc: int) -> str:
 
 
 def _watch(procs: list[_Rank], t0: float, timeout_s: float, stall_s: float | None, grace_s: float,
-           log_dir: Path) -> None:
+           log_dir: Path, changed: threading.Event | None = None) -> None:
+    """Wait for the ranks without spinning: the watcher sleeps until a rank's output ends (it
+    exited) or a deadline is due, so that it takes no measurable CPU from the ranks' cores."""
     while True:
         rcs = [p.poll() for p in procs]
         failed = [p for p, rc in zip(procs, rcs) if rc not in (None, 0)]
@@ -272,4 +350,12 @@ def _watch(procs: list[_Rank], t0: float, timeout_s: float, stall_s: float | Non
                               f"({now - quiet.last_output:.1f}s without output); still running: "
                               f"{', '.join(str(p.rank) for p in alive)}\nlogs: {log_dir}\n"
                               f"--- tail of rank {quiet.rank}'s log ---\n{tail}", quiet.rank, None, tail, log_dir)
-        time.sleep(0.05)
+        if changed is None:
+            time.sleep(0.05)
+            continue
+        # sleep until a rank exits, or the next deadline (whole-run timeout, stall check), at most 1 s
+        due = t0 + timeout_s - now
+        if stall_s is not None:
+            due = min(due, max(p.last_output for p in alive) + stall_s - now)
+        changed.wait(min(1.0, max(0.01, due)))
+        changed.clear()

@@ -164,3 +164,18 @@ def test_results_report_cpu_per_step_and_the_pinned_cpu(tmp_path):
         assert pr["cpu_per_step"]["median"] > 0
         assert pr["compute_per_step"]["median"] > 0
         assert pr["cpu"] is not None  # pinned by default
+
+
+def test_launcher_waits_without_spinning_and_accounts_the_machine(tmp_path):
+    """The launcher sleeps until a rank exits: over a run it takes a small share of a core
+    compared with the ranks (measured in the same run: no threshold tied to this machine)."""
+    res = run_local("runtime", ["--model", "tiny", "--schedule", "gpipe", "--micro-batch-size", "1",
+                                "--batch-size", "2", "--steps", "20", "--warmup", "1"], 2, echo=False,
+                    log_dir=tmp_path)
+    u = res.usage
+    assert u["ranks_cpu_s"] > 0 and u["wall_s"] > 0
+    assert u["launcher_cpu_s"] < 0.05 * u["ranks_cpu_s"], u
+    for key in ("launcher_cpu_pct", "loadavg_start", "loadavg_end"):
+        assert key in u
+    if "machine_busy_cpu_s" in u:
+        assert u["other_cpu_s"] >= 0 and 0 <= u["steal_pct"] <= 100
