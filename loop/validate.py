@@ -31,6 +31,7 @@ from pipesim import engine as E
 from pipesim import network as N
 from pipesim import profile as P
 from pipesim.cmd_sim import run_grid
+from pipesim.replay import replay
 from pipesim.trace import read_csv
 from pipesim.trace import write as write_trace
 from pipesim.util import append_jsonl, read_jsonl, write_json_atomic
@@ -52,11 +53,31 @@ def _slug(label: str) -> str:
 
 def load_runs(path: Path) -> dict[str, dict[int, dict]]:
     """Measured runs by cell key, then run index (records without one are run 0). A line cut
-    by a crash is skipped: that run is measured again."""
+    by a crash is skipped: that run is measured again. Runs flagged ``disturbed`` stay in the
+    log but do not count (their run index was measured again)."""
     out: dict[str, dict[int, dict]] = {}
     for rec in read_jsonl(path):
-        out.setdefault(rec["key"], {})[int(rec.get("run", 0))] = rec
+        if not rec.get("disturbed"):
+            out.setdefault(rec["key"], {})[int(rec.get("run", 0))] = rec
     return out
+
+
+# A run is disturbed, and measured again (at most RETRIES times), when processes other than
+# its ranks (and the launcher and testbed) used more than this share of one core over it, or
+# the hypervisor stole more than this share of the machine's time.
+OTHER_CPU_MAX_PCT = 15.0
+STEAL_MAX_PCT = 5.0
+RETRIES = 2
+
+
+def disturbed(usage: dict) -> str | None:
+    """Why a run's measurement cannot be trusted, from the machine's usage over it (None: quiet)."""
+    why = []
+    if usage.get("other_cpu_pct", 0.0) > OTHER_CPU_MAX_PCT:
+        why.append(f"other processes used {usage['other_cpu_pct']:.0f}% of a core (over {OTHER_CPU_MAX_PCT:g}%)")
+    if usage.get("steal_pct", 0.0) > STEAL_MAX_PCT:
+        why.append(f"steal time {usage['steal_pct']:.0f}% (over {STEAL_MAX_PCT:g}%)")
+    return "; ".join(why) or None
 
 
 def run_spread_pct(medians: list[float]) -> float:
@@ -71,8 +92,12 @@ def setting_for_run(net: N.NetworkSetting) -> str | None:
 
 
 def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.NetworkSetting, mbs: int, batch: int,
-                 steps: int, warmup: int, timeout_s: float, trace: bool, run: int | str = 0) -> dict:
+                 steps: int, warmup: int, timeout_s: float, trace: bool, run: int | str = 0,
+                 profile: P.Profile | None = None, transport: E.Transport | None = None) -> dict:
+    """One run of a cell. Its trace is always kept (CSV; also Chrome JSON with ``trace``); with a
+    ``profile``, the run is replayed with its own compute durations (``replay_s``)."""
     from runtime.launch import run_local
+    from runtime.speed import speed_probe
 
     name = f"{schedule}_{_slug(net.label)}_mbs{mbs}"
     cell_dir = out / "runs" / name / f"run{run}"
@@ -81,17 +106,21 @@ def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.Networ
     argv = ["--model", model, "--schedule", schedule, "--micro-batch-size", str(mbs), "--batch-size", str(batch),
             "--steps", str(steps), "--warmup", str(warmup), "--out", str(res_path),
             "--steps-log", str(cell_dir / "steps.jsonl"), "--op-timeout", str(max(10.0, timeout_s / 2)),
-            "--network", net.label]
-    if trace:
-        argv += ["--trace", str(cell_dir / "trace")]
+            "--network", net.label, "--trace", str(cell_dir / ("trace" if trace else "trace.csv"))]
+    speed = speed_probe()
     t0 = time.time()
-    run_local("runtime", argv, ranks, network=setting_for_run(net), timeout_s=timeout_s, log_dir=cell_dir / "logs",
-              echo=False)
+    launched = run_local("runtime", argv, ranks, network=setting_for_run(net), timeout_s=timeout_s,
+                         log_dir=cell_dir / "logs", echo=False)
     res = json.loads(res_path.read_text())
     st = res["step_time"]
-    return {"median": st["median"], "p10": st["p10"], "p90": st["p90"], "n": st["n"], "wall_s": time.time() - t0,
-            "results": str(res_path.relative_to(out)),
-            "trace": str((cell_dir / "trace.csv").relative_to(out)) if trace else None}
+    rec = {"median": st["median"], "p10": st["p10"], "p90": st["p90"], "n": st["n"], "wall_s": time.time() - t0,
+           "results": str(res_path.relative_to(out)), "trace": str((cell_dir / "trace.csv").relative_to(out)),
+           "usage": launched.usage, "speed_ms": speed["median_ms"]}
+    if profile is not None:
+        rp = replay(profile, read_csv(cell_dir / "trace.csv"), schedule, mbs, batch, net, warmup=warmup,
+                    transport=transport)
+        rec["replay_s"] = rp.step_time
+    return rec
 
 
 def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", ranks: int = 3,
@@ -117,9 +146,11 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         run_local_calibration(ranks, model, list(micro_batch_sizes), out=prof_path, force=True,
                               repeats=calibrate_repeats, window_probe=window_probe,
                               log_dir=out / "calibrate-logs", echo=False)
+        (out / "speed.json").unlink(missing_ok=True)  # the speed reference belongs to this calibration
     else:
         _log(f"[1/4] reusing {prof_path} (pass --recalibrate to measure again)")
     prof = P.load(prof_path)
+    speed_ref = _speed_reference(out)
     # 2. simulate from the profile only
     transport = E.Transport.for_backend(prof.device.get("backend"))
     cells = [(s, net, m) for s in schedules for net in settings for m in micro_batch_sizes]
@@ -145,16 +176,29 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         _log(f"[3/4] {what}: measuring {len(todo)} of {len(cells)} cells")
         for i, (s, net, m) in enumerate(todo, 1):
             key = key_of((s, net, m))
-            meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
-                                trace=i_run == 0 and (s, net.label, m) == tuple(tl), run=i_run)
-            rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
-                   "batch_size": batch_size, **meas}
-            append_jsonl(mpath, rec, fsync=True)
+            for attempt in range(RETRIES + 1):
+                meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
+                                    trace=(s, net.label, m) == tuple(tl), run=i_run, profile=prof,
+                                    transport=transport)
+                rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
+                       "batch_size": batch_size, **meas, "drift_pct": 100 * (meas["speed_ms"] / speed_ref - 1)}
+                why = disturbed(meas["usage"])
+                if why and attempt < RETRIES:
+                    rec["disturbed"] = why  # kept in the log, not counted
+                    append_jsonl(mpath, rec, fsync=True)
+                    _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: disturbed ({why}); measuring again")
+                    continue
+                if why:
+                    rec["noisy"] = why  # still disturbed after the retries: counted, and said so
+                append_jsonl(mpath, rec, fsync=True)
+                break
             runs.setdefault(key, {})[i_run] = rec
             err = 100 * (sims[key] - meas["median"]) / meas["median"]
+            rerr = f", replay {100 * (meas['replay_s'] - meas['median']) / meas['median']:+.1f}%" \
+                if "replay_s" in meas else ""
             _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: measured {meas['median']:.3f} s "
-                 f"(p10-p90 {meas['p10']:.3f}-{meas['p90']:.3f}), simulated {sims[key]:.3f} s, {err:+.1f}%  "
-                 f"[{meas['wall_s']:.0f} s]")
+                 f"(p10-p90 {meas['p10']:.3f}-{meas['p90']:.3f}), simulated {sims[key]:.3f} s, {err:+.1f}%"
+                 f"{rerr}, drift {rec['drift_pct']:+.0f}%  [{meas['wall_s']:.0f} s]")
 
     for r in range(repeats):
         order = cells if r % 2 == 0 else cells[::-1]
@@ -215,6 +259,18 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     print("\n".join(text[4:-1]))
     print(summ.last_line())
     return summ
+
+
+def _speed_reference(out: Path) -> float:
+    """The machine's speed probe (ms per loop) right after calibration, kept in ``<out>/speed.json``."""
+    from runtime.speed import speed_probe
+
+    path = out / "speed.json"
+    if path.exists():
+        return float(json.loads(path.read_text())["median_ms"])
+    ref = speed_probe()
+    write_json_atomic(path, ref)
+    return float(ref["median_ms"])
 
 
 def _trace_csv(out: Path, schedule: str, label: str, mbs: int) -> Path | None:

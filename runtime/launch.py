@@ -207,8 +207,9 @@ class MachineUsage:
 
     From ``/proc/stat`` (every CPU's busy and steal time), this process's own CPU time
     (the launcher: its watcher and output threads) and its reaped children's (the ranks and
-    their wrappers). "Other" is what neither used: other processes, the testbed's delay line,
-    the kernel's packet work on behalf of the network namespaces. Load averages bracket it.
+    their wrappers, and the testbed's helper with its delay line). "Other" is what neither used:
+    other processes. Interrupt work (the kernel moving the testbed's packets) is counted apart,
+    and load averages bracket the run.
     """
 
     def __init__(self) -> None:
@@ -221,27 +222,26 @@ class MachineUsage:
     def finish(self) -> dict:
         wall = max(time.monotonic() - self.t0, 1e-9)
         st1 = _proc_stat()
-        busy = steal = total = None
+        busy = steal = total = irq = None
         if self.stat0 is not None and st1 is not None:
-            busy = (st1[0] - self.stat0[0]) / _HZ
-            steal = (st1[1] - self.stat0[1]) / _HZ
-            total = (st1[2] - self.stat0[2]) / _HZ
+            busy, irq, steal, total = ((a - b) / _HZ for a, b in zip(st1, self.stat0))
         launcher = _cpu_self() - self.self0
         ranks = _cpu_children() - self.child0
         out = {"wall_s": wall, "launcher_cpu_s": launcher, "ranks_cpu_s": ranks,
                "launcher_cpu_pct": 100 * launcher / wall, "loadavg_start": self.load0, "loadavg_end": _loadavg()}
         if busy is not None and total:
-            out.update({"machine_busy_cpu_s": busy, "other_cpu_s": max(0.0, busy - launcher - ranks),
-                        "other_cpu_pct": 100 * max(0.0, busy - launcher - ranks) / wall,
-                        "steal_pct": 100 * (steal or 0.0) / total})
+            other = max(0.0, busy - launcher - ranks)
+            out.update({"machine_busy_cpu_s": busy, "other_cpu_s": other, "other_cpu_pct": 100 * other / wall,
+                        "irq_cpu_pct": 100 * (irq or 0.0) / wall, "steal_pct": 100 * (steal or 0.0) / total})
         return out
 
 
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _proc_stat() -> tuple[int, int, int] | None:
-    """(busy, steal, total) jiffies over all CPUs, or None where /proc/stat is missing."""
+def _proc_stat() -> tuple[int, int, int, int] | None:
+    """(busy in processes, interrupts and softirqs, steal, total) jiffies over all CPUs, or None
+    where /proc/stat is missing. Interrupts are apart: the kernel's packet work for the testbed."""
     try:
         with open("/proc/stat") as f:
             parts = f.readline().split()
@@ -250,7 +250,7 @@ def _proc_stat() -> tuple[int, int, int] | None:
     v = [int(x) for x in parts[1:]]
     v += [0] * (8 - len(v))
     user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-    return user + nice + system + irq + softirq, steal, sum(v[:8])
+    return user + nice + system, irq + softirq, steal, sum(v[:8])
 
 
 def _cpu_self() -> float:
