@@ -9,6 +9,7 @@ list of dicts with at least ``schedule``, ``network``, ``micro_batch_size``,
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -44,12 +45,13 @@ def summarize(cells: list[dict]) -> Summary:
     return Summary(mape, abs(error_pct(worst)), cell_name(worst), statistics.median(noise) if noise else None)
 
 
-def comparison_table(cells: list[dict]) -> str:
-    """Markdown: one row per cell with simulated, measured (spread) and error."""
+def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[dict], str]]] = ()) -> str:
+    """Markdown: one row per cell with simulated, measured (spread) and error; then one
+    column per ``(title, cell -> text)`` in ``columns`` (e.g. a later per-cell error)."""
     runs = any(c.get("noise_pct") is not None for c in cells)
     lines = ["| schedule | network setting | mbs | simulated s | measured s (spread) | error |"
-             + (" runs apart |" if runs else ""),
-             "|---|---|---:|---:|---:|---:|" + ("---:|" if runs else "")]
+             + (" runs apart |" if runs else "") + "".join(f" {title} |" for title, _ in columns),
+             "|---|---|---:|---:|---:|---:|" + ("---:|" if runs else "") + "---:|" * len(columns)]
     for c in cells:
         spread = ""
         if c.get("measured_lo_s") is not None and c.get("measured_hi_s") is not None:
@@ -58,5 +60,6 @@ def comparison_table(cells: list[dict]) -> str:
         if runs:
             apart = f" {c['noise_pct']:.1f}% |" if c.get("noise_pct") is not None else " |"
         lines.append(f"| {c['schedule']} | {c['network']} | {c['micro_batch_size']} | {c['simulated_s']:.3f} | "
-                     f"{c['measured_s']:.3f}{spread} | {error_pct(c):+.1f}% |{apart}")
+                     f"{c['measured_s']:.3f}{spread} | {error_pct(c):+.1f}% |{apart}"
+                     + "".join(f" {fn(c)} |" for _, fn in columns))
     return "\n".join(lines)

@@ -99,6 +99,17 @@ def _plot(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(ns: argparse.Namespace) -> int:
+    from loop.compare import compare
+
+    lines, _, written = compare(ns.measured, ns.profile, batch_size=ns.batch_size, figures=ns.figures or None,
+                                out=ns.out)
+    for p in written:
+        print(f"wrote {p}", file=sys.stderr)
+    print("\n".join(lines))
+    return 0
+
+
 def register(sub) -> None:
     ap = sub.add_parser("validate", help="calibrate, simulate a grid, measure it on the local testbed, compare, plot")
     _common(ap, "out/validate", "seed", "1,2,4", 4, 30, "figures", 2)
@@ -107,6 +118,19 @@ def register(sub) -> None:
     ap.add_argument("--out", default="out/validate", help="the validation folder (default %(default)s)")
     ap.add_argument("--figures", default="figures", help="where to write the figures (default %(default)s)")
     ap.set_defaults(func=_plot)
+    ap = sub.add_parser("compare", help="measured step times (measured.jsonl, run results, CSV, a filled seed table) "
+                                        "beside the profile's predictions: table, MAPE, figures")
+    ap.add_argument("--profile", metavar="P", help="profile JSON (default: the bundled GPT-3 small estimate)")
+    ap.add_argument("--measured", nargs="+", required=True, metavar="M",
+                    help="measured.jsonl, 'pipesim run' results (.json, or a folder of *results*.json), "
+                         ".csv (schedule, network, micro_batch_size, batch_size, step_time_s[, step_time_p10_s, "
+                         "step_time_p90_s]) or .md (the seed's tables, filled in)")
+    ap.add_argument("--batch-size", type=int, metavar="B",
+                    help="batch size of tables that do not record it (required for .md); cells recorded at "
+                         "another batch size are skipped")
+    ap.add_argument("--figures", metavar="DIR", help="folder for parity.png, bars.png, heatmap.png (default: none)")
+    ap.add_argument("--out", metavar="DIR", help="folder for comparison.md and comparison.json (default: print only)")
+    ap.set_defaults(func=_compare)
     ap = sub.add_parser("demo", help="the whole loop on a reduced grid with the CPU preset (a few minutes)")
     _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 4, 20, "out/demo/figures", 1)
     ap.set_defaults(func=lambda ns: _run(ns, demo=True))
