@@ -1,4 +1,4 @@
-"""The ``pipesim validate`` and ``pipesim demo`` verbs (no torch at import time)."""
+"""The ``pipesim validate``, ``demo``, ``plot`` and ``compare`` verbs (no torch at import time)."""
 
 from __future__ import annotations
 
@@ -72,29 +72,35 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
 
 
 def _plot(ns: argparse.Namespace) -> int:
-    """Redraw the figures of a finished validation folder (no measuring, no torch)."""
+    """Redraw the figures of a validation folder from its measured.jsonl and profile.json
+    (no measuring, no torch), through the comparison ``pipesim compare`` uses."""
     import json
     from pathlib import Path
 
+    from loop import compare as C
+    from loop import measured as M
     from loop.validate import make_figures
     from pipesim import engine as E
-    from pipesim import network as N
     from pipesim import profile as P
 
     out = Path(ns.out)
+    mpath, ppath = out / "measured.jsonl", out / "profile.json"
+    for need in (mpath, ppath):
+        if not need.exists():
+            raise FileNotFoundError(f"{need} not found: run 'pipesim validate --out {out}' first")
+    prof = P.load(ppath)
+    transport = E.Transport.for_backend(prof.device.get("backend"))
+    skipped: list[str] = []
+    rows = C.build_rows(prof, M.read_measured_jsonl(mpath), transport, skipped=skipped)
+    for s in skipped:
+        print(f"pipesim plot: skipped {s}", file=sys.stderr)
+    if not rows:
+        raise ValueError(f"no cell of {mpath} can be simulated with {ppath}")
     comp = out / "comparison.json"
-    if not comp.exists():
-        raise FileNotFoundError(f"{comp} not found: run 'pipesim validate --out {out}' first")
-    doc = json.loads(comp.read_text())
-    rows = doc["cells"]
-    prof = P.load(out / "profile.json")
-    labels = list(dict.fromkeys(r["network"] for r in rows))
-    settings = {lbl: (N.seed_setting(lbl) if lbl in N.SEED_LABELS else N.parse(lbl)) for lbl in labels}
+    tl = json.loads(comp.read_text()).get("timeline_cell") if comp.exists() else None
     last = rows[-1]
-    tl = doc.get("timeline_cell") or (last["schedule"], last["network"], last["micro_batch_size"])
-    paths = make_figures(out, prof, rows, ns.figures, tuple(tl),
-                         json.loads((out / "simulated.json").read_text())["batch_size"],
-                         E.Transport.for_backend(prof.device.get("backend")), settings)
+    tl = tl or (last["schedule"], last["network"], last["micro_batch_size"])
+    paths = make_figures(out, prof, rows, ns.figures, tuple(tl), transport)
     print("\n".join(str(p) for p in paths))
     return 0
 

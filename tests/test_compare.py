@@ -15,6 +15,7 @@ import pytest
 from loop import compare as C
 from loop import measured as M
 from loop import report as R
+from loop import validate as V
 from loop.cli import main
 from pipesim import engine as E
 from pipesim import network as N
@@ -354,3 +355,43 @@ def test_cli_bad_inputs_give_one_line_and_exit_2(tmp_path, prof_path, capsys, na
     rc = main(["compare", "--profile", str(prof_path), "--measured", str(path), *extra])
     err = _err(capsys)
     assert rc == 2 and err.startswith("pipesim compare: error: ") and msg in err, err
+
+
+# ----------------------------------------------------------------------------- validate and plot share it
+
+
+def test_validate_and_plot_go_through_the_comparison(tmp_path, prof_path, monkeypatch, capsys):
+    """validate's step 4 with a reused profile and stand-in measurements (no torch): its
+    comparison.json rows are compare's rows for its measured.jsonl, and plot redraws them."""
+    out = tmp_path / "v"
+    out.mkdir()
+    (out / "profile.json").write_text(prof_path.read_text())
+    times = iter([1.25, 2.0, 1.0, 2.0, 1.35, 2.2, 1.1, 1.8])
+
+    def fake(*a, **k):
+        t = next(times)
+        return {"median": t, "p10": t * 0.95, "p90": t * 1.05, "n": 3, "wall_s": 0.0, "results": "", "trace": None}
+
+    monkeypatch.setattr(V, "measure_cell", fake)
+    summ = V.validate(out, networks="default", micro_batch_sizes=(1, 2), batch_size=BATCH, figures=None,
+                      repeats=2, tiebreak_pct=None)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == summ.last_line() == (out / "comparison.md").read_text().strip().splitlines()[-1]
+    doc = json.loads((out / "comparison.json").read_text())
+    rows = C.build_rows(P.load(out / "profile.json"), M.read([out / "measured.jsonl"]))
+    assert [(r["schedule"], r["micro_batch_size"]) for r in rows] == \
+        [(r["schedule"], r["micro_batch_size"]) for r in doc["cells"]]
+    for mine, theirs in zip(rows, doc["cells"]):
+        assert mine["simulated_s"] == pytest.approx(theirs["simulated_s"], rel=1e-12)
+        for key in ("measured_s", "measured_lo_s", "measured_hi_s", "runs_s", "noise_pct", "step_spread_pct"):
+            assert mine[key] == pytest.approx(theirs[key]), key
+    lines, again, _ = C.compare([out / "measured.jsonl"], out / "profile.json")
+    assert again.last_line() == summ.last_line()
+    assert main(["plot", "--out", str(out), "--figures", str(tmp_path / "figs")]) == 0
+    drawn = capsys.readouterr().out.split()
+    assert sorted(p.rsplit("/", 1)[-1] for p in drawn) == ["bars.png", "heatmap.png", "parity.png"]   # no trace
+
+
+def test_plot_without_a_validation_says_what_to_run(tmp_path, capsys):
+    assert main(["plot", "--out", str(tmp_path / "nothing")]) == 2
+    assert "run 'pipesim validate" in _err(capsys)
