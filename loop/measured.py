@@ -242,7 +242,7 @@ def csv_runs(path: str | Path, batch_size: int | None = None, notes: list[str] |
     ``batch_size`` column, ``batch_size`` (``--batch-size``) gives it. Rows of the same cell
     are runs of it."""
     path = Path(path)
-    text = _read_text(path)
+    text = _read_text(path).lstrip("\ufeff")   # a spreadsheet's byte-order mark
     reader = csv.DictReader(text.splitlines())
     have = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = have

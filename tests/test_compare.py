@@ -137,6 +137,12 @@ def test_csv_rows_of_one_cell_are_runs(tmp_path):
     assert b["measured_lo_s"] is None and b["step_spread_pct"] is None and b["source"] == str(path)
 
 
+def test_csv_from_a_spreadsheet_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("\ufeff" + CSV_HEAD + "gpipe,default,1,4,1.5,,\r\n", encoding="utf-8")
+    assert M.read([path])[0]["measured_s"] == 1.5
+
+
 def test_csv_without_batch_column_takes_the_flag(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("schedule,network,micro_batch_size,step_time_s\ngpipe,default,1,1.5\n")
