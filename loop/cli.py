@@ -5,7 +5,7 @@ Each layer keeps the verbs of its own job in a module that provides
 
 * ``pipesim.cmd_sim``: simulate, grid (the torch-free core);
 * ``runtime.cli``: run;  ``calibrate.cli``: calibrate;  ``testbed.cli``: testbed, netem;
-* ``loop.verbs``: validate, demo, plot.
+* ``loop.verbs``: validate, demo, plot, compare.
 
 A verb module must not import torch at import time (the runtime and calibration verbs
 import it inside their handlers), so that ``pipesim simulate`` and ``pipesim grid``

@@ -13,7 +13,8 @@ The loop, all on this machine (ranks in the local testbed's hosts):
    the median of its runs' medians. An interrupted validation resumes: runs already
    there are not measured again.
 4. Compare -> ``<out>/comparison.md`` / ``comparison.json``; figures under ``--figures``.
-   The last line printed is ``MAPE: gpipe X.X%, 1f1b Y.Y%, worst Z.Z% (cell)``.
+   The last line printed is ``MAPE: gpipe X.X%, 1f1b Y.Y%, worst Z.Z% (cell)``. This is
+   :mod:`loop.compare`, the path ``pipesim compare`` and ``pipesim plot`` take too.
 
 Nothing here imports torch; the ranks do.
 """
@@ -21,12 +22,15 @@ Nothing here imports torch; the ranks do.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
+from loop import compare as C
+from loop import measured as M
 from loop import report as R
+from loop.compare import SIM_STEPS
+from loop.measured import run_spread_pct
 from pipesim import engine as E
 from pipesim import network as N
 from pipesim import profile as P
@@ -36,7 +40,7 @@ from pipesim.trace import read_csv
 from pipesim.trace import write as write_trace
 from pipesim.util import append_jsonl, read_jsonl, write_json_atomic
 
-SIM_STEPS = 3  # consecutive steps simulated; the last one is reported (steady state, as measured)
+__all__ = ["SIM_STEPS", "load_runs", "make_figures", "measure_cell", "run_spread_pct", "validate"]
 
 
 def _log(msg: str) -> None:
@@ -78,11 +82,6 @@ def disturbed(usage: dict) -> str | None:
     if usage.get("steal_pct", 0.0) > STEAL_MAX_PCT:
         why.append(f"steal time {usage['steal_pct']:.0f}% (over {STEAL_MAX_PCT:g}%)")
     return "; ".join(why) or None
-
-
-def run_spread_pct(medians: list[float]) -> float:
-    """How far apart a cell's runs are: (max - min) / min, in percent."""
-    return 100.0 * (max(medians) - min(medians)) / min(medians)
 
 
 def setting_for_run(net: N.NetworkSetting) -> str | None:
@@ -127,7 +126,8 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              networks: str = "seed", micro_batch_sizes=(1, 2, 4), schedules=("gpipe", "1f1b"), batch_size: int = 4,
              steps: int = 30, warmup: int = 2, figures: str | Path | None = "figures", timeline_cell=None,
              window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
-             calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0) -> R.Summary:
+             calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0,
+             retries: int = RETRIES) -> R.Summary:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
@@ -176,14 +176,14 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         _log(f"[3/4] {what}: measuring {len(todo)} of {len(cells)} cells")
         for i, (s, net, m) in enumerate(todo, 1):
             key = key_of((s, net, m))
-            for attempt in range(RETRIES + 1):
+            for attempt in range(retries + 1):
                 meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
                                     trace=(s, net.label, m) == tuple(tl), run=i_run, profile=prof,
                                     transport=transport)
                 rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
                        "batch_size": batch_size, **meas, "drift_pct": 100 * (meas["speed_ms"] / speed_ref - 1)}
                 why = disturbed(meas["usage"])
-                if why and attempt < RETRIES:
+                if why and attempt < retries:
                     rec["disturbed"] = why  # kept in the log, not counted
                     append_jsonl(mpath, rec, fsync=True)
                     _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: disturbed ({why}); measuring again")
@@ -217,47 +217,34 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         _log(f"[3/4] one traced run of {s}, {label}, mbs {m} for the timeline figure")
         measure_cell(out, model, ranks, s, next(n for n in settings if n.label == label), m, batch_size, steps,
                      warmup, cell_timeout_s, trace=True, run="trace")
-    # 4. compare
-    rows = []
+    # 4. compare (loop/compare.py, as pipesim compare and pipesim plot)
+    measured = []
     for s, net, m in cells:
-        key = key_of((s, net, m))
-        recs = [runs[key][i] for i in sorted(runs[key])]
-        medians = [x["median"] for x in recs]
-        rows.append({"schedule": s, "network": net.label, "micro_batch_size": m, "simulated_s": sims[key],
-                     "measured_s": statistics.median(medians),
-                     "measured_lo_s": statistics.median(x["p10"] for x in recs),
-                     "measured_hi_s": statistics.median(x["p90"] for x in recs),
-                     "runs_s": medians,
-                     "step_spread_pct": statistics.median(100 * (x["p90"] - x["p10"]) / 2 / x["median"] for x in recs),
-                     "noise_pct": run_spread_pct(medians) if len(medians) > 1 else None})
+        recs = [runs[key_of((s, net, m))][i] for i in sorted(runs[key_of((s, net, m))])]
+        measured.append(M.cell_from_runs([M.run_record(s, net.label, m, batch_size, x["median"], x["p10"], x["p90"],
+                                                       str(mpath), replay_s=x.get("replay_s"),
+                                                       drift_pct=x.get("drift_pct")) for x in recs]))
+    skipped: list[str] = []
+    rows = C.build_rows(prof, measured, transport, simulated={k: r.step_time for k, r in grid.items()},
+                        skipped=skipped)
+    for why in skipped:
+        _log(f"[4/4] not compared: {why}")
     summ = R.summarize(rows)
     n_runs = sorted({len(r["runs_s"]) for r in rows})
-    step_spread = statistics.median(r["step_spread_pct"] for r in rows)
-    text = [f"# Validation: {model}, {ranks} ranks, batch {batch_size}, {steps} measured steps per run",
-            "", f"Profile: {prof_path} ({prof.source}). Predictions use only the profile.", "",
-            R.comparison_table(rows), "",
-            f"Measured: the median of each cell's runs ({'-'.join(map(str, n_runs))} per cell: {repeats} "
-            f"pass{'es' if repeats > 1 else ''} in alternating order"
-            + (f", one more where they were over {tiebreak_pct:g}% apart" if repeats >= 2 and tiebreak_pct is not None
-               else "") + "); spread: the runs' median p10-p90 of steps.",
-            f"Step-to-step spread (half the p10-p90 range, median over cells): {step_spread:.1f}%."]
-    noisy = [r for r in rows if r["noise_pct"] is not None]
-    if noisy:
-        worst_noise = max(noisy, key=lambda r: r["noise_pct"])
-        text.append(f"Run-to-run spread of a cell ((max - min) / min of its runs): median {summ.noise_pct:.1f}%, "
-                    f"worst {worst_noise['noise_pct']:.1f}% ({R.cell_name(worst_noise)}).")
-    text += ["", summ.last_line()]
-    (out / "comparison.md").write_text("\n".join(text) + "\n")
-    write_json_atomic(out / "comparison.json", {"cells": rows, "mape": summ.mape, "worst_pct": summ.worst_pct,
-                                                  "worst_cell": summ.worst_cell, "noise_pct": summ.noise_pct,
-                                                  "step_spread_pct": step_spread, "repeats": repeats,
-                                                  "timeline_cell": list(tl),
-                                                  "tiebreak_pct": tiebreak_pct})
+    notes = [f"Measured: the median of each cell's runs ({'-'.join(map(str, n_runs))} per cell: {repeats} "
+             f"pass{'es' if repeats > 1 else ''} in alternating order"
+             + (f", one more where they were over {tiebreak_pct:g}% apart" if repeats >= 2 and tiebreak_pct is not None
+                else "") + "); spread: the runs' median p10-p90 of steps.", *C.spread_lines(rows, summ)]
+    text = C.render(f"# Validation: {model}, {ranks} ranks, batch {batch_size}, {steps} measured steps per run",
+                    [f"Profile: {prof_path} ({prof.source}). Predictions use only the profile."], rows, notes, summ)
+    C.write_outputs(out, text, C.comparison_doc(rows, summ, repeats=repeats, timeline_cell=list(tl),
+                                                tiebreak_pct=tiebreak_pct))
     if figures:
-        paths = make_figures(out, prof, rows, figures, tl, batch_size, transport, {n.label: n for n in settings})
+        paths = make_figures(out, prof, rows, figures, tl, transport,
+                             title=f"Simulated vs measured ({len(rows)} cells, local testbed)")
         _log("[4/4] figures: " + ", ".join(str(p) for p in paths))
-    print("\n".join(text[4:-1]))
-    print(summ.last_line())
+    print("\n".join(C.body_lines(rows, notes)))
+    print("\n".join(summ.lines()))
     return summ
 
 
@@ -278,26 +265,21 @@ def _trace_csv(out: Path, schedule: str, label: str, mbs: int) -> Path | None:
     return next((p for p in (cell / "run0" / "trace.csv", cell / "runtrace" / "trace.csv") if p.exists()), None)
 
 
-def make_figures(out: Path, prof: P.Profile, rows, figures, tl, batch_size, transport, settings) -> list[Path]:
+def make_figures(out: Path, prof: P.Profile, rows, figures, tl, transport, title: str | None = None) -> list[Path]:
+    """The comparison's figures (:func:`loop.compare.draw`: parity, bars, heatmap) and, where
+    the timeline cell ``tl`` has a measured trace, the simulated and measured timelines."""
     from pipesim import plots
 
-    figures = Path(figures)
-    paths = [plots.parity(rows, figures / "parity.png",
-                          title=f"Simulated vs measured ({len(rows)} cells, local testbed)"),
-             plots.bars(rows, figures / "bars.png")]
+    paths = C.draw(prof, rows, figures, transport, title=title)
     s, label, m = tl
     trace_csv = _trace_csv(out, s, label, m)
-    if trace_csv is not None:
+    row = next((r for r in rows if (r["schedule"], r["network"], r["micro_batch_size"]) == (s, label, m)), None)
+    if trace_csv is not None and row is not None:
         measured = read_csv(trace_csv)
         steps = sorted({e.step for e in measured})
-        sim = E.simulate(prof, s, m, batch_size, settings[label], transport=transport, steps=SIM_STEPS)
+        sim = E.simulate(prof, s, m, row["batch_size"], C.setting_of(label), transport=transport, steps=SIM_STEPS)
         write_trace(sim.trace, out / "sim_trace.json")
-        paths.append(plots.timelines(sim.trace, measured, figures / "timeline.png",
+        paths.append(plots.timelines(sim.trace, measured, Path(figures) / "timeline.png",
                                      title=f"{s}, {label}, mbs {m}", sim_step=SIM_STEPS - 1,
                                      measured_step=steps[-1]))
-    mbs = min(prof.micro_batch_sizes)  # the most micro-batches: where the two schedules differ most
-    paths.append(plots.heatmap(prof, figures / "heatmap.png", micro_batch_size=mbs, batch_size=batch_size,
-                               delays_ms=[0, 0.5, 1, 2, 5, 10, 20], bandwidths_gbps=[0.1, 0.2, 0.5, 1, 2, 5, 10],
-                               transport=transport))
     return paths
-

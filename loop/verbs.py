@@ -1,4 +1,4 @@
-"""The ``pipesim validate`` and ``pipesim demo`` verbs (no torch at import time)."""
+"""The ``pipesim validate``, ``demo``, ``plot`` and ``compare`` verbs (no torch at import time)."""
 
 from __future__ import annotations
 
@@ -72,30 +72,47 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
 
 
 def _plot(ns: argparse.Namespace) -> int:
-    """Redraw the figures of a finished validation folder (no measuring, no torch)."""
+    """Redraw the figures of a validation folder from its measured.jsonl and profile.json
+    (no measuring, no torch), through the comparison ``pipesim compare`` uses."""
     import json
     from pathlib import Path
 
+    from loop import compare as C
+    from loop import measured as M
     from loop.validate import make_figures
     from pipesim import engine as E
-    from pipesim import network as N
     from pipesim import profile as P
 
     out = Path(ns.out)
+    mpath, ppath = out / "measured.jsonl", out / "profile.json"
+    for need in (mpath, ppath):
+        if not need.exists():
+            raise FileNotFoundError(f"{need} not found: run 'pipesim validate --out {out}' first")
+    prof = P.load(ppath)
+    transport = E.Transport.for_backend(prof.device.get("backend"))
+    skipped: list[str] = []
+    rows = C.build_rows(prof, M.read_measured_jsonl(mpath), transport, skipped=skipped)
+    for s in skipped:
+        print(f"pipesim plot: skipped {s}", file=sys.stderr)
+    if not rows:
+        raise ValueError(f"no cell of {mpath} can be simulated with {ppath}")
     comp = out / "comparison.json"
-    if not comp.exists():
-        raise FileNotFoundError(f"{comp} not found: run 'pipesim validate --out {out}' first")
-    doc = json.loads(comp.read_text())
-    rows = doc["cells"]
-    prof = P.load(out / "profile.json")
-    labels = list(dict.fromkeys(r["network"] for r in rows))
-    settings = {lbl: (N.seed_setting(lbl) if lbl in N.SEED_LABELS else N.parse(lbl)) for lbl in labels}
+    tl = json.loads(comp.read_text()).get("timeline_cell") if comp.exists() else None
     last = rows[-1]
-    tl = doc.get("timeline_cell") or (last["schedule"], last["network"], last["micro_batch_size"])
-    paths = make_figures(out, prof, rows, ns.figures, tuple(tl),
-                         json.loads((out / "simulated.json").read_text())["batch_size"],
-                         E.Transport.for_backend(prof.device.get("backend")), settings)
+    tl = tl or (last["schedule"], last["network"], last["micro_batch_size"])
+    paths = make_figures(out, prof, rows, ns.figures, tuple(tl), transport)
     print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def _compare(ns: argparse.Namespace) -> int:
+    from loop.compare import compare
+
+    lines, _, written = compare(ns.measured, ns.profile, batch_size=ns.batch_size, figures=ns.figures or None,
+                                out=ns.out)
+    for p in written:
+        print(f"wrote {p}", file=sys.stderr)
+    print("\n".join(lines))
     return 0
 
 
@@ -107,6 +124,19 @@ def register(sub) -> None:
     ap.add_argument("--out", default="out/validate", help="the validation folder (default %(default)s)")
     ap.add_argument("--figures", default="figures", help="where to write the figures (default %(default)s)")
     ap.set_defaults(func=_plot)
+    ap = sub.add_parser("compare", help="measured step times (measured.jsonl, run results, CSV, a filled seed table) "
+                                        "beside the profile's predictions: table, MAPE, figures")
+    ap.add_argument("--profile", metavar="P", help="profile JSON (default: the bundled GPT-3 small estimate)")
+    ap.add_argument("--measured", nargs="+", required=True, metavar="M",
+                    help="measured.jsonl, 'pipesim run' results (.json, or a folder of *results*.json), "
+                         ".csv (schedule, network, micro_batch_size, batch_size, step_time_s[, step_time_p10_s, "
+                         "step_time_p90_s]) or .md (the seed's tables, filled in)")
+    ap.add_argument("--batch-size", type=int, metavar="B",
+                    help="batch size of tables that do not record it (required for .md); cells recorded at "
+                         "another batch size are skipped")
+    ap.add_argument("--figures", metavar="DIR", help="folder for parity.png, bars.png, heatmap.png (default: none)")
+    ap.add_argument("--out", metavar="DIR", help="folder for comparison.md and comparison.json (default: print only)")
+    ap.set_defaults(func=_compare)
     ap = sub.add_parser("demo", help="the whole loop on a reduced grid with the CPU preset (a few minutes)")
     _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 4, 20, "out/demo/figures", 1)
     ap.set_defaults(func=lambda ns: _run(ns, demo=True))

@@ -25,7 +25,8 @@ from pipesim import profile as P  # noqa: E402
 
 MAPE_LINE = re.compile(r"^MAPE: gpipe \d+\.\d%, 1f1b \d+\.\d%, worst \d+\.\d% \((gpipe|1f1b), .+, mbs \d+\)$")
 KW = dict(model="tiny", ranks=2, micro_batch_sizes=(1, 2), schedules=("gpipe", "1f1b"), batch_size=4, steps=2,
-          warmup=1, window_probe=None, calibrate_repeats=3, repeats=2, tiebreak_pct=None, cell_timeout_s=120)
+          warmup=1, window_probe=None, calibrate_repeats=3, repeats=2, tiebreak_pct=None, cell_timeout_s=120,
+          retries=0)
 
 
 def _networks():
