@@ -121,7 +121,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         _log(f"[1/4] reusing {prof_path} (pass --recalibrate to measure again)")
     prof = P.load(prof_path)
     # 2. simulate from the profile only
-    transport = E.Transport.for_backend(prof.device.get("backend"))
+    transport = E.Transport.for_profile(prof)
     cells = [(s, net, m) for s in schedules for net in settings for m in micro_batch_sizes]
     t0 = time.perf_counter()
     grid = run_grid(prof, settings, micro_batch_sizes, schedules, batch_size, transport, progress=False,

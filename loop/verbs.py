@@ -94,7 +94,7 @@ def _plot(ns: argparse.Namespace) -> int:
     tl = doc.get("timeline_cell") or (last["schedule"], last["network"], last["micro_batch_size"])
     paths = make_figures(out, prof, rows, ns.figures, tuple(tl),
                          json.loads((out / "simulated.json").read_text())["batch_size"],
-                         E.Transport.for_backend(prof.device.get("backend")), settings)
+                         E.Transport.for_profile(prof), settings)
     print("\n".join(str(p) for p in paths))
     return 0
 
