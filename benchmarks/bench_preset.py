@@ -39,16 +39,15 @@ def busiest_core_share(results: Path) -> float:
 
 def network_share(path: str, cells, batch: int) -> dict:
     """Simulated (step - step with zero latency and unlimited bandwidth) / step, in percent."""
-    import copy
+    from dataclasses import replace
 
     from pipesim import engine as E
     from pipesim import profile as P
 
-    doc = json.loads(Path(path).read_text())
-    ideal = copy.deepcopy(doc)
-    for link in ideal["links"]:
-        link.update(latency_s=0.0, bandwidth_bps=1e18, window_bytes=None)
-    prof, prof0 = P.from_json(doc, path), P.from_json(ideal, path)
+    prof = P.load(path)
+    # in memory only: beyond what a profile file may say (limits.LINK_BANDWIDTH_BPS), never saved
+    prof0 = replace(prof, links={k: replace(l, latency_s=0.0, bandwidth_bps=1e18, window_bytes=None)
+                                 for k, l in prof.links.items()})
     out = {}
     for s, m in cells:
         a = E.simulate(prof, s, m, batch, "default", record=False).step_time

@@ -42,7 +42,7 @@ def main() -> None:
     args = ap.parse_args()
     prof = P.load()
     settings = N.parse_grid("seed")
-    tr = E.Transport.for_backend(prof.device.get("backend"))
+    tr = E.Transport.for_profile(prof)
     t, res = best(lambda: run_grid(prof, settings, [1, 2, 4], ["gpipe", "1f1b"], 64, tr, progress=False), args.repeats)
     acts = sum(r.actions for r in res.values())
     print(f"seed grid: {len(res)} cells (2 schedules x 3 micro-batch sizes x 10 settings, batch 64, 3 stages, "

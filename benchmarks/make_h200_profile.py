@@ -8,32 +8,26 @@ there (the three ranks shared one machine): they are the seed's "default (about
 marked "estimated", and its description says which half is which.
 """
 
-import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 root = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(root))
 
-from pipesim.profile import from_json  # noqa: E402
-from pipesim.util import write_json_atomic  # noqa: E402
+from pipesim import profile as P  # noqa: E402
 
-src = json.loads((root / "benchmarks/results/gpu-2026-11-26/gpt3_small_h200_fp32.json").read_text())
-est = json.loads((root / "pipesim/data/gpt3_small_v100_estimated.json").read_text())
-doc = {
-    "pipesim_profile": 1,
-    "source": "estimated",
-    "description": ("Compute MEASURED by pipesim calibrate on one NVIDIA H200 (fp32, torch 2.11, CUDA events, "
-                    "3 processes sharing the GPU and taking turns, 2026-11-26); links ESTIMATED as the seed's "
-                    "'default (about 0.1ms; up to 10Gbps)': 0.05 ms one way, 10 Gbit/s, TCP window 3 MiB. "
-                    "Made by benchmarks/make_h200_profile.py."),
-    "model": src["model"],
-    "device": {**src["device"], "backend": "nccl", "note": "compute measured with gloo between processes on one GPU; "
-               "backend set to nccl for the transport model of a real cluster"},
-    "stages": src["stages"],
-    "links": est["links"],
-}
-from_json(doc, "generated")  # validate before writing
+src = P.load(root / "benchmarks/results/gpu-2026-11-26/gpt3_small_h200_fp32.json")
+est = P.load(root / "pipesim/data/gpt3_small_v100_estimated.json")
+prof = replace(
+    src, source="estimated", raw=None, links=est.links,
+    description=("Compute MEASURED by pipesim calibrate on one NVIDIA H200 (fp32, torch 2.11, CUDA events, "
+                 "3 processes sharing the GPU and taking turns, 2026-11-26); links ESTIMATED as the seed's "
+                 "'default (about 0.1ms; up to 10Gbps)': 0.05 ms one way, 10 Gbit/s, TCP window 3 MiB. "
+                 "Made by benchmarks/make_h200_profile.py."),
+    device={**src.device, "backend": "nccl", "note": "compute measured with gloo between processes on one GPU; "
+            "backend set to nccl for the transport model of a real cluster"},
+)
 out = root / "pipesim/data/gpt3_small_h200_compute_measured.json"
-write_json_atomic(out, doc)
+prof.save(out)
 print(f"wrote {out}")

@@ -13,11 +13,12 @@ import json
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pipesim import network as _network
-from pipesim.profile import Profile, from_json
-from pipesim.util import write_json_atomic
+from pipesim import profile as _profile
+from pipesim.profile import Profile
 
 from .fit import LinkFit, fit_window
 
@@ -100,7 +101,7 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                                        "--out", str(main_json)],
                   ranks, network=None if net_label == "default" else net_label, timeout_s=timeout_s,
                   log_dir=Path(log_dir) / "main" if log_dir else None, echo=echo)
-        doc = json.loads(main_json.read_text())
+        prof = _profile.load(main_json)
         if probes and ranks > 1:
             docs = []
             for i, probe in enumerate(probes):
@@ -110,21 +111,21 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                           ranks, network=probe.label, timeout_s=timeout_s,
                           log_dir=Path(log_dir) / f"probe{i}" if log_dir else None, echo=echo)
                 docs.append(json.loads(probe_json.read_text()))
-            merge_window_probe(doc, docs, probes)
+            prof = merge_window_probe(prof, docs, probes)
         # CPU time per action is only comparable with CPU compute times
-        if overhead_probe and ranks > 1 and net_label == "default" and doc.get("device", {}).get("type", "cpu") == "cpu":
+        if overhead_probe and ranks > 1 and net_label == "default" and prof.device.get("type", "cpu") == "cpu":
             from .overhead import probe
 
             if echo:
                 print("runtime overhead probe: a few GPipe and 1F1B steps per micro-batch size (CPU time per action)", flush=True)
-            probe(doc, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False)
-        write_json_atomic(out, doc, force=force)
+            prof = probe(prof, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False)
+        prof.save(out, force=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return from_json(doc, origin=str(out))
+    return _profile.from_json(prof.to_json(), origin=str(out))   # what the simulator will read
 
 
-def merge_window_probe(doc: dict, probe_docs, probes) -> None:
+def merge_window_probe(prof: Profile, probe_docs, probes) -> Profile:
     """Set each link's ``window_bytes`` from links-only runs under delayed links.
 
     One probe: if its fitted bandwidth is clearly below the expected one (the smaller
@@ -135,14 +136,15 @@ def merge_window_probe(doc: dict, probe_docs, probes) -> None:
     window cap falls as 1/RTT, a capacity ceiling does not. If the longer-RTT probe's
     bandwidth is below 0.8x the shorter one's, the window is taken from the longer
     one; otherwise the drop is a capacity ceiling, ``window_bytes`` stays null and the
-    ceiling is recorded in ``raw.window_probe``.
+    ceiling is recorded in ``raw.window_probe``. Returns the profile with those windows,
+    the probe recorded in ``raw.window_probe`` and named in the description.
     """
     if isinstance(probe_docs, dict):
         probe_docs, probes = [probe_docs], [probes]
     fits = [{(r["src"], r["dst"]): r["fit"] for r in pd["raw"]["links"]} for pd in probe_docs]
     report = []
-    for link in doc["links"]:
-        key = (link["src"], link["dst"])
+    links = dict(prof.links)
+    for key, link in sorted(prof.links.items()):
         per = []
         for f, probe in zip(fits, probes):
             if key not in f:
@@ -150,7 +152,7 @@ def merge_window_probe(doc: dict, probe_docs, probes) -> None:
             pf = LinkFit(f[key]["latency_s"], f[key]["bandwidth_bps"], f[key]["rms_rel_error"] or 0.0,
                          f[key]["max_rel_error"] or 0.0)
             shaped = probe.for_link(*key).bandwidth_bps
-            expected = min(link["bandwidth_bps"], shaped) if shaped else link["bandwidth_bps"]
+            expected = min(link.bandwidth_bps, shaped) if shaped else link.bandwidth_bps
             per.append((pf, expected, probe.label))
         if not per:
             continue
@@ -170,13 +172,14 @@ def merge_window_probe(doc: dict, probe_docs, probes) -> None:
                 win = None
                 entry["verdict"] = "capacity ceiling under delay, not a window (throughput does not fall with RTT)"
                 entry["ceiling_bps"] = min(p1.bandwidth_bps, p2.bandwidth_bps)
-        link["window_bytes"] = win
+        links[key] = replace(link, window_bytes=win)
         entry["window_bytes"] = win
         report.append(entry)
     labels = [p.label for p in probes]
-    doc.setdefault("raw", {})["window_probe"] = {
+    raw = {**(prof.raw or {}), "window_probe": {
         "networks": labels,
         "method": "links re-measured under these settings; window = bandwidth * 2 * latency / 8 where the "
                   "throughput is below 0.8x the expected and (with two probes) falls as the round trip grows",
-        "links": report, "raw_links": [pd["raw"]["links"] for pd in probe_docs]}
-    doc["description"] += f"; single-connection cap probed under {' and '.join(repr(l) for l in labels)}"
+        "links": report, "raw_links": [pd["raw"]["links"] for pd in probe_docs]}}
+    desc = prof.description + f"; single-connection cap probed under {' and '.join(repr(l) for l in labels)}"
+    return replace(prof, links=links, raw=raw, description=desc)

@@ -29,7 +29,10 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+
+from pipesim.profile import Profile
 
 # What the probe records as its method (the module docstring says why)
 METHOD = ("short runs of the real runtime on the default network, probe_microbatches micro-batches per step, "
@@ -38,9 +41,9 @@ METHOD = ("short runs of the real runtime on the default network, probe_microbat
           "at least 0, per stage, micro-batch size and schedule")
 
 
-def probe(doc: dict, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
-          timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b"), launches: int = 3) -> dict:
-    """Fill ``overhead_s`` in ``doc`` (a profile JSON document) and record the raw figures."""
+def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
+          timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b"), launches: int = 3) -> Profile:
+    """``prof`` with ``overhead_s`` and ``overhead_by_schedule_s`` probed, and the raw figures in ``raw.overhead_probe``."""
     from runtime.launch import run_local
 
     raw = {"method": METHOD, "probe_microbatches": probe_microbatches,
@@ -59,21 +62,21 @@ def probe(doc: dict, ranks: int, model: str, micro_batch_sizes, *, probe_microba
                     res = json.loads(out.read_text())
                     per_rank = sorted(res["per_rank"], key=lambda pr: pr["rank"])
                     cpus.setdefault((schedule, m), []).append([pr["cpu_per_step"]["median"] for pr in per_rank])
+    stages = list(prof.stages)
     for (schedule, m), runs in cpus.items():
         per = {}
         for r in range(len(runs[0])):
-            stage = doc["stages"][r]
-            c = stage["compute"][str(m)]
-            solo = probe_microbatches * (c["forward_s"] + c["backward_s"]) + stage.get("optimizer_s", 0.0)
+            stage = stages[r]
+            c = stage.compute[m]
+            solo = probe_microbatches * (c.forward_s + c.backward_s) + stage.optimizer_s
             cpu = statistics.median(run[r] for run in runs)
             oh = max(0.0, (cpu - solo) / (2 * probe_microbatches))
-            c.setdefault("overhead_by_schedule_s", {})[schedule] = oh
-            if schedule == schedules[0]:
-                c["overhead_s"] = oh
+            c = replace(c, overhead_by_schedule_s={**(c.overhead_by_schedule_s or {}), schedule: oh},
+                        overhead_s=oh if schedule == schedules[0] else c.overhead_s)
+            stages[r] = replace(stage, compute={**stage.compute, m: c})
             per[str(r)] = {"cpu_per_step_s": cpu, "cpu_per_step_launches_s": [run[r] for run in runs],
                            "solo_compute_s": solo, "overhead_s": oh}
         raw["runs"].setdefault(schedule, {})[str(m)] = per
-    doc.setdefault("raw", {})["overhead_probe"] = raw
-    doc["description"] += (f"; runtime overhead per action probed ({probe_microbatches} micro-batches, "
-                           f"{' and '.join(schedules)})")
-    return doc
+    desc = prof.description + (f"; runtime overhead per action probed ({probe_microbatches} micro-batches, "
+                               f"{' and '.join(schedules)})")
+    return replace(prof, stages=tuple(stages), raw={**(prof.raw or {}), "overhead_probe": raw}, description=desc)

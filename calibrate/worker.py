@@ -253,16 +253,20 @@ def run(args) -> int:
     dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
     rc = 0
     if rank == 0:
-        doc = assemble(args, gathered, cfg, partition, backend, device, dtype, time.perf_counter() - t_start)
-        doc["raw"]["settings"]["loadavg_1min"] = {"start": load_start, "end": os.getloadavg()[0],
-                                                  "cores": os.cpu_count()}
-        write_json_atomic(args.out, doc, force=args.force)
-        from pipesim.profile import from_json
+        loadavg = {"start": load_start, "end": os.getloadavg()[0], "cores": os.cpu_count()}
+        if args.links_only:   # raw link measurements for merge_window_probe, not a profile
+            write_json_atomic(args.out, assemble_links(args, gathered, loadavg, time.perf_counter() - t_start),
+                              force=args.force)
+        else:
+            prof = assemble(args, gathered, cfg, partition, backend, device, time.perf_counter() - t_start, loadavg)
+            prof.save(args.out, force=args.force)
+            from pipesim.profile import from_json
 
-        from .summary import summary
+            from .summary import summary
 
-        if not args.links_only and not args.no_summary:
-            print(summary(from_json(doc, origin=str(args.out))), flush=True)
+            checked = from_json(prof.to_json(), origin=str(args.out))   # what the simulator will read
+            if not args.no_summary:
+                print(summary(checked), flush=True)
         print(f"wrote {args.out} ({time.perf_counter() - t_start:.1f}s)", flush=True)
     dist.barrier()
     dist.destroy_process_group()
@@ -321,20 +325,25 @@ def _cpu_name() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
-def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype, wall_s: float) -> dict:
+def _settings(args, wall_s: float, loadavg: dict) -> dict:
+    return {"repeats": args.repeats, "warmup": args.warmup, "link_repeats": args.link_repeats,
+            "network": args.network_label, "spread": "interquartile range (p75 - p25)",
+            "rounds": args.rounds, "timing": args.timing,
+            "optimizer": "torch.optim.AdamW(lr=1e-3, weight_decay=0), as the runtime", "wall_s": round(wall_s, 2),
+            "link_method": "ping-pong of n bytes out and 4 bytes back, minus half a 4-byte round trip, "
+                           "lower quartile of the repeats; latency = half the 4-byte round trip; bandwidth = "
+                           "least squares on seconds with that latency fixed (the largest messages "
+                           "set it); errors relative, over all sizes",
+            "loadavg_1min": loadavg}
+
+
+def _fit_links(gathered: list[dict]):
+    """Each measured direction fitted to latency + bytes*8/bandwidth: (Links, their raw records)."""
+    from pipesim.limits import LINK_BANDWIDTH_BPS as BW
+    from pipesim.profile import Link
+
     from .fit import LinkFit, fit_link
 
-    world = len(gathered)
-    dev = describe_device(device, backend, args.dtype, args.threads)
-    dev["timer"] = "cuda events" if device.type == "cuda" else "time.perf_counter"
-    if device.type == "cuda" and backend != "nccl":
-        dev["link_tensors"] = "cpu (gloo)"
-    hosts = sorted({g["host"] for g in gathered})
-    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    where = f"{world} ranks on one machine ({hosts[0]})" if args.one_machine else f"{world} ranks on {', '.join(hosts)}"
-    desc = (f"measured by pipesim calibrate: {cfg.name}, {where}, device {dev['name']}, backend {backend}, "
-            f"dtype {args.dtype}, {args.threads} thread(s) per rank, network {args.network_label!r}, "
-            f"{'thread CPU-time' if args.timing == 'cpu' else 'wall-clock'} medians, {when}")
     links, raw_links = [], []
     for g in gathered:
         for r in g["links"]:
@@ -350,55 +359,67 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
                 print(f"warning: link {r['src']}->{r['dst']}: {e}; using half the small round trip and the largest "
                       f"message's throughput instead (one-way times: {shown}); is the machine busy?", flush=True)
                 r = {**r, "fit_failed": str(e)}
-            links.append({"src": r["src"], "dst": r["dst"], "latency_s": fit.latency_s,
-                          "bandwidth_bps": fit.bandwidth_bps, "window_bytes": None})
+            bw = min(max(fit.bandwidth_bps, BW.lo), BW.hi)   # a profile holds no more (pipesim.limits)
+            if bw != fit.bandwidth_bps:
+                print(f"warning: link {r['src']}->{r['dst']}: fitted bandwidth {fit.bandwidth_bps:.3g} bit/s is outside "
+                      f"what a profile holds ({BW.describe()}); using {bw:.3g} (is the machine busy?)", flush=True)
+                r = {**r, "bandwidth_clamped_from_bps": fit.bandwidth_bps}
+            links.append(Link(r["src"], r["dst"], latency_s=fit.latency_s, bandwidth_bps=bw))
             try:   # for comparison: both parameters free, every size weighted alike
                 free = fit_link(pts).to_json()
             except ValueError as e:
                 free = {"error": str(e)}
             raw_links.append({**r, "fit": fit.to_json(), "fit_free_relative": free})
-    links.sort(key=lambda l: (l["src"], l["dst"]))
     raw_links.sort(key=lambda l: (l["src"], l["dst"]))
-    doc = {
-        "pipesim_profile": 1,
-        "source": "measured",
-        "description": desc,
-        "model": {**cfg.to_dict(), "stages": world, "partition": [list(p) for p in partition]},
-        "device": dev,
-        "stages": [],
-        "links": links,
-    }
-    raw: dict = {"settings": {"repeats": args.repeats, "warmup": args.warmup, "link_repeats": args.link_repeats,
-                              "network": args.network_label, "spread": "interquartile range (p75 - p25)",
-                              "rounds": args.rounds, "timing": args.timing,
-                              "optimizer": "torch.optim.AdamW(lr=1e-3, weight_decay=0), as the runtime", "wall_s": round(wall_s, 2),
-                              "link_method": "ping-pong of n bytes out and 4 bytes back, minus half a 4-byte round trip, "
-                                             "lower quartile of the repeats; latency = half the 4-byte round trip; bandwidth = "
-                                             "least squares on seconds with that latency fixed (the largest messages "
-                                             "set it); errors relative, over all sizes"},
-                 "links": raw_links}
-    if args.links_only:
-        doc["stages"] = [{"layers": b - a, "compute": {}} for a, b in partition]
-        doc["raw"] = raw
-        return doc
-    raw_comp = []
+    return {(l.src, l.dst): l for l in sorted(links, key=lambda l: (l.src, l.dst))}, raw_links
+
+
+def assemble_links(args, gathered: list[dict], loadavg: dict, wall_s: float) -> dict:
+    """A links-only run's result (``--links-only``): the raw link records, read by
+    :func:`calibrate.local.merge_window_probe`; not a profile."""
+    _, raw_links = _fit_links(gathered)
+    return {"links_only": True, "network": args.network_label,
+            "raw": {"settings": _settings(args, wall_s, loadavg), "links": raw_links}}
+
+
+def assemble(args, gathered: list[dict], cfg, partition, backend, device, wall_s: float, loadavg: dict):
+    """The measured :class:`pipesim.profile.Profile` from what the ranks gathered."""
+    from pipesim.profile import Host, Profile, Stage, StageCompute
+    from pipesim.transport import Transport
+
+    world = len(gathered)
+    dev = describe_device(device, backend, args.dtype, args.threads)
+    dev["timer"] = "cuda events" if device.type == "cuda" else "time.perf_counter"
+    if device.type == "cuda" and backend != "nccl":
+        dev["link_tensors"] = "cpu (gloo)"
+    hosts = sorted({g["host"] for g in gathered})
+    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    where = f"{world} ranks on one machine ({hosts[0]})" if args.one_machine else f"{world} ranks on {', '.join(hosts)}"
+    desc = (f"measured by pipesim calibrate: {cfg.name}, {where}, device {dev['name']}, backend {backend}, "
+            f"dtype {args.dtype}, {args.threads} thread(s) per rank, network {args.network_label!r}, "
+            f"{'thread CPU-time' if args.timing == 'cpu' else 'wall-clock'} medians, {when}")
+    links, raw_links = _fit_links(gathered)
+    raw: dict = {"settings": _settings(args, wall_s, loadavg), "links": raw_links}
+    stages, raw_comp = [], []
     for g, (a, b) in zip(gathered, partition):
         comp = {}
         rc = {}
         for m, r in sorted(g["compute"].items()):
-            comp[str(m)] = {k: r[k] for k in ("forward_s", "backward_s", "activation_bytes", "gradient_bytes",
-                                              "forward_spread_s", "backward_spread_s")}
+            comp[int(m)] = StageCompute(forward_s=r["forward_s"], backward_s=r["backward_s"],
+                                        activation_bytes=r["activation_bytes"], gradient_bytes=r["gradient_bytes"],
+                                        forward_spread_s=r["forward_spread_s"], backward_spread_s=r["backward_spread_s"])
             rc[str(m)] = {"forward_samples_s": r["forward_samples"], "backward_samples_s": r["backward_samples"]}
             if "forward_cpu_s" in r:   # thread CPU time: the compute without time other processes took
                 for k in ("forward_wall_s", "backward_wall_s", "forward_cpu_s", "backward_cpu_s"):
                     rc[str(m)][k] = r[k]
-        doc["stages"].append({"layers": b - a, "optimizer_s": g["optimizer_s"], "compute": comp})
+        stages.append(Stage(compute=comp, layers=b - a, optimizer_s=g["optimizer_s"]))
         raw_comp.append({"rank": g["rank"], "optimizer_spread_s": g["optimizer_spread_s"], "samples": rc})
     raw["compute"] = raw_comp
+    host = None
     if args.one_machine and world > 1:
         import statistics
 
-        slow = {"1": 1.0}
+        slow = {1: 1.0}
         per = {}
         for k in range(2, world + 1):
             ratios_by_mbs = {}
@@ -410,19 +431,22 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, dtype,
                     ratios.append(statistics.median(g["contention"][k][m]) / alone)
                 ratios_by_mbs[str(m)] = {"per_rank": ratios, "mean": sum(ratios) / len(ratios)}
             per[str(k)] = ratios_by_mbs
-            slow[str(k)] = statistics.median(v["mean"] for v in ratios_by_mbs.values())
-        doc["host"] = {"cores": os.cpu_count(), "slowdown": slow}
+            slow[k] = statistics.median(v["mean"] for v in ratios_by_mbs.values())
+        cores = os.cpu_count() or 1
+        placement = None
         pinned = [g.get("cpu") for g in gathered]
         if all(c is not None for c in pinned):  # ranks pinned to cores by the launcher (runtime.launch.placement)
             order = sorted({int(c) for c in pinned})
-            doc["host"]["placement"] = [order.index(int(c)) for c in pinned]
-            doc["host"]["cores"] = max(len(order), 1) if len(order) > os.cpu_count() else os.cpu_count()
+            placement = tuple(order.index(int(c)) for c in pinned)
+            cores = max(len(order), 1) if len(order) > cores else cores
+        host = Host(cores=cores, slowdown=slow, placement=placement)
         raw["host"] = {"method": "ranks 0..k-1 run forward+backward back to back for "
                                  f"{args.contention_s}s; ratio = median iteration time / (forward+backward alone); "
                                  "slowdown[k] = median over micro-batch sizes of the mean over ranks",
                        "ratios": per}
-    doc["raw"] = raw
-    return doc
+    return Profile(stages=tuple(stages), links=links, source="measured", description=desc,
+                   model={**cfg.to_dict(), "stages": world, "partition": [list(p) for p in partition]},
+                   device=dev, host=host, transport=Transport.for_backend(backend), raw=raw)
 
 
 if __name__ == "__main__":

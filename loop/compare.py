@@ -78,7 +78,7 @@ def build_rows(prof: P.Profile, cells: Sequence[dict], transport: E.Transport | 
     simulated with the same profile, transport and steps (validate's step 2); the others
     are simulated here. Cells it cannot simulate are left out, their reasons appended
     to ``skipped``."""
-    transport = transport or E.Transport.for_backend(prof.device.get("backend"))
+    transport = transport or E.Transport.for_profile(prof)
     rows = []
     for c in cells:
         try:
@@ -169,7 +169,7 @@ def draw(prof: P.Profile, rows: Sequence[dict], figures: str | Path, transport: 
     from pipesim import plots
 
     figures = Path(figures)
-    transport = transport or E.Transport.for_backend(prof.device.get("backend"))
+    transport = transport or E.Transport.for_profile(prof)
     paths = [plots.parity(list(rows), figures / "parity.png",
                           title=title or f"Simulated vs measured ({_plural(len(rows), 'cell')})"),
              plots.bars(list(rows), figures / "bars.png")]
@@ -211,7 +211,7 @@ def compare(measured: Sequence[str | Path], profile: str | Path | None = None, *
     out_dir = out_folder(out, "--out") if out else None
     fig_dir = out_folder(figures, "--figures") if figures else None
     prof = P.load(profile)
-    transport = E.Transport.for_backend(prof.device.get("backend"))
+    transport = E.Transport.for_profile(prof)
     notes: list[str] = []
     cells = M.read(measured, batch_size, notes)
     skipped: list[str] = []

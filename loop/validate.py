@@ -152,7 +152,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     prof = P.load(prof_path)
     speed_ref = _speed_reference(out)
     # 2. simulate from the profile only
-    transport = E.Transport.for_backend(prof.device.get("backend"))
+    transport = E.Transport.for_profile(prof)
     cells = [(s, net, m) for s in schedules for net in settings for m in micro_batch_sizes]
     t0 = time.perf_counter()
     grid = run_grid(prof, settings, micro_batch_sizes, schedules, batch_size, transport, progress=False,
@@ -181,8 +181,10 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                                     trace=(s, net.label, m) == tuple(tl), run=i_run, profile=prof,
                                     transport=transport)
                 rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
-                       "batch_size": batch_size, **meas, "drift_pct": 100 * (meas["speed_ms"] / speed_ref - 1)}
-                why = disturbed(meas["usage"])
+                       "batch_size": batch_size, **meas}
+                if meas.get("speed_ms"):
+                    rec["drift_pct"] = 100 * (meas["speed_ms"] / speed_ref - 1)
+                why = disturbed(meas.get("usage") or {})
                 if why and attempt < retries:
                     rec["disturbed"] = why  # kept in the log, not counted
                     append_jsonl(mpath, rec, fsync=True)
@@ -198,7 +200,8 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                 if "replay_s" in meas else ""
             _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: measured {meas['median']:.3f} s "
                  f"(p10-p90 {meas['p10']:.3f}-{meas['p90']:.3f}), simulated {sims[key]:.3f} s, {err:+.1f}%"
-                 f"{rerr}, drift {rec['drift_pct']:+.0f}%  [{meas['wall_s']:.0f} s]")
+                 f"{rerr}" + (f", drift {rec['drift_pct']:+.0f}%" if "drift_pct" in rec else "")
+                 + f"  [{meas['wall_s']:.0f} s]")
 
     for r in range(repeats):
         order = cells if r % 2 == 0 else cells[::-1]

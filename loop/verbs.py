@@ -89,7 +89,7 @@ def _plot(ns: argparse.Namespace) -> int:
         if not need.exists():
             raise FileNotFoundError(f"{need} not found: run 'pipesim validate --out {out}' first")
     prof = P.load(ppath)
-    transport = E.Transport.for_backend(prof.device.get("backend"))
+    transport = E.Transport.for_profile(prof)
     skipped: list[str] = []
     rows = C.build_rows(prof, M.read_measured_jsonl(mpath), transport, skipped=skipped)
     for s in skipped:

@@ -13,6 +13,7 @@ from . import network as N
 from . import profile as P
 from . import schedule as S
 from . import trace as T
+from .transport import QUEUES, SEND_MODES
 from .util import parse_int_list, write_json_atomic
 
 
@@ -27,18 +28,39 @@ def parse_schedules(text: str) -> list[str]:
 
 
 def add_transport_args(ap: argparse.ArgumentParser) -> None:
-    g = ap.add_argument_group("transport (defaults follow the profile's backend)")
-    g.add_argument("--queue", choices=["link", "rank"], help="one FIFO per link direction, or per-rank send/recv queues")
-    g.add_argument("--send-mode", choices=["eager", "rendezvous"], help="when a send may start")
+    g = ap.add_argument_group("transport (default: the profile's 'transport' section, else its backend's)")
+    g.add_argument("--queue", choices=list(QUEUES), help="one FIFO per link direction, or per-rank send/recv queues")
+    g.add_argument("--send-mode", choices=list(SEND_MODES), help="when a send may start")
+    g.add_argument("--eager-limit-bytes", type=int, default=None, metavar="N",
+                   help="under rendezvous, messages up to N bytes go eagerly")
     g.add_argument("--recv-ahead", type=int, default=-2, metavar="K",
                    help="post each receive K computations early (-1: all at step start)")
 
 
 def transport_from(args, profile: P.Profile) -> E.Transport:
-    base = E.Transport.for_backend(profile.device.get("backend"))
-    ra = base.recv_ahead if args.recv_ahead == -2 else (None if args.recv_ahead == -1 else args.recv_ahead)
+    """The profile's transport (:meth:`Transport.for_profile`) with the flags that were given on top."""
+    base = E.Transport.for_profile(profile)
+    if args.recv_ahead == -2:
+        ra = base.recv_ahead
+    elif args.recv_ahead == -1:
+        ra = None
+    elif args.recv_ahead < 0:
+        raise ValueError(f"--recv-ahead must be >= 0, or -1 for all receives at step start; got {args.recv_ahead}")
+    else:
+        ra = args.recv_ahead
+    if args.eager_limit_bytes is not None and args.eager_limit_bytes < 0:
+        raise ValueError(f"--eager-limit-bytes must be >= 0, got {args.eager_limit_bytes}")
+    eager = base.eager_limit_bytes if args.eager_limit_bytes is None else args.eager_limit_bytes
     return E.Transport(queue=args.queue or base.queue, send_mode=args.send_mode or base.send_mode,
-                       eager_limit_bytes=base.eager_limit_bytes, recv_ahead=ra)
+                       eager_limit_bytes=eager, recv_ahead=ra)
+
+
+def transport_note(args, profile: P.Profile, tr: E.Transport) -> str:
+    """Where the transport comes from, in words."""
+    flags = any(x for x in (args.queue, args.send_mode, args.eager_limit_bytes is not None, args.recv_ahead != -2))
+    origin = ("the profile's transport section" if profile.transport is not None
+              else f"the default for backend {profile.device.get('backend') or 'gloo'}")
+    return f"transport: {tr.describe()} ({origin}{', flags on top' if flags else ''})"
 
 
 def profile_note(profile: P.Profile, path) -> str:
@@ -57,7 +79,8 @@ def cmd_simulate(args) -> int:
                      transport=tr, steps=args.steps, record=bool(args.trace))
     print(profile_note(prof, args.profile))
     print(f"{args.schedule}, micro-batch {args.micro_batch_size} x {res.num_microbatches}, "
-          f"{prof.num_stages} stages, network: {setting.label}, transport: {tr.queue} queues, {tr.send_mode}")
+          f"{prof.num_stages} stages, network: {setting.label}")
+    print(transport_note(args, prof, tr))
     print(res.summary())
     if args.trace:
         for p in T.write(res.trace, args.trace, label="pipesim simulate"):

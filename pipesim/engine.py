@@ -20,6 +20,9 @@ What is modelled
   capped, for a message larger than one window, by the single-connection limit
   ``window / RTT`` -- and delivers each message ``latency`` after its last byte left.
   Links are full duplex: the two directions are independent queues.
+* The transport (:class:`pipesim.transport.Transport`) is the profile's own ``transport``
+  section if it has one, else the runtime's default for the profile's backend
+  (:meth:`Transport.for_backend`); ``simulate(transport=...)`` overrides it.
 * Which transfers share a queue (:attr:`Transport.queue`):
   ``"link"``: one FIFO per link direction (gloo: one TCP connection per pair of ranks);
   ``"rank"``: one send queue and one receive queue per rank that serve forward and
@@ -55,39 +58,12 @@ from .network import NetworkSetting
 from .network import parse as parse_network
 from .profile import Link, Profile
 from .trace import TraceEvent
+from .transport import Transport
 
 CONTROL_BYTES = 64  # size of a rendezvous ready-notice on the wire
 
 Durations = Callable[[int, int, str], float]
 """Replay: (rank, step, action text such as "1F3" or "OPT") -> seconds that computation takes."""
-
-
-@dataclass(frozen=True)
-class Transport:
-    """How the lowering and the communication backend move messages (see module docstring)."""
-
-    queue: str = "link"
-    send_mode: str = "rendezvous"
-    eager_limit_bytes: int = 0
-    recv_ahead: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.queue not in ("link", "rank"):
-            raise ValueError(f"transport queue must be 'link' or 'rank', got {self.queue!r}")
-        if self.send_mode not in ("eager", "rendezvous"):
-            raise ValueError(f"transport send_mode must be 'eager' or 'rendezvous', got {self.send_mode!r}")
-        if self.eager_limit_bytes < 0:
-            raise ValueError(f"transport eager_limit_bytes must be >= 0, got {self.eager_limit_bytes}")
-        if self.recv_ahead is not None and self.recv_ahead < 0:
-            raise ValueError(f"transport recv_ahead must be >= 0 or None, got {self.recv_ahead}")
-
-    @classmethod
-    def for_backend(cls, backend: str | None) -> Transport:
-        """The transport the runtime uses with ``backend`` (gloo: per-pair TCP, rendezvous, receives posted up front;
-        nccl: one p2p stream per rank, rendezvous, each receive posted just before it is needed)."""
-        if backend == "nccl":
-            return cls(queue="rank", send_mode="rendezvous", recv_ahead=0)
-        return cls(queue="link", send_mode="rendezvous", recv_ahead=None)
 
 
 @dataclass
@@ -586,7 +562,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     m = batch_size // micro_batch_size
     p = profile.num_stages
     setting = parse_network(network) if isinstance(network, str) else network
-    transport = transport or Transport.for_backend(profile.device.get("backend"))
+    transport = transport or Transport.for_profile(profile)
     if lowered is None:
         lowered = S.build(schedule, p, m, recv_ahead=transport.recv_ahead)
     else:

@@ -1,7 +1,7 @@
 """Units and accepted ranges of every network setting, profile field and simulation size.
 
 The one place that states them. The network-setting parser (:mod:`pipesim.network`),
-the profile reader (:mod:`pipesim.profile`) and the simulator's entry
+the profile schema (:mod:`pipesim.schema`, which the profile reader validates against) and the simulator's entry
 (:func:`pipesim.engine.simulate`) all check against this table, and
 ``docs/limits.md`` is generated from it (``python -m pipesim.limits``).
 
@@ -79,6 +79,11 @@ SLOWDOWN = Range("slowdown", "", 1e-3, 1e3, doc="host slowdown factor with k ran
 QUANTUM_S = Range("quantum", "s", 0.0, 3600.0, lo_open=True, doc="round-robin time slice of the host scheduler")
 CORES = Range("cores", "", 1, 4096, integer=True, doc="cores of the shared host")
 LAYERS = Range("layers", "", 1, 1_000_000, integer=True, doc="layers of a stage or a model")
+MODEL_SIZE = Range("size", "", 1, 2 ** 40, integer=True,
+                   doc="model.d_model, heads, seq_len, vocab, stages: sizes of the model, whole")
+RECV_AHEAD = Range("receives ahead", "computations", 0, 2 ** 31, integer=True,
+                   doc="each receive is posted this many computations before the one that needs it "
+                       "(null: all receives of a step posted at its start)")
 
 # ---------------------------------------------------------------- simulation sizes
 MICRO_BATCH_SIZE = Range("micro-batch size", "", 1, 2 ** 31, integer=True, doc="samples per micro-batch")
@@ -95,11 +100,13 @@ ALL = {
     "network: delay": DELAY_S, "network: bandwidth": BANDWIDTH_BPS,
     "profile: forward_s, backward_s": SECONDS,
     "profile: optimizer_s, overhead_s, *_spread_s, overhead_by_schedule_s": SECONDS_OR_ZERO,
-    "profile: activation_bytes, gradient_bytes": BYTES,
+    "profile: activation_bytes, gradient_bytes, transport.eager_limit_bytes": BYTES,
     "profile: links[].latency_s": LATENCY_S, "profile: links[].bandwidth_bps": LINK_BANDWIDTH_BPS,
     "profile: links[].window_bytes": WINDOW_BYTES,
     "profile: host.cores": CORES, "profile: host.slowdown": SLOWDOWN, "profile: host.quantum_s": QUANTUM_S,
     "profile: stages[].layers, model.layers": LAYERS,
+    "profile: model.d_model, heads, seq_len, vocab, stages": MODEL_SIZE,
+    "profile: transport.recv_ahead": RECV_AHEAD,
     "simulate: --micro-batch-size": MICRO_BATCH_SIZE, "simulate: --batch-size": BATCH_SIZE,
     "simulate: --steps": STEPS,
 }

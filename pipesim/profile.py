@@ -19,8 +19,16 @@ A versioned JSON document, written so that a person can also write it by hand::
         ...
       ],
       "host": {"cores": 2, "slowdown": {"1": 1.0, "2": 1.1, "3": 1.6}},   # optional
+      "transport": {"queue": "link", "send_mode": "rendezvous",            # optional
+                    "eager_limit_bytes": 0, "recv_ahead": null},
       "raw": {...}                                                          # optional
     }
+
+Its one declared shape is the JSON Schema of :mod:`pipesim.schema` (shipped as
+``pipesim/data/profile.schema.json``; every field, unit and range in
+``docs/profile.md``). :func:`from_json` and :func:`load` check a document against it;
+:meth:`Profile.to_json` and :meth:`Profile.save` are the one way a profile is written
+(calibration builds :class:`Profile` objects and saves them through these).
 
 Per stage and micro-batch size: forward and backward seconds (medians; optional
 ``*_spread_s``), ``activation_bytes`` sent to the next stage and ``gradient_bytes``
@@ -41,8 +49,12 @@ than alone. With ``placement`` (the core each rank is pinned to, as ``pipesim ru
 --local`` does), ranks share only their own core instead: j ranks computing on one core
 each run j times slower. A real cluster (one rank per machine) leaves ``host`` out.
 
+``transport`` (optional) is how the runtime the profile was calibrated from moves
+messages (:class:`pipesim.transport.Transport`); without it the simulator uses the
+runtime's default for ``device.backend``.
+
 Errors name the file and the field, e.g. ``profile.json: stages[1].compute["4"].forward_s
-must be a number > 0, got -1``.
+must be a number > 0 and <= 86400 s, got -1``.
 """
 
 from __future__ import annotations
@@ -54,11 +66,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import schema
 from .network import NetworkSetting
-from .schedule import GENERATORS
+from .transport import Transport
 from .util import write_json_atomic
 
-VERSION = 1
+VERSION = schema.VERSION
 BUNDLED = Path(__file__).parent / "data" / "gpt3_small_v100_estimated.json"
 
 
@@ -138,6 +151,7 @@ class Profile:
     device: dict[str, Any] = field(default_factory=dict)
     host: Host | None = None
     raw: dict[str, Any] | None = None
+    transport: Transport | None = None  # the runtime's transport, if the profile records it
 
     @property
     def num_stages(self) -> int:
@@ -160,6 +174,7 @@ class Profile:
     # ------------------------------------------------------------------ JSON
 
     def to_json(self) -> dict[str, Any]:
+        """The profile's JSON document (what :func:`from_json` reads back to an equal profile)."""
         doc: dict[str, Any] = {
             "pipesim_profile": VERSION,
             "source": self.source,
@@ -182,180 +197,191 @@ class Profile:
                 doc["host"]["placement"] = list(self.host.placement)
             if self.host.quantum_s is not None:
                 doc["host"]["quantum_s"] = self.host.quantum_s if math.isfinite(self.host.quantum_s) else "inf"
+        if self.transport is not None:
+            doc["transport"] = self.transport.to_json()
         if self.raw is not None:
             doc["raw"] = self.raw
         return doc
 
     def save(self, path: str | os.PathLike, force: bool = True) -> None:
+        """Write the profile to ``path`` atomically (``FileExistsError`` if it exists and not ``force``)."""
         write_json_atomic(path, self.to_json(), force=force)
 
 
 # ---------------------------------------------------------------------- reading with named errors
 
 
-class _Reader:
-    def __init__(self, origin: str):
-        self.origin = origin
+class _NonFinite(float):
+    """A number JSON cannot hold as a finite float (``NaN``, ``Infinity``, ``1e400``, a 400-digit integer).
 
-    def fail(self, where: str, msg: str) -> ValueError:
-        return ValueError(f"{self.origin}: {where} {msg}")
+    It is a float (inf or nan), so the schema refuses it wherever a number is expected,
+    and free-form sections (``raw``) keep it as before; its ``repr`` is what the file said.
+    """
 
-    def get(self, obj: dict, key: str, where: str, required: bool = True, default: Any = None):
-        if not isinstance(obj, dict):
-            raise self.fail(where, f"must be an object, got {type(obj).__name__}")
-        if key not in obj:
-            if required:
-                raise self.fail(f"{where}.{key}" if where else key, "is missing")
-            return default
-        return obj[key]
+    text: str
 
-    def number(self, obj, key, where, *, positive=False, nonneg=True, required=True, default=None):
-        v = self.get(obj, key, where, required, default)
-        name = f"{where}.{key}" if where else key
-        if v is None and not required:
-            return default
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise self.fail(name, f"must be a number, got {v!r}")
-        if positive and v <= 0:
-            raise self.fail(name, f"must be a number > 0, got {v!r}")
-        if nonneg and v < 0:
-            raise self.fail(name, f"must be a number >= 0, got {v!r}")
-        return v
+    def __new__(cls, value: float, text: str) -> _NonFinite:
+        obj = super().__new__(cls, value)
+        obj.text = text
+        return obj
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __reduce__(self):
+        return float, (float(self),)
 
 
-def _by_schedule(rd: _Reader, obj: dict, key: str, where: str) -> dict[str, float] | None:
-    d = obj.get(key)
-    if d is None:
-        return None
-    if not isinstance(d, dict):
-        raise rd.fail(f"{where}.{key}", 'must map a schedule to seconds, e.g. {"gpipe": 0.0005, "1f1b": 0.0004}')
-    for name in d:
-        if name not in GENERATORS:
-            raise rd.fail(f"{where}.{key}", f"unknown schedule {name!r} ({', '.join(GENERATORS)})")
-    return {name: rd.number(d, name, f"{where}.{key}") for name in d}
+def _parse_constant(name: str) -> float:
+    return _NonFinite(float(name.replace("Infinity", "inf")), name)
+
+
+def _parse_float(text: str) -> float:
+    v = float(text)
+    return v if math.isfinite(v) else _NonFinite(v, text)
+
+
+def _parse_int(text: str) -> int | float:
+    digits = len(text.lstrip("-"))
+    if digits > 300:   # beyond every range; int() of more than 4300 digits even raises
+        return _NonFinite(-math.inf if text.startswith("-") else math.inf, f"a number of {digits} digits")
+    return int(text)
+
+
+def parse(text: str, origin: str = "<profile>") -> Any:
+    """A profile document from JSON text; ``ValueError`` naming ``origin`` if it is not valid JSON."""
+    try:
+        return json.loads(text, parse_constant=_parse_constant, parse_float=_parse_float, parse_int=_parse_int)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{origin}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{origin}: not a profile: nested too deeply for JSON to be read") from None
+
+
+def _fail(origin: str, where: str, msg: str) -> ValueError:
+    return ValueError(f"{origin}: {where} {msg}")
 
 
 def from_json(doc: Any, origin: str = "<profile>") -> Profile:
-    rd = _Reader(origin)
+    """A :class:`Profile` from its JSON document, checked against the schema (:mod:`pipesim.schema`).
+
+    Errors are ``ValueError`` naming ``origin`` and the field. Unknown top-level keys are
+    ignored; ``raw`` is kept as it is.
+    """
     if not isinstance(doc, dict):
-        raise rd.fail("document", "must be a JSON object")
-    version = rd.get(doc, "pipesim_profile", "")
-    if version != VERSION:
-        raise rd.fail("pipesim_profile", f"is {version!r}; this pipesim reads version {VERSION}")
-    source = rd.get(doc, "source", "", required=False, default="estimated")
-    if source not in ("measured", "estimated"):
-        raise rd.fail("source", f"must be 'measured' or 'estimated', got {source!r}")
-    stages_doc = rd.get(doc, "stages", "")
-    if not isinstance(stages_doc, list) or not stages_doc:
-        raise rd.fail("stages", "must be a non-empty list")
+        raise _fail(origin, "document", "must be a JSON object")
+    if "pipesim_profile" not in doc:
+        raise _fail(origin, "pipesim_profile", f"is missing (this pipesim reads version {VERSION})")
+    version = doc["pipesim_profile"]
+    if type(version) is not int or version != VERSION:
+        raise _fail(origin, "pipesim_profile", f"is {schema.shown(version)}; this pipesim reads version {VERSION}")
+    try:
+        problem = schema.first_error(doc)
+    except RecursionError:
+        raise _fail(origin, "document", "is nested too deeply") from None
+    if problem is not None:
+        raise ValueError(f"{origin}: {problem}")
+    return _build(doc, origin)
+
+
+def _num(v: Any, default: float = 0.0) -> float:
+    return default if v is None else float(v)
+
+
+def _bytes(v: Any) -> int:
+    return 0 if v is None else int(v)
+
+
+def _build(doc: dict, origin: str) -> Profile:
+    """The Profile of a document that the schema accepted; checks what the schema cannot say."""
     stages = []
-    for i, sd in enumerate(stages_doc):
-        w = f"stages[{i}]"
-        comp_doc = rd.get(sd, "compute", w)
-        if not isinstance(comp_doc, dict) or not comp_doc:
-            raise rd.fail(f"{w}.compute", "must be a non-empty object keyed by micro-batch size")
+    for sd in doc["stages"]:
         compute = {}
-        for k, cd in comp_doc.items():
-            cw = f'{w}.compute["{k}"]'
-            try:
-                mbs = int(k)
-                assert mbs > 0
-            except (ValueError, AssertionError):
-                raise rd.fail(cw, "key must be a positive micro-batch size") from None
-            compute[mbs] = StageCompute(
-                forward_s=rd.number(cd, "forward_s", cw, positive=True),
-                backward_s=rd.number(cd, "backward_s", cw, positive=True),
-                activation_bytes=int(rd.number(cd, "activation_bytes", cw, required=False, default=0)),
-                gradient_bytes=int(rd.number(cd, "gradient_bytes", cw, required=False, default=0)),
-                forward_spread_s=rd.number(cd, "forward_spread_s", cw, required=False, default=0.0),
-                backward_spread_s=rd.number(cd, "backward_spread_s", cw, required=False, default=0.0),
-                overhead_s=rd.number(cd, "overhead_s", cw, required=False, default=0.0),
-                overhead_by_schedule_s=_by_schedule(rd, cd, "overhead_by_schedule_s", cw),
-            )
-        layers = rd.get(sd, "layers", w, required=False)
-        stages.append(Stage(compute=compute, layers=layers,
-                            optimizer_s=rd.number(sd, "optimizer_s", w, required=False, default=0.0)))
+        for k, cd in sd["compute"].items():
+            by = cd.get("overhead_by_schedule_s")
+            compute[int(k)] = StageCompute(
+                forward_s=float(cd["forward_s"]), backward_s=float(cd["backward_s"]),
+                activation_bytes=_bytes(cd.get("activation_bytes")), gradient_bytes=_bytes(cd.get("gradient_bytes")),
+                forward_spread_s=_num(cd.get("forward_spread_s")), backward_spread_s=_num(cd.get("backward_spread_s")),
+                overhead_s=_num(cd.get("overhead_s")),
+                overhead_by_schedule_s=None if by is None else {name: float(v) for name, v in by.items()})
+        layers = sd.get("layers")
+        stages.append(Stage(compute=compute, layers=None if layers is None else int(layers),
+                            optimizer_s=_num(sd.get("optimizer_s"))))
     p = len(stages)
+
+    def link(src: int, dst: int, ld: dict) -> Link:
+        win = ld.get("window_bytes")
+        return Link(src, dst, latency_s=float(ld["latency_s"]), bandwidth_bps=float(ld["bandwidth_bps"]),
+                    window_bytes=None if win is None else int(win))
+
+    default_link = doc.get("default_link")
+    if "links" not in doc and default_link is None:
+        raise _fail(origin, "links", "is missing (list each direction between neighbour stages, or give a 'default_link')")
     links: dict[tuple[int, int], Link] = {}
-    default_link = None
-    if "default_link" in doc:
-        dl = doc["default_link"]
-        default_link = (rd.number(dl, "latency_s", "default_link"),
-                        rd.number(dl, "bandwidth_bps", "default_link", positive=True),
-                        rd.number(dl, "window_bytes", "default_link", positive=True, required=False))
-    links_doc = rd.get(doc, "links", "", required=default_link is None, default=[])
-    if not isinstance(links_doc, list):
-        raise rd.fail("links", "must be a list")
-    for i, ld in enumerate(links_doc):
+    for i, ld in enumerate(doc.get("links") or []):
         w = f"links[{i}]"
-        src = rd.get(ld, "src", w)
-        dst = rd.get(ld, "dst", w)
+        src, dst = int(ld["src"]), int(ld["dst"])
         for name, v in (("src", src), ("dst", dst)):
-            if not isinstance(v, int) or not 0 <= v < p:
-                raise rd.fail(f"{w}.{name}", f"must be a stage index 0..{p - 1}, got {v!r}")
+            if v >= p:
+                raise _fail(origin, f"{w}.{name}", f"must be a stage index 0..{p - 1}, got {v!r}")
         if src == dst:
-            raise rd.fail(w, f"joins stage {src} to itself")
+            raise _fail(origin, w, f"joins stage {src} to itself")
         if (src, dst) in links:
-            raise rd.fail(w, f"repeats link {src}->{dst}")
-        win = rd.number(ld, "window_bytes", w, positive=True, required=False)
-        links[(src, dst)] = Link(src, dst,
-                                 latency_s=rd.number(ld, "latency_s", w),
-                                 bandwidth_bps=rd.number(ld, "bandwidth_bps", w, positive=True),
-                                 window_bytes=int(win) if win is not None else None)
+            raise _fail(origin, w, f"repeats link {src}->{dst}")
+        links[(src, dst)] = link(src, dst, ld)
     for s in range(p - 1):
-        for pair in ((s, s + 1), (s + 1, s)):
-            if pair not in links:
+        for a, b in ((s, s + 1), (s + 1, s)):
+            if (a, b) not in links:
                 if default_link is None:
-                    raise rd.fail("links", f"has no link {pair[0]}->{pair[1]} (and no 'default_link')")
-                lat, bw, win = default_link
-                links[pair] = Link(pair[0], pair[1], lat, bw, int(win) if win is not None else None)
+                    raise _fail(origin, "links", f"has no link {a}->{b} (and no 'default_link')")
+                links[(a, b)] = link(a, b, default_link)
     host = None
-    if doc.get("host") is not None:
-        hd = doc["host"]
-        cores = rd.get(hd, "cores", "host")
-        if not isinstance(cores, int) or cores < 1:
-            raise rd.fail("host.cores", f"must be a positive integer, got {cores!r}")
-        sl = rd.get(hd, "slowdown", "host")
-        if not isinstance(sl, dict) or not sl:
-            raise rd.fail("host.slowdown", "must be an object like {\"1\": 1.0, \"2\": 1.1}")
-        slow = {}
-        for k in sl:
-            try:
-                kk = int(k)
-                assert kk > 0
-            except (ValueError, AssertionError):
-                raise rd.fail("host.slowdown", f"key {k!r} must be a positive number of ranks") from None
-            slow[kk] = rd.number(sl, k, "host.slowdown", positive=True)
+    hd = doc.get("host")
+    if hd is not None:
+        cores = int(hd["cores"])
         q = hd.get("quantum_s")
-        if q == "inf":
-            q = math.inf
-        elif q is not None:
-            q = rd.number(hd, "quantum_s", "host", positive=True)
         pl = hd.get("placement")
         if pl is not None:
-            if (not isinstance(pl, list) or len(pl) != len(stages)
-                    or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < cores for c in pl)):
-                raise rd.fail("host.placement", f"must list one core index 0..{cores - 1} per stage "
-                                                f"({len(stages)} stages), got {pl!r}")
-            pl = tuple(pl)
-        host = Host(cores=cores, slowdown=slow, quantum_s=q, placement=pl)
-    model = rd.get(doc, "model", "", required=False, default={}) or {}
-    device = rd.get(doc, "device", "", required=False, default={}) or {}
-    return Profile(stages=tuple(stages), links=links, source=source,
-                   description=str(doc.get("description", "")), model=model, device=device,
-                   host=host, raw=doc.get("raw"))
+            if len(pl) != p or not all(int(c) < cores for c in pl):
+                raise _fail(origin, "host.placement", f"must list one core index 0..{cores - 1} per stage "
+                                                      f"({p} stages), got {schema.shown(pl) if len(pl) > 20 else pl!r}")
+            pl = tuple(int(c) for c in pl)
+        host = Host(cores=cores, slowdown={int(k): float(v) for k, v in hd["slowdown"].items()},
+                    quantum_s=None if q is None else math.inf if q == "inf" else float(q), placement=pl)
+    td = doc.get("transport")
+    transport = None
+    if td is not None:
+        ra = td["recv_ahead"]
+        transport = Transport(queue=td["queue"], send_mode=td["send_mode"],
+                              eager_limit_bytes=_bytes(td.get("eager_limit_bytes")),
+                              recv_ahead=None if ra is None else int(ra))
+    return Profile(stages=tuple(stages), links=links, source=doc.get("source", "estimated"),
+                   description=doc.get("description", ""), model=doc.get("model") or {},
+                   device=doc.get("device") or {}, host=host, transport=transport, raw=doc.get("raw"))
 
 
 def load(path: str | os.PathLike | None = None) -> Profile:
-    """Read a profile file (the bundled example when path is None)."""
+    """Read a profile file (the bundled example when path is None).
+
+    Every way a file can fail to be a profile is a ``ValueError`` with a one-line
+    message naming the file (and the field, where there is one).
+    """
     path = Path(path) if path is not None else BUNDLED
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ValueError(f"{path}: no such profile file; make one with 'pipesim calibrate' "
                          "or leave --profile out to use the bundled example") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder; name a profile file (JSON)") from None
+    except PermissionError:
+        raise ValueError(f"{path}: cannot read the profile: permission denied") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the profile: {e.strerror or e}") from None
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    return from_json(doc, origin=str(path))
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a profile: byte 0x{data[e.start]:02x} at offset {e.start} is not UTF-8 "
+                         "(a profile is JSON text in UTF-8)") from None
+    return from_json(parse(text, str(path)), origin=str(path))

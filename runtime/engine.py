@@ -74,6 +74,7 @@ import torch.distributed as dist
 
 from pipesim.schedule import Action, Kind, build
 from pipesim.trace import TraceEvent
+from pipesim.transport import Transport
 from pipesim.util import append_jsonl, backend_for, quantile, write_json_atomic
 from runtime.launch import BLAME_PREFIX
 from runtime.model import build_stage, get_config, synthetic_batch
@@ -185,7 +186,8 @@ class RankEngine:
         self.backend = dist.get_backend() if dist.is_initialized() else backend_for(cfg.device, cfg.backend)
         self.nccl = self.backend == "nccl"
         ra = cfg.recv_ahead
-        self.recv_ahead = (0 if self.nccl else None) if ra == -1 else ra
+        # the backend's default is the simulator's and calibration's (one mapping: pipesim.transport)
+        self.recv_ahead = Transport.for_backend(self.backend).recv_ahead if ra == -1 else ra
         # NCCL: post each run of consecutive communication actions as one group (see module docstring);
         # PIPESIM_GROUP_COMM=1 does the same on gloo, to exercise that path without a GPU
         self.group_comm = self.nccl or os.environ.get("PIPESIM_GROUP_COMM") == "1"

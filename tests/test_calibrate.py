@@ -13,6 +13,8 @@ import pytest
 
 from calibrate.fit import LinkFit, fit_link, fit_window, median_spread, message_sizes
 from pipesim import profile as prof
+from pipesim.transport import Transport
+from tests.helpers import uniform_profile
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -168,6 +170,9 @@ def test_local_calibration_two_ranks_tiny(tmp_path):
     for link in p.links.values():
         assert 0 < link.latency_s < 0.05 and link.bandwidth_bps > 1e7 and link.window_bytes is None
     assert p.host is not None and p.host.slowdown[1] == 1.0 and 2 in p.host.slowdown
+    assert p.transport == Transport.for_backend("gloo")   # the transport of the runtime it calibrated with
+    assert all(c.overhead_by_schedule_s and set(c.overhead_by_schedule_s) == {"gpipe", "1f1b"}
+               for st in p.stages for c in st.compute.values())   # the overhead probe ran
     raw = json.loads(out.read_text())["raw"]
     assert len(raw["links"]) == 2 and all(len(r["points"]) >= 5 and "fit" in r for r in raw["links"])
     assert max(pt["bytes"] for pt in raw["links"][0]["points"]) >= 2 * 2 * cfg.seq_len * cfg.d_model * 4
@@ -182,20 +187,23 @@ def _probe_doc(lat, bw):
     return {"raw": {"links": [{"src": 0, "dst": 1, "fit": fit}]}}
 
 
-def _base_doc():
-    return {"description": "x", "links": [{"src": 0, "dst": 1, "latency_s": 5e-5, "bandwidth_bps": 1e10,
-                                           "window_bytes": None}], "raw": {}}
+def _base_profile():
+    return uniform_profile(2, latency=5e-5, bandwidth=1e10, nbytes=1000)
 
 
 def test_window_probe_merge_one_probe():
     from calibrate.local import merge_window_probe
     from pipesim.network import parse
 
-    doc = _base_doc()
-    merge_window_probe(doc, _probe_doc(0.01, 65536 * 8 / 0.02), parse("delay 10ms"))
-    assert doc["links"][0]["window_bytes"] == 65536
-    assert doc["raw"]["window_probe"]["networks"] == ["delay 10ms"]
-    assert math.isclose(doc["raw"]["window_probe"]["links"][0]["probes"][0]["expected_bps"], 1e10)
+    base = _base_profile()
+    pr = merge_window_probe(base, _probe_doc(0.01, 65536 * 8 / 0.02), parse("delay 10ms"))
+    assert pr.links[(0, 1)].window_bytes == 65536
+    assert pr.links[(1, 0)].window_bytes is None   # not probed
+    assert base.links[(0, 1)].window_bytes is None   # the input is left alone
+    assert pr.raw["window_probe"]["networks"] == ["delay 10ms"]
+    assert math.isclose(pr.raw["window_probe"]["links"][0]["probes"][0]["expected_bps"], 1e10)
+    assert "single-connection cap probed under 'delay 10ms'" in pr.description
+    assert prof.from_json(pr.to_json()) == pr
 
 
 def test_window_probe_two_delays_tell_window_from_ceiling():
@@ -204,13 +212,14 @@ def test_window_probe_two_delays_tell_window_from_ceiling():
 
     probes = [parse("delay 5ms"), parse("delay 20ms")]
     win = 3 << 20
-    doc = _base_doc()   # window-limited: throughput falls as 1/RTT
-    merge_window_probe(doc, [_probe_doc(5e-3, win * 8 / 10e-3), _probe_doc(20e-3, win * 8 / 40e-3)], probes)
-    assert doc["links"][0]["window_bytes"] == win
-    doc = _base_doc()   # a 1.3 Gbit/s ceiling at both delays: no window
-    merge_window_probe(doc, [_probe_doc(5e-3, 1.3e9), _probe_doc(20e-3, 1.28e9)], probes)
-    assert doc["links"][0]["window_bytes"] is None
-    assert "ceiling" in doc["raw"]["window_probe"]["links"][0]["verdict"]
+    # window-limited: throughput falls as 1/RTT
+    pr = merge_window_probe(_base_profile(), [_probe_doc(5e-3, win * 8 / 10e-3), _probe_doc(20e-3, win * 8 / 40e-3)],
+                            probes)
+    assert pr.links[(0, 1)].window_bytes == win
+    # a 1.3 Gbit/s ceiling at both delays: no window
+    pr = merge_window_probe(_base_profile(), [_probe_doc(5e-3, 1.3e9), _probe_doc(20e-3, 1.28e9)], probes)
+    assert pr.links[(0, 1)].window_bytes is None
+    assert "ceiling" in pr.raw["window_probe"]["links"][0]["verdict"]
 
 
 def test_overhead_probe_records_its_whole_method():
@@ -218,3 +227,29 @@ def test_overhead_probe_records_its_whole_method():
     from calibrate.overhead import METHOD
 
     assert "overhead_s = (CPU per step - m * (forward_s + backward_s) - optimizer_s) / (2 m)" in METHOD
+
+
+def test_overhead_probe_fills_the_profile(monkeypatch):
+    """probe() on a Profile, with the runtime launches replaced by fixed CPU times per step."""
+    import runtime.launch
+    from calibrate.overhead import probe
+
+    cpu = {"gpipe": [10.0, 12.0], "1f1b": [9.0, 11.0]}   # per rank, seconds of CPU per step
+
+    def fake_run_local(module, args, ranks, **kw):
+        schedule = args[args.index("--schedule") + 1]
+        out = Path(args[args.index("--out") + 1])
+        out.write_text(json.dumps({"per_rank": [{"rank": r, "cpu_per_step": {"median": cpu[schedule][r]}}
+                                                for r in range(ranks)]}))
+
+    monkeypatch.setattr(runtime.launch, "run_local", fake_run_local)
+    base = uniform_profile(2, f=0.5, b=1.0, opt=0.25, bandwidth=1e10, mbs=(1,))
+    pr = probe(base, 2, "tiny", [1], launches=1)
+    # overhead = (cpu - m * (f + b) - opt) / (2 m) with m = 4 micro-batches: (10 - 6 - 0.25) / 8
+    c0, c1 = pr.stages[0].compute[1], pr.stages[1].compute[1]
+    assert c0.overhead_s == pytest.approx(3.75 / 8) and c1.overhead_s == pytest.approx(5.75 / 8)
+    assert c0.overhead_by_schedule_s == pytest.approx({"gpipe": 3.75 / 8, "1f1b": 2.75 / 8})
+    assert base.stages[0].compute[1].overhead_s == 0.0   # the input is left alone
+    assert pr.raw["overhead_probe"]["runs"]["1f1b"]["1"]["1"]["cpu_per_step_s"] == 11.0
+    assert "runtime overhead per action probed" in pr.description
+    assert prof.from_json(pr.to_json()) == pr

@@ -67,7 +67,7 @@ def by_hand(mbs: int) -> float:
 @pytest.fixture
 def prof_path(tmp_path):
     path = tmp_path / "profile.json"
-    uniform_profile(STAGES, f=F, b=B, mbs=(1, 2)).save(path)
+    uniform_profile(STAGES, f=F, b=B, mbs=(1, 2), bandwidth=1e15).save(path)
     return path
 
 
@@ -288,12 +288,30 @@ def test_the_table_takes_more_columns(tmp_path, prof_path):
     path.write_text(GOOD_CSV)
     rows = C.build_rows(P.load(prof_path), M.read([path]))
     for r in rows:
-        r["replay_s"] = r["measured_s"] * 1.01
+        r["other_s"] = r["measured_s"] * 1.01
     lines = C.render("# t", [], rows, [], R.summarize(rows),
-                     columns=[("replay error", lambda r: f"{100 * (r['replay_s'] / r['measured_s'] - 1):+.1f}%")])
+                     columns=[("other error", lambda r: f"{100 * (r['other_s'] / r['measured_s'] - 1):+.1f}%")])
     table = lines[3].splitlines()
-    assert table[0].endswith("| runs apart | replay error |") and table[1].endswith("---:|---:|")
+    assert table[0].endswith("| runs apart | other error |") and table[1].endswith("---:|---:|")
     assert all(line.endswith("| +1.0% |") for line in table[2:])
+
+
+def test_replay_and_drift_get_their_columns_and_lines_before_the_mape_line(tmp_path, prof_path):
+    path = tmp_path / "m.csv"
+    path.write_text(GOOD_CSV)
+    rows = C.build_rows(P.load(prof_path), M.read([path]))
+    for i, r in enumerate(rows):
+        r["replay_s"] = r["measured_s"] * (1.02 if i else 0.95)
+        r["drift_pct"] = float(i)
+    summ = R.summarize(rows)
+    lines = C.render("# t", [], rows, [], summ)
+    table = lines[3].splitlines()
+    assert "| replay s | replay err | drift |" in table[0]
+    assert "| -5.0% |" in table[2]
+    assert lines[-1].startswith("MAPE: ")
+    assert lines[-2].startswith("Replay MAPE (each run with its own compute): ")
+    assert "worst 5.0%" in lines[-2]
+    assert lines[-3].startswith("Machine speed during the runs")
 
 
 def test_figures_and_outputs(tmp_path, prof_path):
@@ -376,13 +394,16 @@ def test_validate_and_plot_go_through_the_comparison(tmp_path, prof_path, monkey
 
     def fake(*a, **k):
         t = next(times)
-        return {"median": t, "p10": t * 0.95, "p90": t * 1.05, "n": 3, "wall_s": 0.0, "results": "", "trace": None}
+        return {"median": t, "p10": t * 0.95, "p90": t * 1.05, "n": 3, "wall_s": 0.0, "results": "", "trace": None,
+                "replay_s": t * 0.99, "speed_ms": 1.0, "usage": {"other_cpu_pct": 0.0, "steal_pct": 0.0}}
 
     monkeypatch.setattr(V, "measure_cell", fake)
     summ = V.validate(out, networks="default", micro_batch_sizes=(1, 2), batch_size=BATCH, figures=None,
                       repeats=2, tiebreak_pct=None)
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == summ.last_line() == (out / "comparison.md").read_text().strip().splitlines()[-1]
+    assert printed[-2].startswith("Replay MAPE") and "worst 1.0%" in printed[-2]
+    assert printed[-3].startswith("Machine speed during the runs")
     doc = json.loads((out / "comparison.json").read_text())
     rows = C.build_rows(P.load(out / "profile.json"), M.read([out / "measured.jsonl"]))
     assert [(r["schedule"], r["micro_batch_size"]) for r in rows] == \

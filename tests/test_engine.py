@@ -232,7 +232,7 @@ def test_round_robin_host_in_a_simulation(tmp_path):
     from pipesim import profile as P
 
     host = Host(cores=2, slowdown={1: 1.0, 2: 1.0}, quantum_s=math.inf)
-    prof = uniform_profile(3, 1.0, 2.0, host=host)
+    prof = uniform_profile(3, 1.0, 2.0, bandwidth=1e10, host=host)   # a bandwidth a profile file may hold
     r = E.simulate(prof, "gpipe", 1, 8, steps=3)
     assert r.step_time >= 3 * 8 * 3.0 / 2 - 1e-9
     prof.save(tmp_path / "p.json")
@@ -269,3 +269,17 @@ def test_runtime_overhead_adds_to_each_computation():
     r = E.simulate(both, "1f1b", 1, 4, steps=1)
     f = [e.duration for e in r.trace if e.kind == "F"]
     assert f and all(d == pytest.approx(1.25) for d in f)
+
+
+def test_profile_transport_section_is_the_default():
+    from dataclasses import replace
+
+    prof = uniform_profile(3, 0.02, 0.04, latency=0.05, bandwidth=1e9, nbytes=10 ** 5)   # gloo backend
+    section = E.Transport(queue="rank", send_mode="rendezvous", recv_ahead=None)
+    with_section = replace(prof, transport=section)
+    assert E.Transport.for_profile(prof) == E.Transport.for_backend("gloo")
+    assert E.Transport.for_profile(with_section) == section
+    base = E.simulate(prof, "gpipe", 1, 8).step_time
+    own = E.simulate(with_section, "gpipe", 1, 8).step_time
+    assert own == E.simulate(prof, "gpipe", 1, 8, transport=section).step_time != base
+    assert E.simulate(with_section, "gpipe", 1, 8, transport=E.Transport.for_backend("gloo")).step_time == base

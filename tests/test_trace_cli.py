@@ -72,6 +72,11 @@ def test_simulate_writes_trace(capsys, tmp_path):
     (["grid", "--schedules", "gpipe,zb"], "unknown schedule"),
     (["simulate", "--schedule", "gpipe", "--micro-batch-size", "4", "--batch-size", "64", "--profile", "/nope.json"],
      "no such profile"),
+    (["simulate", "--schedule", "gpipe", "--micro-batch-size", "4", "--batch-size", "64", "--profile", "/"],
+     "/: is a folder"),
+    (["simulate", "--schedule", "gpipe", "--micro-batch-size", "4", "--batch-size", "64", "--recv-ahead", "-3"],
+     "--recv-ahead must be >= 0, or -1"),
+    (["grid", "--eager-limit-bytes", "-1"], "--eager-limit-bytes must be >= 0"),
 ])
 def test_cli_errors_say_what_to_do(capsys, argv, msg):
     assert main(argv) == 2
@@ -90,3 +95,41 @@ def test_pipesim_package_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# ---------------------------------------------------------------------- the profile's transport section
+
+
+def _step(capsys, *argv) -> tuple[float, str]:
+    assert main(["simulate", "--schedule", "1f1b", "--micro-batch-size", "1", "--batch-size", "8", *argv]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("step time (rank 0)"))
+    return float(line.split(":")[1].split()[0]), next(l for l in out.splitlines() if l.startswith("transport:"))
+
+
+def test_profile_transport_section_is_the_default_and_flags_override_it(capsys, tmp_path):
+    from dataclasses import replace
+
+    plain = uniform_profile(3, 0.02, 0.04, latency=0.05, bandwidth=1e9, nbytes=10 ** 5)   # gloo: link queues
+    plain.save(tmp_path / "plain.json")
+    # another runtime: one send and one receive stream per rank, all receives posted at step start
+    other = replace(plain, transport=E.Transport(queue="rank", send_mode="rendezvous", recv_ahead=None))
+    other.save(tmp_path / "other.json")
+    t_plain, tr_plain = _step(capsys, "--profile", str(tmp_path / "plain.json"))
+    t_other, tr_other = _step(capsys, "--profile", str(tmp_path / "other.json"))
+    assert "link queues" in tr_plain and "default for backend gloo" in tr_plain
+    assert "rank queues" in tr_other and "the profile's transport section" in tr_other
+    assert t_other > t_plain * 1.2   # head-of-line blocking between forward and backward traffic
+    assert t_other == pytest.approx(E.simulate(other, "1f1b", 1, 8).step_time, abs=1e-4)   # simulate() reads it too
+    # flags override the section: back to the gloo transport
+    t_flags, tr_flags = _step(capsys, "--profile", str(tmp_path / "other.json"), "--queue", "link")
+    assert t_flags == pytest.approx(t_plain, abs=1e-4) and "flags on top" in tr_flags
+    # an eager limit above the message size makes every send eager
+    t_eager, _ = _step(capsys, "--profile", str(tmp_path / "other.json"), "--eager-limit-bytes", str(10 ** 6))
+    t_eager_mode, _ = _step(capsys, "--profile", str(tmp_path / "other.json"), "--send-mode", "eager")
+    assert t_eager == pytest.approx(t_eager_mode, abs=1e-4) and t_eager != pytest.approx(t_other, abs=1e-4)
+    # the grid records the transport it used
+    assert main(["grid", "--profile", str(tmp_path / "other.json"), "--network", "default", "--micro-batch-sizes", "1",
+                 "--batch-size", "8", "--json", str(tmp_path / "g.json")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "g.json").read_text())["transport"] == other.transport.to_json()
