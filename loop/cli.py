@@ -20,11 +20,11 @@ import sys
 import calibrate.cli
 import runtime.cli
 import testbed.cli
-from loop import verbs
+from loop import explain, verbs
 from pipesim import cmd_sim
 
 # verb modules, in the order the help lists them
-VERB_MODULES = [cmd_sim, runtime.cli, calibrate.cli, testbed.cli, verbs]
+VERB_MODULES = [cmd_sim, runtime.cli, calibrate.cli, testbed.cli, verbs, explain]
 
 
 def build_parser() -> argparse.ArgumentParser:

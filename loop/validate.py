@@ -247,8 +247,26 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                              title=f"Simulated vs measured ({len(rows)} cells, local testbed)")
         _log("[4/4] figures: " + ", ".join(str(p) for p in paths))
     print("\n".join(C.body_lines(rows, notes)))
+    why = _explain_worst(out, rows)
+    if why:
+        print("\n" + why + "\n")
     print("\n".join(summ.lines()))
     return summ
+
+
+def _explain_worst(out: Path, rows: list[dict]) -> str | None:
+    """``pipesim explain`` of the cell with the largest prediction error (None without traces)."""
+    from loop.explain import explain_cell
+
+    worst = max(rows, key=lambda r: abs(R.error_pct(r)))
+    try:
+        text = explain_cell(out, worst["schedule"], worst["network"], worst["micro_batch_size"], top=6)
+    except (ValueError, KeyError, OSError) as e:
+        _log(f"[4/4] explain of the worst cell skipped: {e}")
+        return None
+    cmd = (f"pipesim explain --out {out} --schedule {worst['schedule']} --network '{worst['network']}' "
+           f"--micro-batch-size {worst['micro_batch_size']}")
+    return f"The worst cell, explained ({cmd}; add --against replay for the replay error):\n\n{text}"
 
 
 def _speed_reference(out: Path) -> float:

@@ -66,9 +66,16 @@ def test_validation_writes_comparison_figures_and_the_mape_line(done):
     assert "Run-to-run spread of a cell" in (out / "comparison.md").read_text()
     for name in ("parity.png", "bars.png", "timeline.png", "heatmap.png"):
         assert (figs / name).stat().st_size > 10_000, name
-    # the timeline cell kept its measured trace (first run only)
-    assert [k for k, r in runs.items() if r[0]["trace"]] == ["1f1b|" + N.parse_grid(_networks())[-1].label + "|1"]
-    assert not any(r[1]["trace"] for r in runs.values())
+    # every run kept its trace (CSV) and was replayed with its own compute; the timeline cell also in Chrome JSON
+    for r in (x for by in runs.values() for x in by.values()):
+        assert (out / r["trace"]).exists() and r["replay_s"] > 0, r
+        assert r["usage"]["ranks_cpu_s"] > 0 and "drift_pct" in r
+    tl = "1f1b_" + V._slug(N.parse_grid(_networks())[-1].label) + "_mbs1"
+    assert (out / "runs" / tl / "run0" / "trace.json").exists()
+    assert not (out / "runs" / "gpipe_default_mbs1" / "run0" / "trace.json").exists()
+    text = (out / "comparison.md").read_text()
+    assert "| replay s | replay err | drift |" in text
+    assert text.strip().splitlines()[-2].startswith("Replay MAPE (each run with its own compute): gpipe ")
 
 
 def test_predictions_come_from_the_profile_alone(done):
@@ -139,6 +146,29 @@ def test_plot_redraws_the_figures(done, tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert sorted(p.rsplit("/", 1)[-1] for p in printed) == ["bars.png", "heatmap.png", "parity.png", "timeline.png"]
     assert all((tmp_path / n).stat().st_size > 10_000 for n in ("parity.png", "heatmap.png"))
+
+
+@pytest.mark.parametrize("against", ["profile", "replay"])
+def test_explain_a_cell_of_the_validation(done, capsys, against):
+    out, _, _ = done
+    label = N.parse_grid(_networks())[-1].label
+    assert main(["explain", "--out", str(out), "--schedule", "1f1b", "--network", label,
+                 "--micro-batch-size", "1", "--against", against]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"Explain 1f1b, {label}, mbs 1: run ")
+    total = next(line for line in text.splitlines() if line.startswith("| **total**"))
+    m, s_, d = (float(x) for x in total.split("|")[2:5])
+    assert d == pytest.approx(m - s_, abs=0.02)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "**total**" not in line
+            and not line.startswith("| cause")]
+    assert sum(float(r.split("|")[4]) for r in rows) == pytest.approx(d, abs=0.05)
+
+
+def test_explain_names_a_missing_cell(done, capsys):
+    out, _, _ = done
+    assert main(["explain", "--out", str(out), "--schedule", "gpipe", "--network", "delay 99ms",
+                 "--micro-batch-size", "1"]) == 2
+    assert "no traced run of gpipe, delay 99ms, mbs 1" in capsys.readouterr().err
 
 
 def test_plot_without_a_validation_says_what_to_run(tmp_path, capsys):

@@ -1,0 +1,113 @@
+"""``pipesim explain``: why a cell's simulated step differs from its measured one.
+
+Given a validation folder and a cell, or a measured and a simulated trace of the same
+cell, it splits rank 0's step in both along the critical path
+(:mod:`pipesim.explain`) and lists the causes of the difference, largest first, in a
+short table that adds up to it. ``--against replay`` explains the replay error instead
+(the run replayed with its own compute): what is left there is the model of transfers,
+queues and overheads. ``validate`` and ``demo`` print it for their worst cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from loop import compare as C
+from loop.measured import norm_label
+from pipesim import engine as E
+from pipesim import explain as X
+from pipesim import profile as P
+from pipesim.replay import replay
+from pipesim.trace import TraceEvent, read_csv
+
+SIM_STEPS = C.SIM_STEPS
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in label.split(" (")[0]).strip("-").replace("--", "-")
+
+
+def cell_runs(out: Path, schedule: str, label: str, mbs: int) -> list[dict]:
+    """The counted runs of a cell in a validation folder's measured.jsonl that kept a trace."""
+    from loop.validate import load_runs
+
+    runs = load_runs(out / "measured.jsonl")
+    want = norm_label(label)
+    for key, by_run in runs.items():
+        s, lbl, m = key.split("|")
+        if s == schedule and norm_label(lbl) == want and int(m) == mbs:
+            return [r for _, r in sorted(by_run.items()) if r.get("trace") and (out / r["trace"]).exists()]
+    return []
+
+
+def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, against: str = "profile",
+                 top: int | None = 8) -> str:
+    """The explain table of one cell of a validation folder (the run whose step time is the cell's median)."""
+    out = Path(out)
+    prof = P.load(out / "profile.json")
+    runs = cell_runs(out, schedule, label, mbs)
+    if not runs:
+        raise ValueError(f"{out}: no traced run of {schedule}, {label}, mbs {mbs} (measured with this pipesim's "
+                         "validate, every run keeps its trace)")
+    med = statistics.median_low([r["median"] for r in runs])
+    run = next(r for r in runs if r["median"] == med)
+    measured = read_csv(out / run["trace"])
+    batch, warmup = int(run["batch_size"]), _warmup(out / run["results"]) if run.get("results") else 1
+    net = C.setting_of(run["network"])
+    transport = E.Transport.for_profile(prof)
+    if against == "replay":
+        rp = replay(prof, measured, schedule, mbs, batch, net, warmup=warmup, transport=transport, record=True)
+        sim_trace, what = rp.result.trace, "the run replayed with its own compute"
+        ex = X.explain(measured, sim_trace, warmup=warmup, simulated_step=X.median_step(measured, warmup))
+    else:
+        res = E.simulate(prof, schedule, mbs, batch, net, transport=transport, steps=SIM_STEPS)
+        sim_trace, what = res.trace, "the simulation from the profile"
+        ex = X.explain(measured, sim_trace, warmup=warmup)
+    head = (f"Explain {schedule}, {run['network']}, mbs {mbs}: run {run.get('run', 0)} (median of "
+            f"{len(runs)} run{'s' if len(runs) > 1 else ''}) against {what}")
+    return head + "\n\n" + ex.table(top=top)
+
+
+def _warmup(results: Path) -> int:
+    try:
+        return int(json.loads(results.read_text()).get("warmup", 1))
+    except (OSError, ValueError):
+        return 1
+
+
+def explain_traces(measured: list[TraceEvent], simulated: list[TraceEvent], warmup: int = 1,
+                   top: int | None = 8) -> str:
+    return X.explain(measured, simulated, warmup=warmup).table(top=top)
+
+
+def _run(ns: argparse.Namespace) -> int:
+    if ns.measured_trace or ns.simulated_trace:
+        if not (ns.measured_trace and ns.simulated_trace):
+            raise ValueError("give both --measured-trace and --simulated-trace (CSV traces of the same cell)")
+        print(explain_traces(read_csv(ns.measured_trace), read_csv(ns.simulated_trace), ns.warmup,
+                             None if ns.all else 8))
+        return 0
+    if not (ns.schedule and ns.network and ns.micro_batch_size):
+        raise ValueError("name the cell: --schedule S --network SETTING --micro-batch-size M (or give two traces)")
+    print(explain_cell(ns.out, ns.schedule, ns.network, ns.micro_batch_size, against=ns.against,
+                       top=None if ns.all else 8))
+    return 0
+
+
+def register(sub) -> None:
+    ap = sub.add_parser("explain", help="why a cell's simulated step differs from the measured one (critical path)",
+                        description=__doc__.split("\n\n")[1].replace("\n", " "))
+    ap.add_argument("--out", default="out/validate", help="a validation folder (default %(default)s)")
+    ap.add_argument("--schedule", help="the cell's schedule")
+    ap.add_argument("--network", help="the cell's network setting, as in the folder's table")
+    ap.add_argument("--micro-batch-size", type=int, help="the cell's micro-batch size")
+    ap.add_argument("--against", choices=["profile", "replay"], default="profile",
+                    help="explain the prediction from the profile (default) or the replay with the run's own compute")
+    ap.add_argument("--measured-trace", help="instead of a folder: a measured trace CSV ...")
+    ap.add_argument("--simulated-trace", help="... and a simulated trace CSV of the same cell")
+    ap.add_argument("--warmup", type=int, default=1, help="with two traces: warm-up steps of the measured one")
+    ap.add_argument("--all", action="store_true", help="list every cause, not the 8 largest")
+    ap.set_defaults(func=_run)
