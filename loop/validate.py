@@ -127,7 +127,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              steps: int = 30, warmup: int = 2, figures: str | Path | None = "figures", timeline_cell=None,
              window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
              calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0,
-             retries: int = RETRIES) -> R.Summary:
+             retries: int = RETRIES, refuse_noisy: bool = False) -> R.Summary:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
@@ -250,8 +250,32 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     why = _explain_worst(out, rows)
     if why:
         print("\n" + why + "\n")
-    print("\n".join(summ.lines()))
+    lines = summ.lines()
+    noisy = too_noisy([x for by in runs.values() for x in by.values()])
+    if noisy and refuse_noisy:
+        lines[-1] = f"MAPE: not claimed: the machine was too noisy for it ({noisy}); measured: {lines[-1][6:]}"
+    elif noisy:
+        lines.insert(-1, f"Warning: the machine was noisy ({noisy}).")
+    print("\n".join(lines))
     return summ
+
+
+NOISY_RUNS_MAX = 0.25  # share of runs still disturbed after their retries
+DRIFT_SPREAD_MAX_PCT = 20.0  # fastest to slowest run, by the speed probe
+
+
+def too_noisy(records: list[dict]) -> str | None:
+    """Why a validation's figures cannot be trusted as a claim (None: they can)."""
+    why = []
+    noisy = [r for r in records if r.get("noisy")]
+    if records and len(noisy) > NOISY_RUNS_MAX * len(records):
+        why.append(f"{len(noisy)} of {len(records)} runs disturbed by other processes or steal even after "
+                   f"{RETRIES} retries")
+    drifts = [r["drift_pct"] for r in records if r.get("drift_pct") is not None]
+    if drifts and max(drifts) - min(drifts) > DRIFT_SPREAD_MAX_PCT:
+        why.append(f"the machine's speed moved {max(drifts) - min(drifts):.0f} points between runs "
+                   f"({min(drifts):+.0f}% to {max(drifts):+.0f}% against calibration; over {DRIFT_SPREAD_MAX_PCT:g})")
+    return "; ".join(why) or None
 
 
 def _explain_worst(out: Path, rows: list[dict]) -> str | None:

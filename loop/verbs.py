@@ -33,6 +33,8 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
                          "(default %(default)s%%)")
     ap.add_argument("--figures", default=figures, help="folder for the figures ('' for none; default %(default)s)")
     ap.add_argument("--recalibrate", action="store_true", help="calibrate again even if the folder has a profile")
+    ap.add_argument("--accept-noise", action="store_true",
+                    help="demo: print the MAPE even when the machine was too noisy to claim it (it says so anyway)")
     ap.add_argument("--window-probe", default="delay 5ms",
                     help="delayed setting under which links are probed for the single-connection cap ('' for none)")
 
@@ -62,8 +64,8 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
         validate(ns.out, model=ns.model, ranks=ns.ranks, networks=networks,
                  micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=tuple(parse_schedules(ns.schedules)),
                  batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None, repeats=ns.repeats,
-                 tiebreak_pct=ns.tiebreak_pct,
-                 recalibrate=ns.recalibrate, window_probe=ns.window_probe or None)
+                 tiebreak_pct=ns.tiebreak_pct, recalibrate=ns.recalibrate, window_probe=ns.window_probe or None,
+                 refuse_noisy=demo and not ns.accept_noise)
     except LaunchError as e:
         print(f"pipesim validate: {e}\nmeasured cells so far are kept in {os.path.join(ns.out, 'measured.jsonl')}; "
               "run the same command again to resume", file=sys.stderr)

@@ -422,3 +422,12 @@ def test_validate_and_plot_go_through_the_comparison(tmp_path, prof_path, monkey
 def test_plot_without_a_validation_says_what_to_run(tmp_path, capsys):
     assert main(["plot", "--out", str(tmp_path / "nothing")]) == 2
     assert "run 'pipesim validate" in _err(capsys)
+
+
+def test_a_noisy_machine_is_said_so():
+    from loop.validate import too_noisy
+
+    quiet = [{"drift_pct": d} for d in (0.0, 3.0, -2.0)]
+    assert too_noisy(quiet) is None
+    assert "moved 25 points" in too_noisy([{"drift_pct": -5.0}, {"drift_pct": 20.0}])
+    assert "2 of 4 runs disturbed" in too_noisy([{"noisy": "x"}, {"noisy": "y"}, {}, {}])

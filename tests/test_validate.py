@@ -185,7 +185,7 @@ def test_demo_without_testbed_says_why_and_measures_default_cells(done, tmp_path
     shutil.copy(src / "profile.json", out / "profile.json")   # reuse the calibration: this test is about the path
     monkeypatch.setattr(T, "available", lambda: (False, "not running as root"))
     rc = main(["demo", "--out", str(out), "--model", "tiny", "--ranks", "2", "--micro-batch-sizes", "1",
-               "--batch-size", "2", "--steps", "2", "--figures", ""])
+               "--batch-size", "2", "--steps", "2", "--figures", "", "--accept-noise"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err[-2000:]
     assert "local testbed is not available (not running as root)" in cap.err
