@@ -91,7 +91,7 @@ def pipesim_commands() -> list[tuple[str, list[str]]]:
     return [(doc, cmd) for doc, cmd in all_commands() if cmd[0] == "pipesim"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def help_text(*verb: str) -> tuple[int, str]:
     out = subprocess.run([sys.executable, "-m", "loop", *verb, "--help"], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
