@@ -5,7 +5,7 @@ Each layer keeps the verbs of its own job in a module that provides
 
 * ``pipesim.cmd_sim``: simulate, grid (the torch-free core);
 * ``runtime.cli``: run;  ``calibrate.cli``: calibrate;  ``testbed.cli``: testbed, netem;
-* ``loop.verbs``: validate, demo, plot.
+* ``loop.verbs``: validate, demo, plot;  ``loop.sweep``: sweep.
 
 A verb module must not import torch at import time (the runtime and calibration verbs
 import it inside their handlers), so that ``pipesim simulate`` and ``pipesim grid``
@@ -20,11 +20,11 @@ import sys
 import calibrate.cli
 import runtime.cli
 import testbed.cli
-from loop import verbs
+from loop import sweep, verbs
 from pipesim import cmd_sim
 
 # verb modules, in the order the help lists them
-VERB_MODULES = [cmd_sim, runtime.cli, calibrate.cli, testbed.cli, verbs]
+VERB_MODULES = [cmd_sim, runtime.cli, calibrate.cli, testbed.cli, verbs, sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:
