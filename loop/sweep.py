@@ -270,10 +270,10 @@ def sweep_rank(ns: argparse.Namespace) -> int:
     dist.init_process_group(backend_for(ns.device, ns.backend), rank=rank, world_size=world,
                             timeout=timedelta(seconds=ns.op_timeout), **kw)
     guard.start_heartbeat()
-    step = "starting"
+    guard.where = "starting"
     try:
         # ---- everyone agrees on the grid, and every machine can shape
-        step = "checking the arguments and interfaces"
+        guard.where = "checking the arguments and interfaces"
         mine = {"fingerprint": plan.fingerprint(ns), "error": None, "address": None}
         try:
             shaper.check()
@@ -282,7 +282,7 @@ def sweep_rank(ns: argparse.Namespace) -> int:
             mine["error"] = str(e)
         every: list = [None] * world
         dist.all_gather_object(every, mine)
-        errors = [f"rank {r}: {m['error']}" for r, m in enumerate(every) if m["error"]]
+        errors = _grouped({r: m["error"] for r, m in enumerate(every) if m["error"]})
         errors += [f"rank {r} was started with other arguments than rank 0 (grid, model or steps differ)"
                    for r, m in enumerate(every) if m["fingerprint"] != every[0]["fingerprint"]]
         addresses = [m["address"] for m in every]
@@ -291,11 +291,12 @@ def sweep_rank(ns: argparse.Namespace) -> int:
                        for r, a in enumerate(addresses) if a is None and not every[r]["error"]]
         if errors:
             guard.finish()
-            print("pipesim sweep: error: " + "; ".join(errors), file=sys.stderr, flush=True)
+            if rank == 0:
+                print("pipesim sweep: error: " + "; ".join(errors), file=sys.stderr, flush=True)
             _leave(dist)
             return 2
         # ---- rank 0 decides what is left to do
-        step = "reading what is already measured"
+        guard.where = "reading what is already measured"
         mpath = out / "measured.jsonl"
         runs: dict[str, dict[int, dict]] = {}
         box: list = [None]
@@ -311,11 +312,11 @@ def sweep_rank(ns: argparse.Namespace) -> int:
         done_n, t_runs, wall_sum = 0, time.monotonic(), 0.0
 
         def measure(si: int, batch: list[tuple[int, str, int]]) -> None:
-            nonlocal done_n, wall_sum, step
+            nonlocal done_n, wall_sum
             st = plan.settings[si]
             for r_idx, s, m in batch:
                 done_n += 1
-                step = f"run {done_n} ({s}, {st.label!r}, mbs {m}, run {r_idx})"
+                guard.where = f"run {done_n} ({s}, {st.label!r}, mbs {m}, run {r_idx})"
                 _fault(rank, done_n)
                 rec = _one_run(ns, out, rank, st, s, m, r_idx, run_cell, RunConfig)
                 if rank == 0 and rec is not None:
@@ -338,7 +339,7 @@ def sweep_rank(ns: argparse.Namespace) -> int:
             late = tiebreaks(si) if not items else []
             if not items and not late:
                 continue
-            step = f"applying {st.label!r}"
+            guard.where = f"applying {st.label!r}"
             _shape(guard, dist, world, lambda st=st: shaper.apply(st, addresses), f"applying {st.label!r}")
             say(f"[setting {si + 1}/{len(plan.settings)}] {st.label!r} applied on every machine ({shaper.what})")
             dist.barrier()
@@ -349,7 +350,7 @@ def sweep_rank(ns: argparse.Namespace) -> int:
                 say(f"  tie-break: {len(late)} cells whose runs are more than {plan.tiebreak_pct:g}% apart")
                 n_todo += len(late)
                 measure(si, late)
-            step = f"clearing {st.label!r}"
+            guard.where = f"clearing {st.label!r}"
             _shape(guard, dist, world, shaper.clear, f"clearing {st.label!r}")
         say(f"sweep done: {done_n} runs in {_fmt_s(time.monotonic() - t_runs)}; {mpath} has "
             f"{sum(len(v) for v in load_runs(mpath).values()) if rank == 0 else 0} runs. Next: pipesim compare "
@@ -357,14 +358,15 @@ def sweep_rank(ns: argparse.Namespace) -> int:
         guard.finish()
         dist.barrier()
     except PeerTimeout as e:
-        guard.fail(f"while {step}: {e}", blame=e.peer)
+        guard.fail(f"while {guard.where}: {e}", blame=e.peer)
     except _ShapeError as e:
         guard.finish()
-        print(f"pipesim sweep: error: {e}", file=sys.stderr, flush=True)
+        if rank == 0:
+            print(f"pipesim sweep: error: {e}", file=sys.stderr, flush=True)
         _leave(dist)
         return 1
     except Exception as e:
-        guard.fail(f"while {step}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        guard.fail(f"while {guard.where}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     _leave(dist)
     return 0
 
@@ -383,10 +385,18 @@ def _shape(guard, dist, world: int, fn, what: str) -> None:
             err = f"{type(e).__name__}: {e}" if not isinstance(e, (RuntimeError, ValueError)) else str(e)
     errs: list = [None] * world
     dist.all_gather_object(errs, err)
-    bad = [f"rank {r}: {e}" for r, e in enumerate(errs) if e]
+    bad = {r: e for r, e in enumerate(errs) if e}
     if bad:
         raise _ShapeError(f"{what} failed on {len(bad)} of {world} machines (every machine has been cleared): "
-                          + "; ".join(bad))
+                          + "; ".join(_grouped(bad)))
+
+
+def _grouped(errors: dict[int, str]) -> list[str]:
+    """``rank 0, 2: message`` for each distinct message."""
+    by: dict[str, list[int]] = {}
+    for r, e in sorted(errors.items()):
+        by.setdefault(e, []).append(r)
+    return [f"rank{'s' if len(rs) > 1 else ''} {', '.join(map(str, rs))}: {e}" for e, rs in by.items()]
 
 
 def _leave(dist) -> None:
@@ -425,10 +435,14 @@ def _one_run(ns, out: Path, rank: int, st: N.NetworkSetting, schedule: str, mbs:
 
 
 def sweep_on_testbed(rank_args: list[str], ranks: int, *, timeout_s: float = 3600.0, op_timeout_s: float = 120.0,
-                     log_dir=None, echo: bool = True, env: dict | None = None, testbed=None, server=None):
+                     log_dir=None, echo: bool = True, env: dict | None = None, testbed=None, server=None,
+                     module: str = "loop.sweep"):
     """Run the sweep's ranks in the hosts of a local testbed (built in tun mode unless given),
     one torchrun node per host, shaped through a :class:`testbed.shaper.ShapeServer`.
+    ``module="loop"`` runs them as ``pipesim sweep`` (the verb) instead of ``-m loop.sweep``.
     Returns the :class:`runtime.launch.LaunchResult`; raises LaunchError naming a failed rank."""
+    if module == "loop":
+        rank_args = ["sweep", *rank_args]
     from runtime.launch import run_local
     from testbed import Testbed
     from testbed.shaper import ShapeServer
@@ -437,8 +451,16 @@ def sweep_on_testbed(rank_args: list[str], ranks: int, *, timeout_s: float = 360
         tb = testbed if testbed is not None else stack.enter_context(Testbed(ranks, "default", mode="tun"))
         srv = server if server is not None else stack.enter_context(ShapeServer(tb))
         # the survivors of a failed rank need up to op_timeout to notice, clear and say who is missing
-        return run_local("loop.sweep", [*rank_args, "--testbed-control", srv.path], ranks, testbed=tb, torchrun=True,
+        return run_local(module, [*rank_args, "--testbed-control", srv.path], ranks, testbed=tb, torchrun=True,
                          timeout_s=timeout_s, log_dir=log_dir, echo=echo, env=env, grace_s=op_timeout_s + 15)
+
+
+def sweep_errors(log_dir) -> list[str]:
+    """The sweep's own error lines (``pipesim sweep: rank R: ...``) from the ranks' logs."""
+    out = []
+    for p in sorted(Path(log_dir).glob("rank*.log")):
+        out += [ln.strip() for ln in p.read_text(errors="replace").splitlines() if ln.startswith("pipesim sweep: ")]
+    return list(dict.fromkeys(out))
 
 
 def _local(ns: argparse.Namespace) -> int:
@@ -458,8 +480,12 @@ def _local(ns: argparse.Namespace) -> int:
     try:
         sweep_on_testbed(rank_args, ns.ranks, timeout_s=ns.timeout, op_timeout_s=ns.op_timeout, log_dir=log_dir)
     except LaunchError as e:
-        print(f"pipesim sweep: {e}\nfinished runs are kept in {Path(ns.out) / 'measured.jsonl'}; run the same "
-              "command again to resume", file=sys.stderr)
+        print(f"pipesim sweep: {e}", file=sys.stderr)
+        said = sweep_errors(log_dir)
+        if said:
+            print("what the ranks said:\n  " + "\n  ".join(said), file=sys.stderr)
+        print(f"finished runs are kept in {Path(ns.out) / 'measured.jsonl'}; run the same command again to resume",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -492,7 +518,10 @@ def run(ns: argparse.Namespace) -> int:
         print("\n".join(dry_run_lines(plan, ns.ranks, ns.iface, addrs, ns.netem_limit)))
         return 0
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return sweep_rank(ns)
+        rc = sweep_rank(ns)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)   # a rank leaves without interpreter finalization (gloo's threads; see runtime/__main__.py)
     if ns.local:
         return _local(ns)
     raise ValueError("say where to sweep: under torchrun on every machine, or --local on this machine's testbed.\n"

@@ -51,6 +51,7 @@ class JobGuard:
         self.op_timeout_s = op_timeout_s
         self.beat_s = beat_s
         self.finishing = False
+        self.where = "starting"   # what the main thread is doing (published with the heartbeat)
         self._store = None
         self._prefix = f"pipesim_guard/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
         self.store_where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
@@ -117,17 +118,23 @@ class JobGuard:
         self.finishing = True
         name = signal.Signals(sig).name
         self._post_abort(f"rank {self.rank} got {name}")
+        self._await_others([])
         self._exit(128 + sig, f"{self.name}: rank {self.rank}: got {name}; cleaned up and stopped")
 
     def _beat(self) -> None:
         assert self._store is not None
         last_ok = time.monotonic()
+        published = None
         while not self.finishing:
             time.sleep(self.beat_s)
             if self.finishing:
                 return
             try:
                 self._store.add(self._key(f"hb/{self.rank}"), 1)
+                where = self.where
+                if where != published:
+                    self._store.set(self._key(f"at/{self.rank}"), where)
+                    published = where
                 if self._store.check([self._key("abort")]):
                     why = self._store.get(self._key("abort")).decode(errors="replace")
                     if not self.finishing:
@@ -152,6 +159,20 @@ class JobGuard:
         except Exception:
             pass
 
+    def _await_others(self, missing: list[int]) -> None:
+        """After posting ``abort``: give the other ranks a few beats to see it and leave, so that
+        machine 0's store (which goes when rank 0 exits) is still there when they look."""
+        if self._store is None:
+            return
+        others = [r for r in range(self.world) if r != self.rank and r not in missing]
+        deadline = time.monotonic() + 3 * self.beat_s + 2
+        try:
+            while others and time.monotonic() < deadline:
+                others = [r for r in others if not self._store.check([self._key(f"left/{r}")])]
+                time.sleep(0.1)
+        except Exception:
+            pass
+
     def missing_ranks(self, wait_s: float | None = None) -> list[int] | None:
         """Ranks whose heartbeat stopped (counters that do not move over ``wait_s``, default 2.5
         beats); None if the store cannot be reached (machine 0 or its torchrun is gone)."""
@@ -171,6 +192,15 @@ class JobGuard:
         except Exception:
             return None
 
+    def _positions(self) -> str:
+        try:
+            at = [self._store.get(self._key(f"at/{r}")).decode(errors="replace")
+                  if self._store is not None and self._store.check([self._key(f"at/{r}")]) else "?"
+                  for r in range(self.world)]
+        except Exception:
+            return "where each rank was is unknown"
+        return "last seen: " + "; ".join(f"rank {r} {a}" for r, a in enumerate(at))
+
     def fail(self, what: str, blame: int | None = None, code: int = 1) -> NoReturn:
         """Clean up, find who is missing, tell the others, and exit. ``blame``: the peer an
         operation waited for, if known (a hung rank keeps its heartbeat)."""
@@ -186,9 +216,10 @@ class JobGuard:
         elif blame is not None:
             who, blamed = f"rank {blame} made no progress (it is alive but did not answer)", blame
         else:
-            who, blamed = "", None
+            who, blamed = "every rank is alive, so one is stuck or far slower than the timeout; " + self._positions(), None
         self.finishing = True
         self._post_abort(f"rank {self.rank} failed: {who or what}")
+        self._await_others(missing or [])
         if blamed is not None:
             print(f"{BLAME_PREFIX}{blamed}", flush=True)
         self._exit(code, f"{self.name}: rank {self.rank}: {who + ': ' if who else ''}{what}; cleaned up")
