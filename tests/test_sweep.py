@@ -307,3 +307,67 @@ def test_bad_iface_and_failing_netem_leave_nothing(testbed_ok, tmp_path):
         assert not srv.history                       # the testbed itself was never re-shaped
     assert not [p for p in state.rglob("*") if p.is_file()]   # no saved state left: everything restored
     assert _wait_for(lambda: not _procs_with(str(tmp_path)), 20), _procs_with(str(tmp_path))
+
+
+@pytest.fixture
+def scratch_ns():
+    """A namespace with a veth pair (never the machine's own interfaces)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes a scratch network namespace")
+    ns = f"pst-{os.getpid()}-sweeptest"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "va", "up"], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "vb", "up"], check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+
+
+def _root_qdisc(ns: str) -> dict:
+    out = subprocess.run(["tc", "-n", ns, "-j", "qdisc", "show", "dev", "va"], capture_output=True, text=True).stdout
+    return next((q for q in json.loads(out or "[]") if q.get("root")), {})
+
+
+TBF = ["tc", "qdisc", "replace", "dev", "va", "root", "handle", "5:", "tbf", "rate", "1gbit", "burst", "100k",
+       "latency", "10ms"]   # stands in for netem, which this kernel may lack
+
+
+def _in_ns(ns: str, code: str, **kw):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return ["ip", "netns", "exec", ns, sys.executable, "-c", code], env
+
+
+@needs_testbed
+def test_apply_list_restores_the_interface_when_a_command_fails(scratch_ns, tmp_path):
+    code = (f"from testbed import netem\n"
+            f"try:\n"
+            f"    netem.apply_list('va', [{TBF!r}, ['tc', 'qdisc', 'add', 'dev', 'va', 'parent', '9:', 'pfifo']], "
+            f"'x', state_dir={str(tmp_path)!r}, out=lambda m: None)\n"
+            f"except RuntimeError as e:\n"
+            f"    print('refused:', e)\n")
+    argv, env = _in_ns(scratch_ns, code)
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert "refused:" in p.stdout and "parent 9:" in p.stdout, p.stdout + p.stderr
+    assert _root_qdisc(scratch_ns)["kind"] == "noqueue"      # the tbf that went in first is gone again
+    assert not list(tmp_path.iterdir())
+
+
+@needs_testbed
+def test_netem_guard_restores_the_interface_when_its_rank_is_killed(scratch_ns, tmp_path):
+    code = (f"import time\nfrom testbed import netem\nfrom testbed.shaper import NetemShaper\n"
+            f"sh = NetemShaper('va', 0, state_dir={str(tmp_path)!r})\nsh._start_guard()\n"
+            f"netem.apply_list('va', [{TBF!r}], 'x', state_dir={str(tmp_path)!r}, out=lambda m: None)\n"
+            f"print('ready', sh._guard.pid, flush=True)\ntime.sleep(300)\n")
+    argv, env = _in_ns(scratch_ns, code)
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        word, guard = p.stdout.readline().split()
+        assert word == "ready" and _root_qdisc(scratch_ns)["kind"] == "tbf"
+    finally:
+        p.kill()
+        p.wait()
+    assert _wait_for(lambda: _root_qdisc(scratch_ns)["kind"] == "noqueue", 10), _root_qdisc(scratch_ns)
+    assert _wait_for(lambda: not os.path.exists(f"/proc/{guard}"), 10)
+    assert not list(tmp_path.iterdir())
