@@ -33,8 +33,8 @@ rendezvous on host 0's address), and each setting is applied by re-shaping the t
 (:class:`testbed.shaper.TestbedShaper`). ``--dry-run`` prints the tc commands every
 machine would run, and changes nothing.
 
-Environment hook (tests): ``PIPESIM_SWEEP_FAULT=kill|hang:<rank>:<i>`` kills or hangs
-``rank`` just before the i-th run (1-based) of this invocation.
+Environment hook (tests): ``PIPESIM_SWEEP_FAULT=kill|term|hang:<rank>:<i>`` kills (SIGKILL),
+terminates (SIGTERM) or hangs ``rank`` just before the i-th run (1-based) of this invocation.
 """
 
 from __future__ import annotations
@@ -210,6 +210,9 @@ def _fault(rank: int, i: int) -> None:
     if int(r) == rank and int(k) == i:
         if kind == "kill":
             os.kill(os.getpid(), 9)
+        elif kind == "term":
+            os.kill(os.getpid(), 15)
+            time.sleep(60)   # the guard's signal thread ends the process
         elif kind == "hang":
             time.sleep(10 ** 6)
 

@@ -244,6 +244,29 @@ def test_sweep_killed_rank_then_resume(testbed_ok, tmp_path):
 
 
 @needs_testbed
+def test_sigterm_to_a_rank_clears_and_stops_every_rank(testbed_ok, tmp_path):
+    """SIGTERM reaches a rank while its main thread may be inside gloo: the guard's signal thread
+    clears its host and posts an abort, which stops the other rank too."""
+    from runtime.launch import LaunchError
+    from testbed import Testbed
+    from testbed.shaper import ShapeServer
+
+    out = tmp_path / "sweep"
+    with Testbed(2, "default", mode="tun") as tb, ShapeServer(tb) as srv:
+        with pytest.raises(LaunchError):
+            sweep.sweep_on_testbed(_rank_args(out, "delay 10ms"), 2, op_timeout_s=20, log_dir=tmp_path / "logs",
+                                   echo=False, env={"PIPESIM_SWEEP_FAULT": "term:1:2"}, testbed=tb, server=srv,
+                                   timeout_s=120)
+        said = sweep.sweep_errors(tmp_path / "logs")
+        assert "pipesim sweep: rank 1: got SIGTERM; cleaned up and stopped" in said, said
+        assert any(s.startswith("pipesim sweep: rank 0: stopping, because rank 1 got SIGTERM") for s in said), said
+        assert _wait_for(lambda: sorted((h["host"], h["action"]) for h in srv.history) ==
+                         [(0, "apply"), (0, "clear"), (1, "apply"), (1, "clear")], 10), srv.history
+    assert len((out / "measured.jsonl").read_text().splitlines()) == 1
+    assert _wait_for(lambda: not _procs_with(str(out)), 20), _procs_with(str(out))
+
+
+@needs_testbed
 def test_killed_launcher_leaves_nothing(testbed_ok, tmp_path):
     out = tmp_path / "sweep"
     root_before = _root_qdiscs()
