@@ -78,7 +78,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--backend", default="auto", choices=["auto", "gloo", "nccl"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads per rank (default 1)")
     ap.add_argument("--iface", default=None,
-                    help="the interface each machine shapes with tc netem (never guessed; the same name on every machine)")
+                    help="the interface this machine shapes with tc netem (never guessed; each machine reads its own --iface)")
     ap.add_argument("--netem-limit", type=int, default=None, help="netem queue limit in packets (netem's default: 1000)")
     ap.add_argument("--state-dir", default=None,
                     help="where each machine saves its interface's previous qdisc (default /run/pipesim; "
