@@ -8,8 +8,9 @@ import sys
 
 TORCHRUN_HINT = ("on a cluster, start one rank per machine with torchrun, e.g.\n"
                  "  torchrun --nnodes 3 --nproc-per-node 1 --node-rank R --master-addr HOST0 --master-port 29500 \\\n"
-                 "      -m calibrate.worker --model gpt3-small --micro-batch-sizes 1,2,4 --out profile.json\n"
-                 "(rank 0 writes the profile); on this machine use --local --ranks N")
+                 "      -m calibrate.worker --model gpt3-small --micro-batch-sizes 1,2,4 --iface eth0 --out profile.json\n"
+                 "(rank 0 writes the profile; --iface: the window probe puts a delay on it with tc netem); "
+                 "on this machine use --local --ranks N")
 
 
 def register(subparsers) -> None:
@@ -29,9 +30,11 @@ def register(subparsers) -> None:
                    help="with --local: skip the short runtime runs that measure its CPU time per action (overhead_s)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before a hung calibration is stopped")
     p.add_argument("--log-dir", default=None, help="keep each rank's log here")
+    from .cluster import add_args as add_cluster_args
     from .worker import add_common_args
 
     add_common_args(p)
+    add_cluster_args(p, with_probe_flags=False)
     p.set_defaults(func=_run)
 
 
@@ -46,6 +49,9 @@ def _run(args) -> int:
             args.one_machine, args.links_only, args.no_summary, args.network_label = False, False, False, "default"
             return run(args)
         raise ValueError("say where to calibrate: --local --ranks N for this machine, or\n" + TORCHRUN_HINT)
+    if args.iface:
+        raise ValueError("--iface is for calibrating under torchrun (netem on each machine's interface); with --local "
+                         "the window probe runs on the local testbed")
     if args.ranks < 1:
         raise ValueError(f"--ranks must be >= 1, got {args.ranks}")
     if os.path.exists(args.out) and not args.force:

@@ -42,8 +42,12 @@ METHOD = ("short runs of the real runtime on the default network, probe_microbat
 
 
 def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
-          timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b"), launches: int = 3) -> Profile:
-    """``prof`` with ``overhead_s`` and ``overhead_by_schedule_s`` probed, and the raw figures in ``raw.overhead_probe``."""
+          timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b"), launches: int = 3,
+          run=None) -> Profile:
+    """``prof`` with ``overhead_s`` and ``overhead_by_schedule_s`` probed, and the raw figures in ``raw.overhead_probe``.
+
+    ``run(schedule, micro_batch_size, batch_size, steps)``, if given, runs one cell and returns
+    the runtime's results dict, instead of a local launch (under torchrun: calibrate/cluster.py)."""
     from runtime.launch import run_local
 
     raw = {"method": METHOD, "probe_microbatches": probe_microbatches,
@@ -55,6 +59,11 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
             for m in micro_batch_sizes:
                 for schedule in schedules:
                     out = Path(tmp) / f"{schedule}_mbs{m}_{i}.json"
+                    if run is not None:
+                        res = run(schedule, m, m * probe_microbatches, steps)
+                        cpus.setdefault((schedule, m), []).append(
+                            [pr["cpu_per_step"]["median"] for pr in sorted(res["per_rank"], key=lambda pr: pr["rank"])])
+                        continue
                     run_local("runtime", ["--model", model, "--schedule", schedule, "--micro-batch-size", str(m),
                                           "--batch-size", str(m * probe_microbatches), "--steps", str(steps),
                                           "--warmup", "2", "--out", str(out)], ranks, timeout_s=timeout_s,

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m calibrate.worker",
                                  description="One calibration rank (run under torchrun or pipesim calibrate --local).")
     add_common_args(ap)
+    from . import cluster
+
+    cluster.add_args(ap)   # under torchrun: --iface, --window-probe, --no-overhead-probe
     ap.add_argument("--one-machine", action="store_true",
                     help="all ranks share this machine: also measure host contention (profile 'host')")
     ap.add_argument("--links-only", action="store_true", help="measure links only (no compute); write raw JSON")
@@ -249,6 +252,10 @@ def run(args) -> int:
                 mine["links"].append(r)
             dist.barrier()
 
+    from . import cluster
+
+    if cluster.active(args):   # one rank per machine (torchrun): the window probe, with netem on --iface
+        mine["cluster_window_probe"] = cluster.window_probe(args, rank, world, sizes, dtype, link_device, link_clock)
     gathered = [None] * world
     dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
     rc = 0
@@ -259,6 +266,8 @@ def run(args) -> int:
                               force=args.force)
         else:
             prof = assemble(args, gathered, cfg, partition, backend, device, time.perf_counter() - t_start, loadavg)
+            if cluster.active(args):   # merge the window probe; run the overhead probe in-process
+                prof, rc = cluster.finish(prof, gathered, args, world)
             prof.save(args.out, force=args.force)
             from pipesim.profile import from_json
 
@@ -268,6 +277,8 @@ def run(args) -> int:
             if not args.no_summary:
                 print(summary(checked), flush=True)
         print(f"wrote {args.out} ({time.perf_counter() - t_start:.1f}s)", flush=True)
+    elif cluster.active(args):
+        cluster.serve(args)   # the overhead probe's cells, as rank 0 picks them
     dist.barrier()
     dist.destroy_process_group()
     return rc

@@ -5,7 +5,7 @@ Each layer keeps the verbs of its own job in a module that provides
 
 * ``pipesim.cmd_sim``: simulate, grid (the torch-free core);
 * ``runtime.cli``: run;  ``calibrate.cli``: calibrate;  ``testbed.cli``: testbed, netem;
-* ``loop.verbs``: validate, demo, plot, compare.
+* ``loop.verbs``: validate, demo, plot, compare;  ``loop.sweep``: sweep;  ``loop.explain``: explain.
 
 A verb module must not import torch at import time (the runtime and calibration verbs
 import it inside their handlers), so that ``pipesim simulate`` and ``pipesim grid``
@@ -20,11 +20,11 @@ import sys
 import calibrate.cli
 import runtime.cli
 import testbed.cli
-from loop import explain, verbs
+from loop import explain, sweep, verbs
 from pipesim import cmd_sim
 
 # verb modules, in the order the help lists them
-VERB_MODULES = [cmd_sim, runtime.cli, calibrate.cli, testbed.cli, verbs, explain]
+VERB_MODULES = [cmd_sim, runtime.cli, calibrate.cli, testbed.cli, verbs, sweep, explain]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,6 +46,11 @@ with the smallest round trip wins) estimates the offset to rank 0's clock; the e
 is at most half that round trip, which is recorded in the results
 (``PIPESIM_CLOCK_SYNC=always`` runs the ping-pong on one host too, for testing).
 
+Entry points. :func:`run_rank` initializes the process group, runs once and tears it
+down (``python -m runtime``); :func:`run_cell` runs once over a process group that is
+already up, so that one torchrun job can run many cells in turn (``pipesim sweep``,
+calibration's overhead probe under torchrun). Both return rank 0's results dict.
+
 Environment hooks (tests and experiments): ``PIPESIM_TEST_FAULT=kill|hang:<rank>:<step>``
 injects a fault; ``PIPESIM_CLOCK_SYNC=always`` runs the clock ping-pong on one host;
 ``PIPESIM_GROUP_COMM=1`` uses the grouped NCCL-style posting on gloo;
@@ -433,11 +438,12 @@ class RankEngine:
                         best = (rtt, t0 - (t1 + t2) / 2)
                 self.clock_offset, self.clock_offset_err = best[1], best[0] / 2
 
-    def close(self) -> None:
+    def close(self, join: bool = True) -> None:
         for w in self.watchers.values():
             w.q.put(None)
-        for w in self.watchers.values():
-            w.join(timeout=5)
+        if join:
+            for w in self.watchers.values():
+                w.join(timeout=5)
 
 
 class _StepState:
@@ -468,21 +474,49 @@ def _fault_hook(rank: int, step: int) -> None:
             time.sleep(10 ** 6)
 
 
-def run_rank(cfg: RunConfig) -> dict | None:
-    """Entry point of one rank (env: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+def prepare_process(cfg: RunConfig) -> dict:
+    """Per-process set-up before ``init_process_group``: torch threads, GIL switch interval,
+    CUDA device. Returns the extra keyword arguments for ``init_process_group``."""
     torch.set_num_threads(cfg.threads)
     sys.setswitchinterval(float(os.environ.get("PIPESIM_SWITCH_INTERVAL", "0.0005")))  # faster GIL hand-offs
-    cuda = cfg.device.startswith("cuda")
     kw = {}
-    if cuda:
+    if cfg.device.startswith("cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local % torch.cuda.device_count())
         torch.backends.cuda.matmul.allow_tf32 = False
         if backend_for(cfg.device, cfg.backend) == "nccl":
             kw["device_id"] = torch.device("cuda", torch.cuda.current_device())  # eager communicator init
+    return kw
+
+
+def run_rank(cfg: RunConfig) -> dict | None:
+    """Entry point of one rank (env: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    kw = prepare_process(cfg)
     dist.init_process_group(backend_for(cfg.device, cfg.backend), rank=rank, world_size=world,
                             timeout=timedelta(seconds=cfg.op_timeout_s), **kw)
+    try:
+        return run_cell(cfg)
+    except PeerTimeout as e:
+        print(f"{BLAME_PREFIX}{e.peer}", flush=True)
+        print(str(e), file=sys.stderr, flush=True)
+        os._exit(1)  # the peer may never answer: do not wait in destroy_process_group
+    finally:
+        try:
+            dist.destroy_process_group()
+        except Exception:
+            pass
+
+
+def run_cell(cfg: RunConfig) -> dict | None:
+    """One run (warm-up and measured steps) over the already-initialized default process group.
+
+    Every rank of the group calls it with the same ``cfg``; rank 0 returns the results dict
+    (and writes ``cfg.out`` if set), the others return None. Several runs may follow one
+    another in the same group (``pipesim sweep`` does). A peer that fails or makes no
+    progress raises :class:`PeerTimeout` naming it.
+    """
+    rank, world = dist.get_rank(), dist.get_world_size()
     eng = None
     try:
         eng = RankEngine(cfg, rank, world)
@@ -544,14 +578,11 @@ def run_rank(cfg: RunConfig) -> dict | None:
         print(f"rank 0 step time: median {s['median'] * 1e3:.1f} ms (min {s['min'] * 1e3:.1f}, "
               f"max {s['max'] * 1e3:.1f}, n {s['n']})", flush=True)
         return result
-    except PeerTimeout as e:
-        print(f"{BLAME_PREFIX}{e.peer}", flush=True)
-        print(str(e), file=sys.stderr, flush=True)
-        os._exit(1)  # the peer may never answer: do not wait in destroy_process_group
+    except BaseException:
+        if eng is not None:
+            eng.close(join=False)  # a watcher may be stuck on a dead peer: do not wait for it
+            eng = None
+        raise
     finally:
         if eng is not None:
             eng.close()
-        try:
-            dist.destroy_process_group()
-        except Exception:
-            pass

@@ -24,7 +24,15 @@ With ``network`` set (and not ``"default"``) the ranks run inside the hosts of t
 local testbed (:class:`testbed.Testbed`): host ``i`` runs rank ``i``,
 ``MASTER_ADDR`` is host 0's address, and each argv is wrapped by
 ``tb.command(i, argv)``. The environment is passed explicitly with ``env K=V ...`` so
-that it survives whatever the wrapper does to the environment.
+that it survives whatever the wrapper does to the environment. ``testbed`` runs them in
+the hosts of a testbed the caller already has up (and keeps: e.g. to re-shape it while
+they run).
+
+With ``torchrun=True`` each rank is a one-process torchrun node (``python -m
+torch.distributed.run --nnodes N --nproc-per-node 1 --node-rank i --master-addr A
+--master-port P -m module ...``): the ranks meet through torchrun's own rendezvous (its
+store on host 0's address), exactly as on a cluster, and torchrun sets their ``RANK``,
+``WORLD_SIZE`` and ``MASTER_*``.
 """
 
 from __future__ import annotations
@@ -136,7 +144,8 @@ class _Rank:
 
 def run_local(module: str, args: list[str], ranks: int, *, network: str | None = None, timeout_s: float = 300,
               env: dict | None = None, log_dir=None, stall_s: float | None = None, echo: bool = True,
-              grace_s: float = 1.0, python: str | None = None, pin: bool | None = None) -> LaunchResult:
+              grace_s: float = 1.0, python: str | None = None, pin: bool | None = None, testbed=None,
+              torchrun: bool = False) -> LaunchResult:
     """Run ``python -m module *args`` as ``ranks`` ranks; return when all exit 0, else raise LaunchError.
 
     ``pin`` (default: on, unless the environment sets ``PIPESIM_PIN=0``) pins each rank to one
@@ -150,13 +159,15 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="pipesim-run-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     python = python or sys.executable
-    use_testbed = network is not None and network.strip().lower() != "default"
+    use_testbed = testbed is not None or (network is not None and network.strip().lower() != "default")
+    if testbed is not None and testbed.num_hosts < ranks:
+        raise ValueError(f"the testbed has {testbed.num_hosts} hosts, fewer than the {ranks} ranks")
 
     with ExitStack() as stack:
         if use_testbed:
-            from testbed import Testbed  # another engineer's module; imported only when needed
+            from testbed import Testbed
 
-            tb = stack.enter_context(Testbed(num_hosts=ranks, network=network))
+            tb = testbed if testbed is not None else stack.enter_context(Testbed(num_hosts=ranks, network=network))
             master = tb.addresses[0]
             wrap = tb.command
         else:
@@ -176,9 +187,15 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
         t0 = time.monotonic()
         try:
             for i in range(ranks):
-                dist_env = {"RANK": str(i), "WORLD_SIZE": str(ranks), "LOCAL_RANK": "0" if use_testbed else str(i),
-                            "MASTER_ADDR": master, "MASTER_PORT": str(port)}
-                argv = [python, "-m", module, *map(str, args)]
+                if torchrun:
+                    dist_env = {}
+                    argv = [python, "-m", "torch.distributed.run", "--nnodes", str(ranks), "--nproc-per-node", "1",
+                            "--node-rank", str(i), "--master-addr", master, "--master-port", str(port),
+                            "-m", module, *map(str, args)]
+                else:
+                    dist_env = {"RANK": str(i), "WORLD_SIZE": str(ranks), "LOCAL_RANK": "0" if use_testbed else str(i),
+                                "MASTER_ADDR": master, "MASTER_PORT": str(port)}
+                    argv = [python, "-m", module, *map(str, args)]
                 if cpus is not None:
                     dist_env["PIPESIM_CPU"] = str(cpus[i])
                     argv = ["taskset", "-c", str(cpus[i]), *argv]

@@ -106,12 +106,16 @@ class Testbed:
 
     ``network``: a setting string (``"delay 10ms bandwidth 1Gbps"``) or a parsed
     :class:`~pipesim.network.NetworkSetting`. ``verbose`` prints progress to stderr.
+    ``mode``: ``"auto"`` (the delay line only when some link has a delay), ``"tun"``
+    (always the delay line: a testbed that :meth:`reshape` may give any delay and cap
+    later) or ``"veth"`` (no delays possible).
     """
 
     __test__ = False   # not a pytest test class, despite the name
 
     def __init__(self, num_hosts: int = 2, network: str | _network.NetworkSetting = "default", *,
-                 verbose: bool = False, startup_timeout_s: float = 30.0, stats_file: str | None = None):
+                 verbose: bool = False, startup_timeout_s: float = 30.0, stats_file: str | None = None,
+                 mode: str = "auto"):
         if not isinstance(num_hosts, int) or num_hosts < 1:
             raise ValueError(f"num_hosts must be an integer >= 1, got {num_hosts!r}")
         if num_hosts > 200:
@@ -126,7 +130,13 @@ class Testbed:
                                      f"but the testbed has hosts 0..{num_hosts - 1}")
         self.num_hosts = num_hosts
         self.links = link_table(self.setting, num_hosts)
-        self.mode = "tun" if any((d or 0) > 0 for d, _ in self.links.values()) else "veth"
+        if mode not in ("auto", "tun", "veth"):
+            raise ValueError(f"mode must be auto, tun or veth, got {mode!r}")
+        has_delay = any((d or 0) > 0 for d, _ in self.links.values())
+        if mode == "veth" and has_delay:
+            raise ValueError(f"network setting {self.setting.label!r} has a delay, which needs mode 'tun'")
+        self.mode = mode if mode != "auto" else ("tun" if has_delay else "veth")
+        self._ctrl_lock = threading.Lock()
         self.verbose = verbose
         self.startup_timeout_s = startup_timeout_s
         self.stats_file = stats_file
@@ -227,6 +237,46 @@ class Testbed:
             sysnet.delete_netns(left)
         self.namespaces = []        # command() now says the testbed is not up
         self._say("down")
+
+    def reshape(self, network: str | _network.NetworkSetting, hosts=None, timeout_s: float = 30.0) -> None:
+        """Shape the links while up: every directed link ``i -> j`` whose source ``i`` is in
+        ``hosts`` (default: all) gets ``network``'s setting for it, as netem on machine ``i``'s
+        interface would (each host shapes what it sends). ``"default"`` removes the shaping.
+        Delays need a testbed built with ``mode="tun"``. Raises RuntimeError if the helper
+        refuses or does not answer."""
+        setting = _network.parse(network) if isinstance(network, str) else network
+        for links, _ in setting.clauses:
+            for a, b in links or ():
+                if max(a, b) >= self.num_hosts:
+                    raise ValueError(f"network setting {setting.label!r} names link {a}-{b}, "
+                                     f"but the testbed has hosts 0..{self.num_hosts - 1}")
+        srcs = set(range(self.num_hosts)) if hosts is None else {int(h) for h in hosts}
+        if not srcs <= set(range(self.num_hosts)):
+            raise ValueError(f"hosts {sorted(srcs)} out of range 0..{self.num_hosts - 1}")
+        new = {k: v for k, v in link_table(setting, self.num_hosts).items() if int(k.split(",")[0]) in srcs}
+        if self.mode != "tun" and any((d or 0) > 0 for d, _ in new.values()):
+            raise ValueError(f"cannot reshape to {setting.label!r}: this testbed has no delay line "
+                             "(build it with mode='tun')")
+        with self._ctrl_lock:
+            if not self.is_up:
+                raise RuntimeError("testbed is not up")
+            assert self._proc is not None and self._proc.stdin is not None
+            try:
+                self._proc.stdin.write((json.dumps({"reshape": {"links": new}}) + "\n").encode())
+                self._proc.stdin.flush()
+            except OSError as e:
+                raise RuntimeError(f"testbed helper is gone: {e}") from None
+            line = self._read_line(timeout_s)
+        try:
+            msg = json.loads(line) if line else {"error": f"no answer from the testbed helper within {timeout_s:g}s"}
+        except json.JSONDecodeError:
+            msg = {"error": f"helper said {line!r}"}
+        if "reshaped" not in msg:
+            raise RuntimeError(f"reshaping the testbed to {setting.label!r} failed: {msg.get('error')}")
+        self.links.update(new)
+        if hosts is None:
+            self.setting = setting
+        self._say(f"reshaped hosts {sorted(srcs)} to {setting.label!r}")
 
     @property
     def is_up(self) -> bool:

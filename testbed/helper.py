@@ -11,6 +11,13 @@ device it makes and removes them when:
 
 It prints one JSON line on stdout: ``{"ready": ...}`` or ``{"error": "..."}``.
 
+Re-shaping while up: each line written to its stdin is a JSON command. ``{"reshape":
+{"links": {"i,j": [delay_s, bandwidth_bps], ...}}}`` sets those directed links (the
+delay line's delay and host ``i``'s htb class towards ``j``; a link not named keeps its
+shaping) and is answered by one line, ``{"reshaped": [hosts]}`` or ``{"error": "..."}``.
+A delay needs ``tun`` mode (the parent builds it when asked to, even for a setting
+without delay).
+
 Two modes (chosen by the parent):
 
 ``veth``  no link has a delay: each host has a veth pair to a bridge that lives in a
@@ -124,6 +131,53 @@ def build(spec: dict, made: list[str], fds: list[int]) -> dict:
             "iface": IFACE, "mode": mode, "pid": os.getpid()}
 
 
+class Control:
+    """The helper's command channel: JSON lines on stdin, one JSON answer per line on stdout."""
+
+    def __init__(self, spec: dict, hosts: list[str], delays: list[list[float]] | None):
+        self.spec, self.hosts, self.delays = spec, hosts, delays
+        self.buf = b""
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            if not line.strip():
+                continue
+            try:
+                answer = self.handle(json.loads(line))
+            except Exception as e:  # a bad command must not stop the delay line
+                answer = {"error": str(e)}
+            print(json.dumps(answer), flush=True)
+
+    def handle(self, cmd: dict) -> dict:
+        if "reshape" not in cmd:
+            return {"error": f"unknown command {sorted(cmd)}"}
+        n, links = self.spec["num_hosts"], self.spec["links"]
+        new = cmd["reshape"]["links"]
+        for key, (d, _) in new.items():
+            if key not in links:
+                return {"error": f"no link {key!r} in a testbed of {n} hosts"}
+            if (d or 0) > 0 and self.delays is None:
+                return {"error": "this testbed has no delay line (veth mode): build it with mode='tun' to reshape delays"}
+        srcs = sorted({int(k.split(",")[0]) for k in new})
+        for key, (d, bw) in new.items():
+            links[key] = [d, bw]
+            if self.delays is not None:
+                i, j = map(int, key.split(","))
+                self.delays[i][j] = d or 0.0
+        for i in srcs:
+            ns = self.hosts[i]
+            sysnet.run(["tc", "-n", ns, "qdisc", "del", "dev", IFACE, "root"], check=False)
+            cmds = shape_commands(ns, i, links, n)
+            if cmds and self.spec["mode"] == "veth":
+                sysnet.run(["ip", "-n", ns, "link", "set", IFACE, "gso_max_size", str(self.spec.get("mtu") or MTU)],
+                           what="capping GSO packets at the MTU")
+            for c in cmds:
+                sysnet.run(c, what="shaping bandwidth with htb")
+        return {"reshaped": srcs}
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     parent = os.getppid()
@@ -153,14 +207,19 @@ def main(argv: list[str]) -> int:
             delays = [[(spec["links"][f"{i},{j}"][0] or 0.0) if i != j else 0.0 for j in range(n)]
                       for i in range(n)]
             index = {socket.inet_aton(address(i)): i for i in range(n)}
-            why = router.serve(fds, index, delays, ctrl, parent, stats)
+            control = Control(spec, info["namespaces"], delays)
+            why = router.serve(fds, index, delays, ctrl, parent, stats, on_ctrl=control.feed)
         else:
             import select
+            control = Control(spec, info["namespaces"], None)
             while True:
                 r, _, _ = select.select([ctrl], [], [], 0.2)
-                if r and not os.read(ctrl, 4096):
-                    why = "stopped"
-                    break
+                if r:
+                    data = os.read(ctrl, 4096)
+                    if not data:
+                        why = "stopped"
+                        break
+                    control.feed(data)
                 if os.getppid() != parent:
                     why = "parent exited"
                     break

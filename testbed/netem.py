@@ -205,3 +205,110 @@ def clear(iface: str, *, dry_run: bool = False, state_dir: str = STATE_DIR, out=
         os.unlink(path)
     out(f"restored {iface}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-machine commands of a sweep: what machine `rank` runs for a setting, per-link ones included.
+#
+# A setting that names single links (``link 0-1 delay 5ms``) cannot be one netem on the whole
+# interface. Machine ``rank`` then shapes only what it sends to each peer whose link the setting
+# changes, with the tree of tc-netem(8)'s per-destination example:
+#
+#     tc qdisc replace dev IF root handle 1: prio bands B priomap 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0
+#     tc qdisc add dev IF parent 1:2 handle 20: netem delay 5ms          (one band per distinct setting)
+#     tc filter add dev IF parent 1: protocol ip prio 1 u32 match ip dst PEER/32 flowid 1:2
+#
+# The priomap sends every unfiltered packet to band 1 (plain fifo, unshaped); each peer's packets
+# go through its band's netem. Peers are matched by their IPv4 address on the interface.
+
+PRIO_MISSING_HINT = ("this kernel has no sch_prio (tc says the qdisc kind is unknown): load it with "
+                     "`modprobe sch_prio` (per-link settings need it; uniform ones do not)")
+_IPV4_RE = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+
+
+def _check_ipv4(addr: str, what: str) -> str:
+    m = _IPV4_RE.match(str(addr))
+    if not m or any(int(x) > 255 for x in m.groups()):
+        raise ValueError(f"{what}: {addr!r} is not an IPv4 address (per-link settings match peers by IPv4 address)")
+    return str(addr)
+
+
+def per_link_commands(iface: str, setting: _network.NetworkSetting, rank: int, addresses: list[str],
+                      limit: int | None = None) -> list[list[str]]:
+    """The tc commands machine ``rank`` runs so that what it sends to machine ``j`` sees
+    ``setting.for_link(rank, j)`` (the prio tree above); [] when no link from ``rank`` changes."""
+    iface = _check_iface(iface)
+    if not 0 <= rank < len(addresses):
+        raise ValueError(f"rank {rank} has no address among the {len(addresses)} machines")
+    for links, _ in setting.clauses:
+        for a, b in links or ():
+            if max(a, b) >= len(addresses):
+                raise ValueError(f"network setting {setting.label!r} names link {a}-{b}, but there are only "
+                                 f"{len(addresses)} machines (ranks 0..{len(addresses) - 1})")
+    groups: dict[tuple[float | None, float | None], list[int]] = {}
+    for j in range(len(addresses)):
+        if j == rank:
+            continue
+        ov = setting.for_link(rank, j)
+        if ov.delay_s is None and ov.bandwidth_bps is None:
+            continue
+        groups.setdefault((ov.delay_s, ov.bandwidth_bps), []).append(j)
+    if not groups:
+        return []
+    if len(groups) > 15:
+        raise ValueError(f"network setting {setting.label!r} gives rank {rank}'s links {len(groups)} different "
+                         "settings; prio has at most 16 bands (15 shaped)")
+    cmds = [["tc", "qdisc", "replace", "dev", iface, "root", "handle", "1:", "prio", "bands", str(1 + len(groups)),
+             "priomap", *["0"] * 16]]
+    for band, ((delay, bw), peers) in enumerate(sorted(groups.items(), key=lambda kv: kv[1][0]), start=2):
+        one = _network.NetworkSetting("one link", ((None, _network.LinkOverride(delay, bw)),))
+        cmds.append(["tc", "qdisc", "add", "dev", iface, "parent", f"1:{band}", "handle", f"{band}0:",
+                     *netem_args(one, limit)])
+        for j in peers:
+            dst = _check_ipv4(addresses[j], f"address of rank {j}")
+            cmds.append(["tc", "filter", "add", "dev", iface, "parent", "1:", "protocol", "ip", "prio", "1",
+                         "u32", "match", "ip", "dst", f"{dst}/32", "flowid", f"1:{band}"])
+    return cmds
+
+
+def rank_commands(iface: str, setting: _network.NetworkSetting, rank: int, addresses: list[str] | None = None,
+                  limit: int | None = None) -> list[list[str]]:
+    """What machine ``rank`` runs for ``setting``: the seed's one netem for a uniform setting
+    (:func:`apply_commands`), the per-destination tree for one that names links."""
+    if any(links is not None for links, _ in setting.clauses):
+        if addresses is None:
+            raise ValueError(f"network setting {setting.label!r} names links: the machines' addresses are needed")
+        return per_link_commands(iface, setting, rank, addresses, limit)
+    return apply_commands(iface, setting, limit)
+
+
+def apply_list(iface: str, cmds: list[list[str]], label: str, *, state_dir: str = STATE_DIR, out=print) -> int:
+    """Save ``iface``'s qdiscs (unless saved already), run ``cmds``; on any failure put the saved
+    qdiscs back (:func:`clear`) before raising, so a half-built tree is never left behind."""
+    iface = _check_iface(iface)
+    if not cmds:
+        out(f"{label!r} changes nothing that this machine sends: nothing to do")
+        return 0
+    if os.geteuid() != 0:
+        raise PermissionError("tc needs root: run with sudo")
+    if not os.path.exists(f"/sys/class/net/{iface}"):
+        raise ValueError(f"no interface {iface!r} on this machine (see `ip -br link`)")
+    path = state_path(iface, state_dir)
+    if not os.path.exists(path):
+        os.makedirs(state_dir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"iface": iface, "qdiscs": show_qdiscs(iface)}, f)
+    for c in cmds:
+        p = _run(c)
+        if p.returncode != 0:
+            err = (p.stderr or p.stdout).strip()
+            why = (f"`{' '.join(c)}` failed ({err}): {PRIO_MISSING_HINT}" if "prio" in c and "kind is unknown" in err
+                   else _explain(c, p))
+            try:
+                clear(iface, state_dir=state_dir, out=out)
+            except (RuntimeError, OSError) as e:
+                why += f"; restoring {iface} failed too: {e}"
+            raise RuntimeError(why)
+        out(" ".join(c))
+    out(f"applied {label!r} on {iface}; previous qdisc saved in {path}")
+    return 0

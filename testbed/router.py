@@ -66,11 +66,14 @@ class Stats:
 
 
 def serve(fds: list[int], addr_index: dict[bytes, int], delays: list[list[float]],
-          ctrl_fd: int, parent_pid: int, stats: Stats | None = None) -> str:
+          ctrl_fd: int, parent_pid: int, stats: Stats | None = None, on_ctrl=None) -> str:
     """Forward packets until ``ctrl_fd`` reaches EOF or the parent process is gone.
 
     ``fds[i]``: non-blocking TUN fd of host i; ``addr_index``: IPv4 address (4 bytes) ->
-    host index; ``delays[i][j]``: one-way delay in seconds. Returns why it stopped.
+    host index; ``delays[i][j]``: one-way delay in seconds, read for every packet (so a
+    caller may change it in place: packets already held keep their release time, and a
+    link's packets still leave in order). ``on_ctrl(data)`` gets whatever arrives on
+    ``ctrl_fd`` (the helper's commands). Returns why it stopped.
     """
     n = len(fds)
     stats = stats or Stats(n)
@@ -128,8 +131,11 @@ def serve(fds: list[int], addr_index: dict[bytes, int], delays: list[list[float]
             continue
         for fd in ready:
             if fd == ctrl_fd:
-                if not read(ctrl_fd, 4096):
+                data = read(ctrl_fd, 4096)
+                if not data:
                     return "stopped"
+                if on_ctrl is not None:
+                    on_ctrl(data)
                 continue
             src = host_of[fd]
             for _ in range(BATCH):
