@@ -44,14 +44,16 @@ tensor- or sequence-parallel collectives; more than one stage per rank.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import simpy
 
+from . import limits
 from . import schedule as S
-from .network import NetworkSetting
+from .network import NetworkSetting, shorten
 from .network import parse as parse_network
 from .profile import Link, Profile
 from .trace import TraceEvent
@@ -149,7 +151,16 @@ class _HostCPU:
                 job[1] -= step
         self.last = self.env.now
 
+    def _done(self, job: list) -> bool:
+        """Whether ``job`` has finished: nothing left, or less than the clock can still
+        resolve at this time (else a wake-up would land on ``now`` again and again)."""
+        now = self.env.now
+        return job[1] <= 1e-12 or now + job[1] / self.rate <= now
+
     def _wake_at(self, t: float) -> None:
+        if not math.isfinite(t):
+            raise ValueError(f"simulated time overflows ({t!r} s) on the shared host: the profile's compute times "
+                             "or host.slowdown are beyond any real run")
         self.gen += 1
         gen = self.gen
         ev = self.env.timeout(max(t - self.env.now, 0.0))
@@ -184,7 +195,7 @@ class SharedCPU(_HostCPU):
         self._advance()
         keep = []
         for job in self.jobs:
-            if job[1] <= 1e-12:
+            if self._done(job):
                 job[0].succeed()
             else:
                 keep.append(job)
@@ -217,7 +228,7 @@ class CoreScheduler(_HostCPU):
         self._advance()
         done = self.env.event()
         if len(self.running) < self.cores:
-            self.running.append([done, work, self.env.now + self.quantum])
+            self.running.append([done, work, max(self.env.now + self.quantum, math.nextafter(self.env.now, math.inf))])
         else:
             self.waiting.append([done, work, 0.0])
         self._reschedule()
@@ -239,7 +250,7 @@ class CoreScheduler(_HostCPU):
         now = self.env.now
         keep = []
         for job in self.running:
-            if job[1] <= 1e-12:
+            if self._done(job):
                 job[0].succeed()
             elif self.waiting and job[2] <= now + 1e-12:
                 self.waiting.append(job)  # slice used up: back of the run queue
@@ -248,7 +259,8 @@ class CoreScheduler(_HostCPU):
         self.running = keep
         while self.waiting and len(self.running) < self.cores:
             job = self.waiting.popleft()
-            job[2] = now + self.quantum
+            # a slice too short for the clock at this time lasts one tick, so that time moves on
+            job[2] = max(now + self.quantum, math.nextafter(now, math.inf))
             self.running.append(job)
         self._reschedule()
 
@@ -554,6 +566,69 @@ class _Sim:
                                f"{min(len(self.step_ends[r]) for r in stuck)}")
 
 
+def actions_per_step(num_stages: int, num_microbatches: int) -> int:
+    """Actions of one step over all ranks: a forward and a backward per micro-batch on
+    every rank, and a send and a receive for each of the 2 messages per micro-batch on
+    every link (exact for the lowered gpipe and 1f1b schedules)."""
+    return 2 * num_microbatches * num_stages + 4 * num_microbatches * (num_stages - 1)
+
+
+def check_size(num_stages: int, micro_batch_size: int, batch_size: int, steps: int, *,
+               names: tuple[str, str, str] = ("micro-batch size", "batch size", "steps"),
+               already: int = 0) -> int:
+    """Refuse sizes outside :mod:`pipesim.limits` and a simulation of more than
+    ``MAX_SIM_ACTIONS`` actions (``already``: actions of earlier cells of the same
+    command); return the actions it will run. ``names`` are what the errors call the
+    three sizes (the command's flags)."""
+    limits.MICRO_BATCH_SIZE.check(micro_batch_size, names[0])
+    limits.BATCH_SIZE.check(batch_size, names[1])
+    limits.STEPS.check(steps, names[2])
+    if batch_size % micro_batch_size:
+        raise ValueError(f"{names[1]} {batch_size} is not a multiple of {names[0]} {micro_batch_size}")
+    m = batch_size // micro_batch_size
+    n = actions_per_step(num_stages, m) * steps
+    if n + already > limits.MAX_SIM_ACTIONS:
+        what = (f"{num_stages} ranks x {actions_per_step(num_stages, m) // num_stages:,} actions x {steps:,} steps "
+                f"= {n:,} actions")
+        if already:
+            what += f" (after {already:,} for the cells before it)"
+        raise ValueError(f"this simulation would run {what}; at most {limits.MAX_SIM_ACTIONS:,} are simulated "
+                         f"(pipesim/limits.py): use fewer {names[2]} or a smaller {names[1]}, or a larger "
+                         f"{names[0]}")
+    return n
+
+
+def _check_slices(profile: Profile, mbs: int, m: int, steps: int, actions: int) -> None:
+    """Round-robin time slices cost an event each: refuse a host quantum so small against the
+    compute that the slices alone would be a runaway simulation."""
+    host = profile.host
+    if host is None or host.quantum_s is None or not math.isfinite(host.quantum_s) or host.placement is not None:
+        return
+    if profile.num_stages <= host.cores:
+        return  # never more computations than cores: nobody is preempted
+    work = steps * sum(m * (c.forward_s + c.backward_s + 2 * c.overhead_s) + st.optimizer_s
+                       for st in profile.stages for c in [st.at(mbs, "")])
+    slices = work / host.quantum_s
+    if not slices + actions <= limits.MAX_SIM_ACTIONS:  # also refuses nan
+        raise ValueError(f"profile host.quantum_s {host.quantum_s:g} s cuts {work:.3g} s of computation into about "
+                         f"{slices:.3g} time slices; at most {limits.MAX_SIM_ACTIONS:,} actions and slices are "
+                         "simulated (pipesim/limits.py): use a larger quantum_s or fewer steps")
+
+
+def _largest_input(sim: _Sim) -> str:
+    """The largest duration that went into a simulation, named: why its step time is absurd."""
+    cands: list[tuple[float, str]] = []
+    for r, c in enumerate(sim.comp):
+        cands += [(c.forward_s, f"stage {r} forward_s"), (c.backward_s, f"stage {r} backward_s"),
+                  (c.overhead(sim.schedule), f"stage {r} overhead_s"), (sim.opt[r], f"stage {r} optimizer_s")]
+    for (a, b), w in sim.wires.items():
+        cands += [(w.link.latency_s, f"link {a}->{b} latency (with the setting's delay)"),
+                  (w.serialize_time(max(sim.comp[a].activation_bytes, sim.comp[a].gradient_bytes)),
+                   f"link {a}->{b} transfer of one message (bytes / bandwidth)")]
+    v, what = max(cands, key=lambda c: c[0] if math.isfinite(c[0]) else math.inf)
+    return f"the largest duration in it is {what}: {v:.3g} s (network setting {shorten(sim.setting.label)!r})"
+
+
 def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
              network: str | NetworkSetting = "default", *, transport: Transport | None = None,
              steps: int = 2, record: bool = True, lowered: list[list[S.Action]] | None = None) -> SimResult:
@@ -562,16 +637,26 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     The step time is rank 0's period over the last step (the time between the end of
     its previous step and the end of this one; the end of step 1 when ``steps == 1``),
     as the runtime measures it. Pass ``lowered`` to run a hand-made schedule.
+
+    Sizes are checked against :mod:`pipesim.limits` before anything runs (a simulation
+    of more than ``MAX_SIM_ACTIONS`` actions is refused), the network setting against
+    the profile's stages (:meth:`NetworkSetting.check_stages`), and the result: a step
+    time that is not finite and positive or exceeds ``MAX_STEP_TIME_S`` is a
+    ``ValueError`` naming what made it so.
     """
-    if micro_batch_size < 1 or batch_size < 1:
-        raise ValueError(f"micro-batch size and batch size must be positive, got {micro_batch_size} and {batch_size}")
-    if batch_size % micro_batch_size:
-        raise ValueError(f"batch size {batch_size} is not a multiple of micro-batch size {micro_batch_size}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    m = batch_size // micro_batch_size
     p = profile.num_stages
+    if lowered is None:
+        check_size(p, micro_batch_size, batch_size, steps)
+    else:
+        check_size(p, micro_batch_size, batch_size, 1)  # the ranges; the hand-made schedule's own size below
+        limits.STEPS.check(steps, "steps")
+        n = sum(len(r) for r in lowered) * steps
+        if n > limits.MAX_SIM_ACTIONS:
+            raise ValueError(f"this simulation would run {n:,} actions; at most {limits.MAX_SIM_ACTIONS:,} are "
+                             "simulated (pipesim/limits.py)")
+    m = batch_size // micro_batch_size
     setting = parse_network(network) if isinstance(network, str) else network
+    setting.check_stages(p)
     transport = transport or Transport.for_backend(profile.device.get("backend"))
     if lowered is None:
         lowered = S.build(schedule, p, m, recv_ahead=transport.recv_ahead)
@@ -579,6 +664,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
         S.validate(lowered, m)
         if len(lowered) != p:
             raise ValueError(f"schedule has {len(lowered)} ranks but the profile has {p} stages")
+    _check_slices(profile, micro_batch_size, m, steps, sum(len(r) for r in lowered) * steps)
     sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule)
     sim.run()
     last = steps - 1
@@ -588,6 +674,9 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
         return ends[last] - (ends[last - 1] if last > 0 else 0.0)
 
     step_time = period(0)
+    if not (0 < step_time <= limits.MAX_STEP_TIME_S):  # also refuses nan and inf
+        raise ValueError(f"simulated step time is {step_time!r} s, outside (0, {limits.MAX_STEP_TIME_S:g}] s "
+                         f"(pipesim/limits.py MAX_STEP_TIME_S); {_largest_input(sim)}")
     ranks = []
     for r in range(p):
         c, w = sim.busy[r][last], sim.wait[r][last]

@@ -73,7 +73,7 @@ _NUM = r"([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)"
 _TOKEN = re.compile(r"\s*(delay|bandwidth|link)\b\s*", re.I)
 
 
-def _short(text: str, n: int = 40) -> str:
+def shorten(text: str, n: int = 40) -> str:
     """``text`` cut to about ``n`` characters for an error message (a value of thousands of digits stays one line)."""
     text = " ".join(str(text).split())
     return text if len(text) <= n else f"{text[:n - 10]}...{text[-6:]} ({len(text)} characters)"
@@ -129,12 +129,12 @@ class NetworkSetting:
             a, b = links[0]
             spec = f"{a}-{b}" if len(links) == 2 else f"{a}->{b}"
             if max(a, b) >= num_stages:
-                raise ValueError(f"network setting {_short(self.label)!r} names link {spec}, but there are "
+                raise ValueError(f"network setting {shorten(self.label)!r} names link {spec}, but there are "
                                  f"{what} 0..{num_stages - 1} only" if num_stages > 1 else
-                                 f"network setting {_short(self.label)!r} names link {spec}, but there is one "
+                                 f"network setting {shorten(self.label)!r} names link {spec}, but there is one "
                                  f"{what[:-1]} only (no links)")
             if neighbours_only and abs(a - b) != 1:
-                raise ValueError(f"network setting {_short(self.label)!r} names link {spec}: stages {a} and {b} "
+                raise ValueError(f"network setting {shorten(self.label)!r} names link {spec}: stages {a} and {b} "
                                  "are not pipeline neighbours; only neighbour links (i-(i+1)) carry pipeline "
                                  "traffic, so it would change nothing")
 
@@ -143,12 +143,12 @@ class NetworkSetting:
 
 
 def _parse_quantity(text: str, units: dict[str, float], what: str, setting: str) -> float:
-    shown = _short(text.strip())
+    shown = shorten(text.strip())
     m = re.fullmatch(_NUM + r"\s*([a-zA-Z/]*)", text.strip())
     if m and not m.group(2) and float(m.group(1)) > 0:
         m = None  # a positive number needs its unit
     if not m:
-        raise ValueError(f"network setting {_short(setting)!r}: cannot read {what} {shown!r}; "
+        raise ValueError(f"network setting {shorten(setting)!r}: cannot read {what} {shown!r}; "
                          f"write e.g. {'5ms' if what == 'delay' else '1Gbps'}")
     number, unit = m.group(1), m.group(2)
     rng = limits.DELAY_S if what == "delay" else limits.BANDWIDTH_BPS
@@ -156,34 +156,34 @@ def _parse_quantity(text: str, units: dict[str, float], what: str, setting: str)
     if unit and key not in units:
         hint = ("; units are case-sensitive: b = bits, B = bytes (x 8)"
                 if what == "bandwidth" and unit.lower() in {u.lower() for u in units} else "")
-        raise ValueError(f"network setting {_short(setting)!r}: unknown {what} unit {_short(unit, 20)!r}{hint}; "
+        raise ValueError(f"network setting {shorten(setting)!r}: unknown {what} unit {shorten(unit, 20)!r}{hint}; "
                          f"use one of {_TIME_HINT if what == 'delay' else _RATE_HINT}")
     value = float(number) * (units[key] if unit else 1.0)  # float() of thousands of digits is inf, refused below
     try:
         return float(rng.check(value, what)) + 0.0  # + 0.0: no -0.0
     except ValueError:
-        raise ValueError(f"network setting {_short(setting)!r}: {what} must be {rng.describe()}, "
+        raise ValueError(f"network setting {shorten(setting)!r}: {what} must be {rng.describe()}, "
                          f"got {shown!r}") from None
 
 
 def _parse_links(spec: str, setting: str) -> tuple[tuple[int, int], ...]:
     m = re.fullmatch(r"([0-9]+)\s*(->|-)\s*([0-9]+)", spec.strip())
     if not m:
-        raise ValueError(f"network setting {_short(setting)!r}: cannot read link {_short(spec.strip())!r}; "
+        raise ValueError(f"network setting {shorten(setting)!r}: cannot read link {shorten(spec.strip())!r}; "
                          "write 'link 0-1' (both directions) or 'link 0->1' (one direction)")
     if max(len(m.group(1)), len(m.group(3))) > 6:
-        raise ValueError(f"network setting {_short(setting)!r}: link {_short(spec.strip())!r} names a stage "
+        raise ValueError(f"network setting {shorten(setting)!r}: link {shorten(spec.strip())!r} names a stage "
                          "beyond 999999; stages are numbered from 0, as in the profile")
     a, arrow, b = int(m.group(1)), m.group(2), int(m.group(3))
     if a == b:
-        raise ValueError(f"network setting {_short(setting)!r}: link {spec.strip()!r} joins a stage to itself")
+        raise ValueError(f"network setting {shorten(setting)!r}: link {spec.strip()!r} joins a stage to itself")
     return ((a, b),) if arrow == "->" else ((a, b), (b, a))
 
 
 def _parse_clause(clause: str, setting: str):
     parts = _TOKEN.split(clause)
     if parts[0].strip():
-        raise ValueError(f"network setting {_short(setting)!r}: unknown word(s) {_short(parts[0].strip())!r}; "
+        raise ValueError(f"network setting {shorten(setting)!r}: unknown word(s) {shorten(parts[0].strip())!r}; "
                          "expected 'default', 'delay X', 'bandwidth Y' or 'link A-B ...'")
     links = None
     delay = bw = None
@@ -191,20 +191,20 @@ def _parse_clause(clause: str, setting: str):
         key = key.lower()
         if key == "link":
             if links is not None:
-                raise ValueError(f"network setting {_short(setting)!r}: 'link' given twice in one clause")
+                raise ValueError(f"network setting {shorten(setting)!r}: 'link' given twice in one clause")
             if not value.strip():
-                raise ValueError(f"network setting {_short(setting)!r}: 'link' needs a pair, e.g. 'link 0-1'")
+                raise ValueError(f"network setting {shorten(setting)!r}: 'link' needs a pair, e.g. 'link 0-1'")
             links = _parse_links(value, setting)
         elif key == "delay":
             if delay is not None:
-                raise ValueError(f"network setting {_short(setting)!r}: 'delay' given twice")
+                raise ValueError(f"network setting {shorten(setting)!r}: 'delay' given twice")
             delay = _parse_quantity(value, _UNITS_TIME, "delay", setting)
         else:
             if bw is not None:
-                raise ValueError(f"network setting {_short(setting)!r}: 'bandwidth' given twice")
+                raise ValueError(f"network setting {shorten(setting)!r}: 'bandwidth' given twice")
             bw = _parse_quantity(value, _UNITS_RATE, "bandwidth", setting)
     if delay is None and bw is None:
-        raise ValueError(f"network setting {_short(setting)!r}: clause {_short(clause.strip())!r} sets neither "
+        raise ValueError(f"network setting {shorten(setting)!r}: clause {shorten(clause.strip())!r} sets neither "
                          "delay nor bandwidth")
     return links, LinkOverride(delay, bw)
 
@@ -220,7 +220,7 @@ def parse(text: str) -> NetworkSetting:
         raise ValueError(f"{label!r} names a grid of settings, not one setting; use it with 'pipesim grid'")
     pieces = text.split(";")
     if any(not c.strip() for c in pieces):
-        raise ValueError(f"network setting {_short(text)!r} has an empty clause; clauses are separated by ';', "
+        raise ValueError(f"network setting {shorten(text)!r} has an empty clause; clauses are separated by ';', "
                          "e.g. 'delay 2ms; link 1-2 bandwidth 100Mbps'")
     clauses = tuple(_parse_clause(c, text) for c in pieces)
     return NetworkSetting(label, clauses)
@@ -264,5 +264,5 @@ def parse_grid(text: str) -> list[NetworkSetting]:
     if not text.strip() or all(not t.strip() for t in items):
         raise ValueError("network grid is empty; write 'seed' or settings separated by ','")
     if any(not t.strip() for t in items):
-        raise ValueError(f"network grid {_short(text)!r} has an empty setting between ',' or '|'")
+        raise ValueError(f"network grid {shorten(text)!r} has an empty setting between ',' or '|'")
     return [parse(t) for t in items]

@@ -67,7 +67,7 @@ def test_simulate_writes_trace(capsys, tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["simulate", "--schedule", "gpipe", "--micro-batch-size", "3", "--batch-size", "64"], "not a multiple"),
     (["simulate", "--schedule", "gpipe", "--micro-batch-size", "4", "--batch-size", "64", "--network", "delay -1ms"],
-     "delay must be >= 0"),
+     "delay must be a number >= 0"),
     (["grid", "--micro-batch-sizes", "1,x"], "integers"),
     (["grid", "--schedules", "gpipe,zb"], "unknown schedule"),
     (["simulate", "--schedule", "gpipe", "--micro-batch-size", "4", "--batch-size", "64", "--profile", "/nope.json"],
