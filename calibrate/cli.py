@@ -57,9 +57,9 @@ def _run(args) -> int:
                 network.parse(text).check_stages(args.ranks, neighbours_only=False, what="ranks")
             except ValueError as e:
                 raise ValueError(f"{flag}: {e}") from None
+    output_path(args.out, "--out")
     if os.path.exists(args.out) and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
-    output_path(args.out, "--out")
     if args.log_dir:
         output_dir(args.log_dir, "--log-dir")
     from runtime.launch import LaunchError
