@@ -3,7 +3,8 @@
 The one place that states them. The network-setting parser (:mod:`pipesim.network`),
 the profile reader (:mod:`pipesim.profile`) and the simulator's entry
 (:func:`pipesim.engine.simulate`) all check against this table, and
-``docs/limits.md`` is generated from it (``python -m pipesim.limits``).
+``docs/limits.md`` is generated from it (``python -m pipesim.limits`` prints it and the
+units of network settings; a test checks that the file still contains both).
 
 The ranges are wide enough for any real cluster and narrow enough that every
 simulation stays finite: a value outside one is refused with a one-line error that
@@ -131,4 +132,8 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
+    from .network import units_markdown
+
     print(markdown())
+    print()
+    print(units_markdown())
