@@ -84,8 +84,8 @@ def check_rank_args(ns: argparse.Namespace) -> None:
         raise ValueError(f"--device must be cpu, cuda or cuda:N, got {shorten(ns.device)!r}")
     if ns.backend == "nccl" and not ns.device.startswith("cuda"):
         raise ValueError("--backend nccl needs --device cuda")
-    if ns.network is not None:
-        parse_network(ns.network)
+    # --network is only recorded by a rank (a label, e.g. the seed table's "default (about 0.1ms; ...)");
+    # the launcher checks and applies it
 
 
 def config_from_args(ns: argparse.Namespace):
