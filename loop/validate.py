@@ -108,10 +108,8 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     limits.RUN_STEPS.check(steps, "--steps")
     for net in settings:
         net.check_stages(ranks)
-    total = 0
-    for m in micro_batch_sizes:
-        total += len(schedules) * len(settings) * E.check_size(
-            ranks, m, batch_size, SIM_STEPS, names=("--micro-batch-sizes", "--batch-size", "steps"), already=total)
+    E.check_grid_size(ranks, micro_batch_sizes, batch_size, SIM_STEPS, len(schedules) * len(settings),
+                      names=("--micro-batch-sizes", "--batch-size", "steps"))
     out = output_dir(out, "--out")  # an existing folder, or one made now (under the current one, or in an existing one)
     prof_path = out / "profile.json"
     # 1. calibrate

@@ -124,11 +124,8 @@ def cmd_grid(args) -> int:
     schedules = parse_schedules(args.schedules)
     for net in settings:
         net.check_stages(prof.num_stages)
-    total = 0
-    for m in mbs_list:  # the whole grid's size, before its first cell
-        total += len(schedules) * len(settings) * E.check_size(
-            prof.num_stages, m, args.batch_size, GRID_STEPS, names=("--micro-batch-sizes", "--batch-size", "steps"),
-            already=total)
+    E.check_grid_size(prof.num_stages, mbs_list, args.batch_size, GRID_STEPS, len(schedules) * len(settings),
+                      names=("--micro-batch-sizes", "--batch-size", "steps"))  # the whole grid, before its first cell
     tr = transport_from(args, prof)
     t0 = time.perf_counter()
     res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr, steps=GRID_STEPS)

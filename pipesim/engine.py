@@ -591,11 +591,11 @@ def actions_per_step(num_stages: int, num_microbatches: int) -> int:
 
 def check_size(num_stages: int, micro_batch_size: int, batch_size: int, steps: int, *,
                names: tuple[str, str, str] = ("micro-batch size", "batch size", "steps"),
-               already: int = 0) -> int:
+               fixed_steps: bool = False) -> int:
     """Refuse sizes outside :mod:`pipesim.limits` and a simulation of more than
-    ``MAX_SIM_ACTIONS`` actions (``already``: actions of earlier cells of the same
-    command); return the actions it will run. ``names`` are what the errors call the
-    three sizes (the command's flags)."""
+    ``MAX_SIM_ACTIONS`` actions; return the actions it will run. ``names`` are what the
+    errors call the three sizes (the command's flags); ``fixed_steps``: the user cannot
+    change the steps, so the error does not suggest it."""
     limits.MICRO_BATCH_SIZE.check(micro_batch_size, names[0])
     limits.BATCH_SIZE.check(batch_size, names[1])
     limits.STEPS.check(steps, names[2])
@@ -603,15 +603,27 @@ def check_size(num_stages: int, micro_batch_size: int, batch_size: int, steps: i
         raise ValueError(f"{names[1]} {batch_size} is not a multiple of {names[0]} {micro_batch_size}")
     m = batch_size // micro_batch_size
     n = actions_per_step(num_stages, m) * steps
-    if n + already > limits.MAX_SIM_ACTIONS:
-        what = (f"{num_stages} ranks x {actions_per_step(num_stages, m) // num_stages:,} actions x {steps:,} steps "
-                f"= {n:,} actions")
-        if already:
-            what += f" (after {already:,} for the cells before it)"
-        raise ValueError(f"this simulation would run {what}; at most {limits.MAX_SIM_ACTIONS:,} are simulated "
-                         f"(pipesim/limits.py): use fewer {names[2]} or a smaller {names[1]}, or a larger "
-                         f"{names[0]}")
+    if n > limits.MAX_SIM_ACTIONS:
+        fewer = "" if fixed_steps else f"fewer {names[2]}, "
+        raise ValueError(f"this simulation would run {num_stages} ranks x {m:,} micro-batches: "
+                         f"{actions_per_step(num_stages, m):,} actions per step x {steps:,} steps = {n:,} actions; "
+                         f"at most {limits.MAX_SIM_ACTIONS:,} are simulated (pipesim/limits.py): use {fewer}a smaller {names[1]} "
+                         f"or a larger {names[0]}")
     return n
+
+
+def check_grid_size(num_stages: int, micro_batch_sizes, batch_size: int, steps: int, cells_per_size: int, *,
+                    names: tuple[str, str, str] = ("micro-batch sizes", "batch size", "steps")) -> int:
+    """:func:`check_size` for each micro-batch size of a grid, and the whole grid's actions
+    (``cells_per_size`` simulations per size) against ``MAX_SIM_ACTIONS``; returns them."""
+    sizes = list(micro_batch_sizes)
+    total = sum(cells_per_size * check_size(num_stages, m, batch_size, steps, names=names, fixed_steps=True)
+                for m in sizes)
+    if total > limits.MAX_SIM_ACTIONS:
+        raise ValueError(f"this grid would run {cells_per_size * len(sizes)} simulations, {total:,} actions in all; "
+                         f"at most {limits.MAX_SIM_ACTIONS:,} are simulated by one command (pipesim/limits.py): "
+                         f"use fewer settings, schedules or {names[0]}, or a smaller {names[1]}")
+    return total
 
 
 def _check_slices(profile: Profile, mbs: int, m: int, steps: int, actions: int) -> None:
