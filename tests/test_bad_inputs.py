@@ -86,6 +86,7 @@ def test_simulate_refuses(capsys, argv, named):
 GRID_CASES = [
     (["grid", "--batch-size", "99999999999999999999"], "--batch-size must be"),
     (["grid", "--micro-batch-sizes", "1", "--batch-size", str(2 ** 24)], "at most 50,000,000"),
+    (["grid", "--micro-batch-sizes", "1,2", "--batch-size", "400000"], "this grid would run 40 simulations"),
     (["grid", "--micro-batch-sizes", "1,3"], "not a multiple of --micro-batch-sizes 3"),
     (["grid", "--micro-batch-sizes", "0"], "--micro-batch-sizes"),
     (["grid", "--network", ","], "empty"),
