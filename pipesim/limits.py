@@ -97,6 +97,8 @@ THREADS = Range("threads", "", 1, 4096, integer=True, doc="torch intra-op thread
 TIMEOUT_S = Range("timeout", "s", 0.0, 7 * 86400.0, lo_open=True, doc="a run's or a peer operation's time limit")
 LEARNING_RATE = Range("learning rate", "", 0.0, 1e3, doc="optimizer learning rate")
 NETEM_LIMIT = Range("limit", "packets", 1, 2 ** 32 - 1, integer=True, doc="tc netem queue limit")
+CHECK_SECONDS = Range("seconds", "s", 0.0, 3600.0, lo_open=True, doc="iperf3 duration per setting")
+CHECK_PINGS = Range("pings", "", 1, 100_000, integer=True, doc="pings per setting")
 
 MAX_SIM_ACTIONS = 50_000_000
 """Most actions (ranks x actions per rank x steps) one simulation may run: about 5
@@ -118,6 +120,7 @@ ALL = {
     "simulate: --steps": STEPS,
     "run: --ranks": RANKS, "run: --steps": RUN_STEPS, "run: --warmup": WARMUP_STEPS, "run: --threads": THREADS,
     "run: --timeout, --op-timeout": TIMEOUT_S, "run: --lr": LEARNING_RATE, "netem apply: --limit": NETEM_LIMIT,
+    "testbed check: --seconds": CHECK_SECONDS, "testbed check: --pings": CHECK_PINGS,
 }
 
 

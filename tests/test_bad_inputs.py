@@ -213,13 +213,18 @@ NETEM_CASES = [
     (["netem", "clear", "--iface", "nosuchif0", "--state-dir", "{tmp}"], "no interface 'nosuchif0'"),
     (["netem", "clear", "--iface", "nosuchif0", "--state-dir", "{tmp}", "--dry-run"], "no interface 'nosuchif0'"),
     (["netem", "apply", "--iface", "eth0; rm", "--network", "delay 1ms", "--dry-run"], "--iface"),
+    (["testbed", "check", "--network", "delay 1ms", "--seconds", "nan"], "--seconds must be a number > 0"),
+    (["testbed", "check", "--network", "delay 1ms", "--pings", "0"], "--pings must be an integer >= 1"),
+    (["testbed", "check", "--network", "delay 1ms;"], "empty clause"),
+    (["testbed", "up", "--hosts", "0"], "num_hosts must be"),
+    (["testbed", "up", "--hosts", "2", "--network", "link 0-5 delay 1ms"], "testbed hosts 0..1 only"),
 ]
 
 
 @pytest.mark.parametrize("argv,named", NETEM_CASES, ids=[str(i) for i in range(len(NETEM_CASES))])
-def test_netem_refuses(capsys, tmp_path, argv, named):
+def test_netem_and_testbed_refuse(capsys, tmp_path, argv, named):
     line = _check(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv], named)
-    assert line.startswith(f"pipesim netem {argv[1]}: error: ")
+    assert line.startswith(f"pipesim {argv[0]} {argv[1]}: error: ")
 
 
 @pytest.mark.parametrize("network,named", [
