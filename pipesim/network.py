@@ -11,9 +11,17 @@ delay D rate R`` does on an interface. Examples::
     delay 2ms; link 1-2 bandwidth 100Mbps      # second clause: both directions of 1<->2
     link 0->1 delay 20ms                       # one direction only
 
-Clauses are separated by ``;``. A clause without ``link`` applies to every link; a
-later clause overrides the fields it names for the links it names. ``seed`` names the
-ten settings of the seed table (:data:`SEED_GRID`), in its order and with its labels.
+Clauses are separated by ``;`` (an empty clause is an error). A clause without ``link``
+applies to every link; a later clause overrides the fields it names for the links it
+names. ``seed`` names the ten settings of the seed table (:data:`SEED_LABELS`), in its
+order and with its labels.
+
+Units (:data:`UNIT_TABLE`, docs/limits.md): delays in s, ms or us; bandwidths in bits
+per second (``bps``, ``Mbps``, ``Gbit/s``, tc's ``mbit``, ...) or, with an upper-case
+``B``, bytes per second (``MBps`` = 8e6 bit/s). After conversion every value is checked
+against :data:`pipesim.limits.DELAY_S` and :data:`pipesim.limits.BANDWIDTH_BPS`.
+Whether the links a setting names exist is checked where the number of stages is known
+(:meth:`NetworkSetting.check_stages`).
 """
 
 from __future__ import annotations
