@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 
+from pipesim import limits, network
+from pipesim.util import output_dir, output_path
+
 TORCHRUN_HINT = ("on a cluster, start one rank per machine with torchrun, e.g.\n"
                  "  torchrun --nnodes 3 --nproc-per-node 1 --node-rank R --master-addr HOST0 --master-port 29500 \\\n"
                  "      -m calibrate.worker --model gpt3-small --micro-batch-sizes 1,2,4 --iface eth0 --out profile.json\n"
@@ -52,10 +55,19 @@ def _run(args) -> int:
     if args.iface:
         raise ValueError("--iface is for calibrating under torchrun (netem on each machine's interface); with --local "
                          "the window probe runs on the local testbed")
-    if args.ranks < 1:
-        raise ValueError(f"--ranks must be >= 1, got {args.ranks}")
+    limits.RANKS.check(args.ranks, "--ranks")
+    limits.TIMEOUT_S.check(args.timeout, "--timeout")
+    for flag, text in [("--network", args.network)] + [("--window-probe", w) for w in args.window_probe or []]:
+        if text is not None:  # the testbed shapes any pair of hosts
+            try:
+                network.parse(text).check_stages(args.ranks, neighbours_only=False, what="ranks")
+            except ValueError as e:
+                raise ValueError(f"{flag}: {e}") from None
+    output_path(args.out, "--out")
     if os.path.exists(args.out) and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
+    if args.log_dir:
+        output_dir(args.log_dir, "--log-dir")
     from runtime.launch import LaunchError
 
     from .local import run_local_calibration

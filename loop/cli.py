@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 import calibrate.cli
 import runtime.cli
@@ -27,8 +28,15 @@ from pipesim import cmd_sim
 VERB_MODULES = [cmd_sim, runtime.cli, calibrate.cli, testbed.cli, verbs, sweep, explain]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``pipesim simulate: error: argument --steps: ... (see --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="pipesim",
         description="Predict pipeline-parallel training step time under any network, and check it against real runs.",
     )
@@ -38,12 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _os_error(e: OSError) -> str:
+    if e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb; bad input of any kind ends in one line on stderr and exit status 2."""
     ap = build_parser()
-    args = ap.parse_args(argv)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already printed)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         ap.print_help()
         return 2
+    err = None
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -52,9 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. piped into head
         sys.stderr.close()
         return 0
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"pipesim {args.verb}: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:
+        err = str(e)
+    except OSError as e:  # a file or folder that cannot be read or written: missing, a folder, no permission
+        err = _os_error(e)
+    except RecursionError:  # last resort: e.g. a JSON document nested thousands deep
+        err = "the input is nested too deeply to read"
+    except OverflowError as e:  # last resort: a number too large for a float somewhere
+        err = f"a number in the input is too large to handle ({e})"
+    verb = " ".join(v for v in (args.verb, getattr(args, "netem_verb", None), getattr(args, "testbed_verb", None)) if v)
+    print(f"pipesim {verb}: error: {err}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -32,13 +32,14 @@ from loop import report as R
 from loop.compare import SIM_STEPS
 from loop.measured import run_spread_pct
 from pipesim import engine as E
+from pipesim import limits
 from pipesim import network as N
 from pipesim import profile as P
 from pipesim.cmd_sim import run_grid
 from pipesim.replay import replay
 from pipesim.trace import read_csv
 from pipesim.trace import write as write_trace
-from pipesim.util import append_jsonl, read_jsonl, write_json_atomic
+from pipesim.util import append_jsonl, output_dir, read_jsonl, write_json_atomic
 
 __all__ = ["SIM_STEPS", "load_runs", "make_figures", "measure_cell", "run_spread_pct", "validate"]
 
@@ -128,14 +129,17 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
              calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0,
              retries: int = RETRIES, refuse_noisy: bool = False) -> R.Summary:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
     if repeats < 1 or steps < 1:
         raise ValueError(f"--repeats and --steps must be at least 1, got {repeats} and {steps}")
-    for m in micro_batch_sizes:
-        if batch_size % m:
-            raise ValueError(f"batch size {batch_size} is not a multiple of micro-batch size {m}")
+    # everything the simulation would refuse, refused before minutes of calibration
+    limits.RANKS.check(ranks, "--ranks")
+    limits.RUN_STEPS.check(steps, "--steps")
+    for net in settings:
+        net.check_stages(ranks)
+    E.check_grid_size(ranks, micro_batch_sizes, batch_size, SIM_STEPS, len(schedules) * len(settings),
+                      names=("--micro-batch-sizes", "--batch-size", "steps"))
+    out = output_dir(out, "--out")  # an existing folder, or one made now (under the current one, or in an existing one)
     prof_path = out / "profile.json"
     # 1. calibrate
     if recalibrate or not prof_path.exists():

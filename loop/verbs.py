@@ -41,16 +41,17 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
 
 def _run(ns: argparse.Namespace, demo: bool) -> int:
     from loop.validate import validate
+    from pipesim import network as N
     from pipesim.cmd_sim import parse_schedules
     from runtime.launch import LaunchError
     from testbed import available
 
     networks = ns.network
+    settings = N.parse_grid(networks)
+    for s in settings:  # refused here, before the testbed is looked at or anything is calibrated
+        s.check_stages(ns.ranks)
     ok, why = available()
     if not ok:
-        from pipesim import network as N
-
-        settings = N.parse_grid(networks)
         kept = [s for s in settings if s.is_default]
         print(f"pipesim {'demo' if demo else 'validate'}: the local testbed is not available ({why}); "
               "calibrating without the delayed-link probe and comparing only the default-network cells "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 import time
-from pathlib import Path
 
 from . import engine as E
 from . import network as N
@@ -14,7 +14,7 @@ from . import profile as P
 from . import schedule as S
 from . import trace as T
 from .transport import QUEUES, SEND_MODES
-from .util import parse_int_list, write_json_atomic
+from .util import output_path, parse_int_list, write_json_atomic, write_text_atomic
 
 
 def parse_schedules(text: str) -> list[str]:
@@ -33,19 +33,19 @@ def add_transport_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--send-mode", choices=list(SEND_MODES), help="when a send may start")
     g.add_argument("--eager-limit-bytes", type=int, default=None, metavar="N",
                    help="under rendezvous, messages up to N bytes go eagerly")
-    g.add_argument("--recv-ahead", type=int, default=-2, metavar="K",
-                   help="post each receive K computations early (-1: all at step start)")
+    g.add_argument("--recv-ahead", type=int, default=None, metavar="K",
+                   help="post each receive K computations early (-1: all at step start; default: the profile's)")
 
 
 def transport_from(args, profile: P.Profile) -> E.Transport:
     """The profile's transport (:meth:`Transport.for_profile`) with the flags that were given on top."""
     base = E.Transport.for_profile(profile)
-    if args.recv_ahead == -2:
+    if args.recv_ahead is None:
         ra = base.recv_ahead
     elif args.recv_ahead == -1:
         ra = None
-    elif args.recv_ahead < 0:
-        raise ValueError(f"--recv-ahead must be >= 0, or -1 for all receives at step start; got {args.recv_ahead}")
+    elif args.recv_ahead < -1:
+        raise ValueError(f"--recv-ahead must be -1 (all receives at step start) or an integer >= 0, got {args.recv_ahead}")
     else:
         ra = args.recv_ahead
     if args.eager_limit_bytes is not None and args.eager_limit_bytes < 0:
@@ -57,7 +57,8 @@ def transport_from(args, profile: P.Profile) -> E.Transport:
 
 def transport_note(args, profile: P.Profile, tr: E.Transport) -> str:
     """Where the transport comes from, in words."""
-    flags = any(x for x in (args.queue, args.send_mode, args.eager_limit_bytes is not None, args.recv_ahead != -2))
+    flags = any(x for x in (args.queue, args.send_mode, args.eager_limit_bytes is not None,
+                                 args.recv_ahead is not None))
     origin = ("the profile's transport section" if profile.transport is not None
               else f"the default for backend {profile.device.get('backend') or 'gloo'}")
     return f"transport: {tr.describe()} ({origin}{', flags on top' if flags else ''})"
@@ -71,9 +72,16 @@ def profile_note(profile: P.Profile, path) -> str:
 # ----------------------------------------------------------------------------- simulate
 
 
+SIZE_FLAGS = ("--micro-batch-size", "--batch-size", "--steps")
+
+
 def cmd_simulate(args) -> int:
+    if args.trace:
+        output_path(args.trace, "--trace")
     prof = P.load(args.profile)
     setting = N.parse(args.network)
+    setting.check_stages(prof.num_stages)
+    E.check_size(prof.num_stages, args.micro_batch_size, args.batch_size, args.steps, names=SIZE_FLAGS)
     tr = transport_from(args, prof)
     res = E.simulate(prof, args.schedule, args.micro_batch_size, args.batch_size, setting,
                      transport=tr, steps=args.steps, record=bool(args.trace))
@@ -91,7 +99,10 @@ def cmd_simulate(args) -> int:
 # ----------------------------------------------------------------------------- grid
 
 
-def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transport, progress=True, steps=2):
+GRID_STEPS = 2  # consecutive steps simulated per cell of `pipesim grid`
+
+
+def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transport, progress=True, steps=GRID_STEPS):
     """Simulate every cell. Returns {(schedule, setting label, mbs): SimResult}."""
     cells = [(s, net, m) for s in schedules for net in settings for m in mbs_list]
     out = {}
@@ -126,13 +137,20 @@ def markdown_tables(values, settings, mbs_list, schedules, fmt=lambda v: f"{v:.2
 
 
 def cmd_grid(args) -> int:
+    for flag in ("csv", "json"):
+        if getattr(args, flag):
+            output_path(getattr(args, flag), f"--{flag}")
     prof = P.load(args.profile)
     settings = N.parse_grid(args.network)
     mbs_list = parse_int_list(args.micro_batch_sizes, "--micro-batch-sizes")
     schedules = parse_schedules(args.schedules)
+    for net in settings:
+        net.check_stages(prof.num_stages)
+    E.check_grid_size(prof.num_stages, mbs_list, args.batch_size, GRID_STEPS, len(schedules) * len(settings),
+                      names=("--micro-batch-sizes", "--batch-size", "steps"))  # the whole grid, before its first cell
     tr = transport_from(args, prof)
     t0 = time.perf_counter()
-    res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr)
+    res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr, steps=GRID_STEPS)
     wall = time.perf_counter() - t0
     print(f"<!-- {profile_note(prof, args.profile)}; batch {args.batch_size}; {prof.num_stages} stages; "
           f"step time seen by rank 0; {len(res)} cells simulated in {wall:.2f} s -->")
@@ -143,11 +161,11 @@ def cmd_grid(args) -> int:
              **{f"rank{x.rank}_waiting_s": x.waiting for x in r.ranks}}
             for (s, lbl, m), r in res.items()]
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        write_text_atomic(args.csv, buf.getvalue())
         print(f"csv: {args.csv}", file=sys.stderr)
     if args.json:
         write_json_atomic(args.json, {"profile": args.profile or str(P.BUNDLED), "source": prof.source,

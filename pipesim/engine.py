@@ -36,6 +36,22 @@ What is modelled
   link, queued behind whatever that direction is carrying) has reached the sender,
   as gloo does for every message and NCCL for large ones. ``eager_limit_bytes``
   makes messages up to that size eager under ``"rendezvous"``.
+* Monotonicity, where it is promised: without a shared host (a profile without
+  ``host``) and with every wire carrying its messages in an order that does not depend
+  on timing, a uniform network setting with more delay or less bandwidth never makes a
+  step faster, nor ends any rank's step earlier: every time in the simulation is then
+  a maximum of sums of durations, and none of them shrinks. The order is fixed with
+  eager sends (``send_mode="eager"``, or messages up to ``eager_limit_bytes``), and
+  with the gloo transport (:meth:`Transport.for_backend`: per-link queues, rendezvous,
+  every receive posted at step start, so that each ready-notice is on its wire before
+  any data of the step). It is not promised otherwise, and does not always hold: on a
+  shared host, computations pushed apart by a delay contend less for the CPU, which
+  can save more than the delay costs; and with rendezvous sends whose receives are
+  posted later (the NCCL transport: rank queues, receives posted just before they are
+  needed), a ready-notice waits behind data on the reverse direction, and a delay can
+  move it ahead of a message it used to wait behind (3 stages, 1 MB messages at
+  10 Mbps, 1F1B with 2 micro-batches: 4.01 s with no delay, 3.66 s with 50 ms).
+  ``tests/test_fuzz.py`` tests the promise and pins both exceptions.
 
 What is not modelled
 --------------------
@@ -47,14 +63,16 @@ tensor- or sequence-parallel collectives; more than one stage per rank.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import simpy
 
+from . import limits
 from . import schedule as S
-from .network import NetworkSetting
+from .network import NetworkSetting, shorten
 from .network import parse as parse_network
 from .profile import Link, Profile
 from .trace import TraceEvent
@@ -128,7 +146,16 @@ class _HostCPU:
                 job[1] -= step
         self.last = self.env.now
 
+    def _done(self, job: list) -> bool:
+        """Whether ``job`` has finished: nothing left, or less than the clock can still
+        resolve at this time (else a wake-up would land on ``now`` again and again)."""
+        now = self.env.now
+        return job[1] <= 1e-12 or now + job[1] / self.rate <= now
+
     def _wake_at(self, t: float) -> None:
+        if not math.isfinite(t):
+            raise ValueError(f"simulated time overflows ({t!r} s) on the shared host: the profile's compute times "
+                             "or host.slowdown are beyond any real run")
         self.gen += 1
         gen = self.gen
         ev = self.env.timeout(max(t - self.env.now, 0.0))
@@ -163,7 +190,7 @@ class SharedCPU(_HostCPU):
         self._advance()
         keep = []
         for job in self.jobs:
-            if job[1] <= 1e-12:
+            if self._done(job):
                 job[0].succeed()
             else:
                 keep.append(job)
@@ -196,7 +223,7 @@ class CoreScheduler(_HostCPU):
         self._advance()
         done = self.env.event()
         if len(self.running) < self.cores:
-            self.running.append([done, work, self.env.now + self.quantum])
+            self.running.append([done, work, max(self.env.now + self.quantum, math.nextafter(self.env.now, math.inf))])
         else:
             self.waiting.append([done, work, 0.0])
         self._reschedule()
@@ -218,7 +245,7 @@ class CoreScheduler(_HostCPU):
         now = self.env.now
         keep = []
         for job in self.running:
-            if job[1] <= 1e-12:
+            if self._done(job):
                 job[0].succeed()
             elif self.waiting and job[2] <= now + 1e-12:
                 self.waiting.append(job)  # slice used up: back of the run queue
@@ -227,7 +254,8 @@ class CoreScheduler(_HostCPU):
         self.running = keep
         while self.waiting and len(self.running) < self.cores:
             job = self.waiting.popleft()
-            job[2] = now + self.quantum
+            # a slice too short for the clock at this time lasts one tick, so that time moves on
+            job[2] = max(now + self.quantum, math.nextafter(now, math.inf))
             self.running.append(job)
         self._reschedule()
 
@@ -540,6 +568,81 @@ class _Sim:
                                f"{min(len(self.step_ends[r]) for r in stuck)}")
 
 
+def actions_per_step(num_stages: int, num_microbatches: int) -> int:
+    """Actions of one step over all ranks: a forward and a backward per micro-batch on
+    every rank, and a send and a receive for each of the 2 messages per micro-batch on
+    every link (exact for the lowered gpipe and 1f1b schedules)."""
+    return 2 * num_microbatches * num_stages + 4 * num_microbatches * (num_stages - 1)
+
+
+def check_size(num_stages: int, micro_batch_size: int, batch_size: int, steps: int, *,
+               names: tuple[str, str, str] = ("micro-batch size", "batch size", "steps"),
+               fixed_steps: bool = False) -> int:
+    """Refuse sizes outside :mod:`pipesim.limits` and a simulation of more than
+    ``MAX_SIM_ACTIONS`` actions; return the actions it will run. ``names`` are what the
+    errors call the three sizes (the command's flags); ``fixed_steps``: the user cannot
+    change the steps, so the error does not suggest it."""
+    limits.MICRO_BATCH_SIZE.check(micro_batch_size, names[0])
+    limits.BATCH_SIZE.check(batch_size, names[1])
+    limits.STEPS.check(steps, names[2])
+    if batch_size % micro_batch_size:
+        raise ValueError(f"{names[1]} {batch_size} is not a multiple of {names[0]} {micro_batch_size}")
+    m = batch_size // micro_batch_size
+    n = actions_per_step(num_stages, m) * steps
+    if n > limits.MAX_SIM_ACTIONS:
+        fewer = "" if fixed_steps else f"fewer {names[2]}, "
+        raise ValueError(f"this simulation would run {num_stages} ranks x {m:,} micro-batches: "
+                         f"{actions_per_step(num_stages, m):,} actions per step x {steps:,} steps = {n:,} actions; "
+                         f"at most {limits.MAX_SIM_ACTIONS:,} are simulated (pipesim/limits.py): use {fewer}a smaller {names[1]} "
+                         f"or a larger {names[0]}")
+    return n
+
+
+def check_grid_size(num_stages: int, micro_batch_sizes, batch_size: int, steps: int, cells_per_size: int, *,
+                    names: tuple[str, str, str] = ("micro-batch sizes", "batch size", "steps")) -> int:
+    """:func:`check_size` for each micro-batch size of a grid, and the whole grid's actions
+    (``cells_per_size`` simulations per size) against ``MAX_SIM_ACTIONS``; returns them."""
+    sizes = list(micro_batch_sizes)
+    total = sum(cells_per_size * check_size(num_stages, m, batch_size, steps, names=names, fixed_steps=True)
+                for m in sizes)
+    if total > limits.MAX_SIM_ACTIONS:
+        raise ValueError(f"this grid would run {cells_per_size * len(sizes)} simulations, {total:,} actions in all; "
+                         f"at most {limits.MAX_SIM_ACTIONS:,} are simulated by one command (pipesim/limits.py): "
+                         f"use fewer settings, schedules or {names[0]}, or a smaller {names[1]}")
+    return total
+
+
+def _check_slices(profile: Profile, mbs: int, m: int, steps: int, actions: int) -> None:
+    """Round-robin time slices cost an event each: refuse a host quantum so small against the
+    compute that the slices alone would be a runaway simulation."""
+    host = profile.host
+    if host is None or host.quantum_s is None or not math.isfinite(host.quantum_s) or host.placement is not None:
+        return
+    if profile.num_stages <= host.cores:
+        return  # never more computations than cores: nobody is preempted
+    work = steps * sum(m * (c.forward_s + c.backward_s + 2 * c.overhead_s) + st.optimizer_s
+                       for st in profile.stages for c in [st.at(mbs, "")])
+    slices = work / host.quantum_s
+    if not slices + actions <= limits.MAX_SIM_ACTIONS:  # also refuses nan
+        raise ValueError(f"profile host.quantum_s {host.quantum_s:g} s cuts {work:.3g} s of computation into about "
+                         f"{slices:.3g} time slices; at most {limits.MAX_SIM_ACTIONS:,} actions and slices are "
+                         "simulated (pipesim/limits.py): use a larger quantum_s or fewer steps")
+
+
+def _largest_input(sim: _Sim) -> str:
+    """The largest duration that went into a simulation, named: why its step time is absurd."""
+    cands: list[tuple[float, str]] = []
+    for r, c in enumerate(sim.comp):
+        cands += [(c.forward_s, f"stage {r} forward_s"), (c.backward_s, f"stage {r} backward_s"),
+                  (c.overhead(sim.schedule), f"stage {r} overhead_s"), (sim.opt[r], f"stage {r} optimizer_s")]
+    for (a, b), w in sim.wires.items():
+        cands += [(w.link.latency_s, f"link {a}->{b} latency (with the setting's delay)"),
+                  (w.serialize_time(max(sim.comp[a].activation_bytes, sim.comp[a].gradient_bytes)),
+                   f"link {a}->{b} transfer of one message (bytes / bandwidth)")]
+    v, what = max(cands, key=lambda c: c[0] if math.isfinite(c[0]) else math.inf)
+    return f"the largest duration in it is {what}: {v:.3g} s (network setting {shorten(sim.setting.label)!r})"
+
+
 def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
              network: str | NetworkSetting = "default", *, transport: Transport | None = None,
              steps: int = 2, record: bool = True, lowered: list[list[S.Action]] | None = None,
@@ -552,16 +655,26 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     ``durations`` to replay every computation with a given duration (see
     :mod:`pipesim.replay`; the host CPU model is then off, as measured durations already
     hold any sharing of cores).
+
+    Sizes are checked against :mod:`pipesim.limits` before anything runs (a simulation
+    of more than ``MAX_SIM_ACTIONS`` actions is refused), the network setting against
+    the profile's stages (:meth:`NetworkSetting.check_stages`), and the result: a step
+    time that is not finite and positive or exceeds ``MAX_STEP_TIME_S`` is a
+    ``ValueError`` naming what made it so.
     """
-    if micro_batch_size < 1 or batch_size < 1:
-        raise ValueError(f"micro-batch size and batch size must be positive, got {micro_batch_size} and {batch_size}")
-    if batch_size % micro_batch_size:
-        raise ValueError(f"batch size {batch_size} is not a multiple of micro-batch size {micro_batch_size}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    m = batch_size // micro_batch_size
     p = profile.num_stages
+    if lowered is None:
+        check_size(p, micro_batch_size, batch_size, steps)
+    else:
+        check_size(p, micro_batch_size, batch_size, 1)  # the ranges; the hand-made schedule's own size below
+        limits.STEPS.check(steps, "steps")
+        n = sum(len(r) for r in lowered) * steps
+        if n > limits.MAX_SIM_ACTIONS:
+            raise ValueError(f"this simulation would run {n:,} actions; at most {limits.MAX_SIM_ACTIONS:,} are "
+                             "simulated (pipesim/limits.py)")
+    m = batch_size // micro_batch_size
     setting = parse_network(network) if isinstance(network, str) else network
+    setting.check_stages(p)
     transport = transport or Transport.for_profile(profile)
     if lowered is None:
         lowered = S.build(schedule, p, m, recv_ahead=transport.recv_ahead)
@@ -569,6 +682,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
         S.validate(lowered, m)
         if len(lowered) != p:
             raise ValueError(f"schedule has {len(lowered)} ranks but the profile has {p} stages")
+    _check_slices(profile, micro_batch_size, m, steps, sum(len(r) for r in lowered) * steps)
     sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule, durations)
     sim.run()
     last = steps - 1
@@ -578,6 +692,9 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
         return ends[last] - (ends[last - 1] if last > 0 else 0.0)
 
     step_time = period(0)
+    if not (0 < step_time <= limits.MAX_STEP_TIME_S):  # also refuses nan and inf
+        raise ValueError(f"simulated step time is {step_time!r} s, outside (0, {limits.MAX_STEP_TIME_S:g}] s "
+                         f"(pipesim/limits.py MAX_STEP_TIME_S); {_largest_input(sim)}")
     ranks = []
     for r in range(p):
         c, w = sim.busy[r][last], sim.wait[r][last]

@@ -3,7 +3,8 @@
 The one place that states them. The network-setting parser (:mod:`pipesim.network`),
 the profile schema (:mod:`pipesim.schema`, which the profile reader validates against) and the simulator's entry
 (:func:`pipesim.engine.simulate`) all check against this table, and
-``docs/limits.md`` is generated from it (``python -m pipesim.limits``).
+``docs/limits.md`` is generated from it (``python -m pipesim.limits`` prints it and the
+units of network settings; a test checks that the file still contains both).
 
 The ranges are wide enough for any real cluster and narrow enough that every
 simulation stays finite: a value outside one is refused with a one-line error that
@@ -57,7 +58,10 @@ def _fmt(x: float) -> str:
     if x == 0:
         return "0"
     if abs(x) >= 1e6 or abs(x) < 1e-3:
-        return f"{x:.0e}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+        s = f"{x:.0e}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+        if float(s) != x:  # not a round power: the exact value (2**31 is not 2e9)
+            return f"{int(x):,}" if x == int(x) else f"{x:.6g}"
+        return s
     return f"{x:g}"
 
 
@@ -89,6 +93,18 @@ RECV_AHEAD = Range("receives ahead", "computations", 0, 2 ** 31, integer=True,
 MICRO_BATCH_SIZE = Range("micro-batch size", "", 1, 2 ** 31, integer=True, doc="samples per micro-batch")
 BATCH_SIZE = Range("batch size", "", 1, 2 ** 31, integer=True, doc="samples per training step")
 STEPS = Range("steps", "", 1, 10_000, integer=True, doc="consecutive simulated steps")
+
+# ---------------------------------------------------------------- real runs (pipesim run, calibrate)
+RANKS = Range("ranks", "", 1, 200, integer=True, doc="ranks = stages of a local run (at most the model's layers)")
+RUN_STEPS = Range("steps", "", 1, 1_000_000, integer=True, doc="measured steps of a real run")
+WARMUP_STEPS = Range("warm-up steps", "", 0, 1_000_000, integer=True, doc="warm-up steps of a real run, not measured")
+THREADS = Range("threads", "", 1, 4096, integer=True, doc="torch intra-op threads per rank")
+TIMEOUT_S = Range("timeout", "s", 0.0, 7 * 86400.0, lo_open=True, doc="a run's or a peer operation's time limit")
+LEARNING_RATE = Range("learning rate", "", 0.0, 1e3, doc="optimizer learning rate")
+NETEM_LIMIT = Range("limit", "packets", 1, 2 ** 32 - 1, integer=True, doc="tc netem queue limit")
+CHECK_SECONDS = Range("seconds", "s", 0.0, 3600.0, lo_open=True, doc="iperf3 duration per setting")
+CHECK_PINGS = Range("pings", "", 1, 100_000, integer=True, doc="pings per setting")
+
 MAX_SIM_ACTIONS = 50_000_000
 """Most actions (ranks x actions per rank x steps) one simulation may run: about 5
 minutes at the simulator's measured speed (docs/simulate.md); larger ones are refused
@@ -109,6 +125,9 @@ ALL = {
     "profile: transport.recv_ahead": RECV_AHEAD,
     "simulate: --micro-batch-size": MICRO_BATCH_SIZE, "simulate: --batch-size": BATCH_SIZE,
     "simulate: --steps": STEPS,
+    "run: --ranks": RANKS, "run: --steps": RUN_STEPS, "run: --warmup": WARMUP_STEPS, "run: --threads": THREADS,
+    "run: --timeout, --op-timeout": TIMEOUT_S, "run: --lr": LEARNING_RATE, "netem apply: --limit": NETEM_LIMIT,
+    "testbed check: --seconds": CHECK_SECONDS, "testbed check: --pings": CHECK_PINGS,
 }
 
 
@@ -123,4 +142,8 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
+    from .network import units_markdown
+
     print(markdown())
+    print()
+    print(units_markdown())

@@ -9,7 +9,7 @@ One rule each, used everywhere:
 * :func:`quantile`: linear interpolation between order statistics (numpy's default and
   ``statistics.quantiles(method="inclusive")``): p10, p25, p75 and p90 everywhere.
 * :func:`parse_int_list`: ``"1,2,4"`` -> ``[1, 2, 4]`` with an error naming the flag.
-* :func:`output_path`: where a command may write a file the user named (see there).
+* :func:`output_path` / :func:`output_dir`: where a command may write a file or folder the user named.
 """
 
 from __future__ import annotations
@@ -123,6 +123,33 @@ def output_path(path: str | os.PathLike, what: str) -> Path:
                          "(only folders under the current one are created)") from None
     parent.mkdir(parents=True, exist_ok=True)
     print(f"created folder {parent} for {what}", file=sys.stderr)
+    return p
+
+
+def output_dir(path: str | os.PathLike, what: str) -> Path:
+    """Check a folder the user named for output (e.g. ``--log-dir``), create it, and return it.
+
+    An existing folder is used as it is; a missing one is created when its parent
+    exists or when it lies under the current folder (said on stderr). Anything else is
+    refused with a ``ValueError`` naming the flag, as :func:`output_path` does.
+    """
+    p = Path(path)
+    if str(path).strip() == "":
+        raise ValueError(f"{what}: empty path")
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise ValueError(f"{what}: {p} is a file, not a folder")
+    if not p.parent.is_dir():
+        if p.parent.exists():
+            raise ValueError(f"{what}: {p.parent} is not a folder")
+        try:
+            p.parent.resolve().relative_to(Path.cwd().resolve())
+        except ValueError:
+            raise ValueError(f"{what}: folder {p.parent} does not exist; create it first "
+                             "(only folders under the current one are created)") from None
+    p.mkdir(parents=True)
+    print(f"created folder {p} for {what}", file=sys.stderr)
     return p
 
 

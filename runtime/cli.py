@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
+from pipesim import limits as L
+from pipesim.network import parse as parse_network
+from pipesim.network import shorten
 from pipesim.schedule import GENERATORS
+from pipesim.util import output_dir, output_path
 
 DEFAULT_CPU_PRESET = "cpu-small"  # mirrors runtime.model.DEFAULT_CPU_PRESET (importing it would import torch)
 
@@ -61,7 +66,30 @@ def rank_argv(ns: argparse.Namespace) -> list[str]:
     return out
 
 
+def check_rank_args(ns: argparse.Namespace) -> None:
+    """Refuse, naming the flag, what every rank would refuse (or fail on inside torch): checked by
+    the launcher before any process starts, and by each rank again (no torch needed)."""
+    L.MICRO_BATCH_SIZE.check(ns.micro_batch_size, "--micro-batch-size")
+    L.BATCH_SIZE.check(ns.batch_size, "--batch-size")
+    if ns.batch_size % ns.micro_batch_size:
+        raise ValueError(f"--batch-size {ns.batch_size} is not a multiple of --micro-batch-size {ns.micro_batch_size}")
+    L.RUN_STEPS.check(ns.steps, "--steps")
+    L.WARMUP_STEPS.check(ns.warmup, "--warmup")
+    L.THREADS.check(ns.threads, "--threads")
+    L.TIMEOUT_S.check(ns.op_timeout, "--op-timeout")
+    L.LEARNING_RATE.check(ns.lr, "--lr")
+    if ns.recv_ahead < -1:
+        raise ValueError(f"--recv-ahead must be -1 (the backend's default) or an integer >= 0, got {ns.recv_ahead}")
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", ns.device):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {shorten(ns.device)!r}")
+    if ns.backend == "nccl" and not ns.device.startswith("cuda"):
+        raise ValueError("--backend nccl needs --device cuda")
+    # --network is only recorded by a rank (a label, e.g. the seed table's "default (about 0.1ms; ...)");
+    # the launcher checks and applies it
+
+
 def config_from_args(ns: argparse.Namespace):
+    check_rank_args(ns)
     from runtime.engine import RunConfig
 
     return RunConfig(schedule=ns.schedule, model=ns.model, micro_batch_size=ns.micro_batch_size,
@@ -83,13 +111,37 @@ def register(subparsers) -> None:
     ap.set_defaults(func=_run)
 
 
+def _check_run_args(ns: argparse.Namespace) -> None:
+    """Everything ``pipesim run`` can refuse, before it makes a folder or starts a process."""
+    L.RANKS.check(ns.ranks, "--ranks")
+    L.TIMEOUT_S.check(ns.timeout, "--timeout")
+    check_rank_args(ns)
+    if ns.network is not None:  # the testbed shapes any pair of hosts, not only pipeline neighbours
+        parse_network(ns.network).check_stages(ns.ranks, neighbours_only=False, what="ranks")
+    from runtime.model import get_config, split_layers  # imports torch
+
+    try:
+        layers = get_config(ns.model).layers
+    except ValueError as e:
+        raise ValueError(f"--model: {e}") from None
+    try:
+        split_layers(layers, ns.ranks)
+    except ValueError:
+        raise ValueError(f"--ranks must be at most the layers of --model {ns.model} ({layers}), got {ns.ranks}") from None
+    config_from_args(ns)
+    for f in ("out", "steps_log", "trace"):  # last: may create a folder under the current one
+        if getattr(ns, f):
+            output_path(getattr(ns, f), "--" + f.replace("_", "-"))
+
+
 def _run(ns: argparse.Namespace) -> int:
     import tempfile
 
     from runtime.launch import LaunchError, run_local
 
-    log_dir = Path(ns.log_dir or tempfile.mkdtemp(prefix="pipesim-run-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_args(ns)  # fail fast, here, on what every rank would reject
+    log_dir = output_dir(ns.log_dir, "--log-dir") if ns.log_dir else Path(tempfile.mkdtemp(prefix="pipesim-run-"))
+    print(f"pipesim run: logs in {log_dir}", file=sys.stderr)
     if ns.out is None:
         ns.out = str(log_dir / "results.json")
     if ns.steps_log is None:
@@ -99,11 +151,6 @@ def _run(ns: argparse.Namespace) -> int:
             setattr(ns, f, str(Path(getattr(ns, f)).resolve()))
     if ns.op_timeout >= ns.timeout:
         ns.op_timeout = max(1.0, ns.timeout / 2)
-    # fail fast, here, on what every rank would reject
-    from runtime.model import get_config, split_layers
-
-    config_from_args(ns)  # validates the numbers
-    split_layers(get_config(ns.model).layers, ns.ranks)
     t0 = time.time()
     try:
         run_local("runtime", rank_argv(ns), ns.ranks, network=ns.network, timeout_s=ns.timeout, log_dir=log_dir,

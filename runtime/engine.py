@@ -115,6 +115,10 @@ class RunConfig:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if not self.op_timeout_s > 0 or self.op_timeout_s == float("inf"):
+            raise ValueError(f"op_timeout_s must be a number > 0, got {self.op_timeout_s}")
         if self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
                              f"{self.micro_batch_size}")

@@ -59,7 +59,11 @@ def _require_testbed() -> None:
 
 
 def _check(args) -> int:
+    from pipesim import limits
+
     from . import check
+    limits.CHECK_SECONDS.check(args.seconds, "--seconds")
+    limits.CHECK_PINGS.check(args.pings, "--pings")
     settings = _settings(args.network)
     missing = check.missing_programs()
     if missing:
@@ -91,9 +95,10 @@ def _up(args) -> int:
     import time
 
     from . import Testbed
+    testbed = Testbed(args.hosts, args.network, verbose=True)  # checks the arguments; starts nothing yet
     try:
         _require_testbed()
-        with Testbed(args.hosts, args.network, verbose=True) as tb:
+        with testbed as tb:
             for i, (a, ns) in enumerate(zip(tb.addresses, tb.namespaces)):
                 print(f"host {i}: {a}  run inside: ip netns exec {ns} COMMAND")
             print("up; Ctrl-C to tear down", flush=True)

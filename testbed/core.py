@@ -123,11 +123,7 @@ class Testbed:
         self.setting = _network.parse(network) if isinstance(network, str) else network
         if not isinstance(self.setting, _network.NetworkSetting):
             raise ValueError(f"network must be a string or NetworkSetting, got {type(network).__name__}")
-        for links, _ in self.setting.clauses:
-            for a, b in links or ():
-                if max(a, b) >= num_hosts:
-                    raise ValueError(f"network setting {self.setting.label!r} names link {a}-{b}, "
-                                     f"but the testbed has hosts 0..{num_hosts - 1}")
+        self.setting.check_stages(num_hosts, neighbours_only=False, what="testbed hosts")  # any pair of hosts
         self.num_hosts = num_hosts
         self.links = link_table(self.setting, num_hosts)
         if mode not in ("auto", "tun", "veth"):

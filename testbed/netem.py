@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 
+from pipesim import limits
 from pipesim import network as _network
 
 STATE_DIR = "/run/pipesim"
@@ -56,8 +57,20 @@ def _fmt_rate(bps: float) -> str:
     return f"{int(round(bps))}bit"
 
 
+def check_limit(limit: int | None) -> int | None:
+    """``limit`` (netem's queue length in packets) if it is a positive integer or None."""
+    if limit is not None:
+        limits.NETEM_LIMIT.check(limit, "--limit")
+    return limit
+
+
+def interface_exists(iface: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{iface}")
+
+
 def netem_args(setting: _network.NetworkSetting, limit: int | None = None) -> list[str]:
     """The ``netem ...`` part for a uniform setting ([] for ``default``)."""
+    check_limit(limit)
     try:
         ov = setting.uniform
     except ValueError:
@@ -67,7 +80,7 @@ def netem_args(setting: _network.NetworkSetting, limit: int | None = None) -> li
     if setting.is_default or (ov.delay_s is None and ov.bandwidth_bps is None):
         return []
     args = ["netem"]
-    if limit:
+    if limit is not None:
         args += ["limit", str(int(limit))]
     if ov.delay_s is not None:
         args += ["delay", _fmt_time(ov.delay_s)]
@@ -123,6 +136,7 @@ def _explain(cmd: list[str], p: subprocess.CompletedProcess) -> str:
 def apply(iface: str, setting: _network.NetworkSetting, *, dry_run: bool = False, limit: int | None = None,
           state_dir: str = STATE_DIR, out=print) -> int:
     iface = _check_iface(iface)
+    check_limit(limit)
     cmds = apply_commands(iface, setting, limit)
     path = state_path(iface, state_dir)
     if not cmds:   # 'default': undo our own netem if there is one, else leave the interface alone
@@ -134,7 +148,7 @@ def apply(iface: str, setting: _network.NetworkSetting, *, dry_run: bool = False
     if _dry_run_or_need_root(dry_run, f"# would save `tc -j qdisc show dev {iface}` to {path} "
                                       "(unless already saved), then run:", cmds, out):
         return 0
-    if not os.path.exists(f"/sys/class/net/{iface}"):
+    if not interface_exists(iface):
         raise ValueError(f"no interface {iface!r} on this machine (see `ip -br link`)")
     created = False
     if not os.path.exists(path):
@@ -174,13 +188,16 @@ def clear(iface: str, *, dry_run: bool = False, state_dir: str = STATE_DIR, out=
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f).get("qdiscs", [])
+    if not interface_exists(iface) and (saved is None or not dry_run):
+        raise ValueError(f"no interface {iface!r} on this machine (see `ip -br link`)"
+                         + (f"; its saved state {path} is kept" if saved is not None else ""))
     if saved is not None:
         cmds, note = restore_commands(iface, saved)
     else:
         note = ""
         # nothing saved: remove a netem root qdisc (ours, from a lost state file), touch nothing else
         try:
-            current = show_qdiscs(iface) if not dry_run or os.path.exists(f"/sys/class/net/{iface}") else []
+            current = show_qdiscs(iface)
         except RuntimeError:
             current = []
         root = next((q for q in current if q.get("root")), {})

@@ -126,7 +126,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, capsys):
     (["--local", "--micro-batch-sizes", "1,x"], "--micro-batch-sizes"),
     (["--local", "--micro-batch-sizes", "0"], "--micro-batch-sizes"),
     (["--local", "--model", "nope"], "unknown model preset 'nope'"),
-    (["--local", "--ranks", "0"], "--ranks must be >= 1"),
+    (["--local", "--ranks", "0"], "--ranks must be an integer >= 1"),
     (["--local", "--ranks", "4", "--model", "tiny"], "cannot split"),
     (["--local", "--repeats", "0"], "--repeats must be >= 1"),
     (["--local", "--network", "delay -1ms"], "delay"),

@@ -21,9 +21,21 @@ def test_parse(text, delay, bw):
 
 
 @pytest.mark.parametrize("text,match", [
-    ("delay -1ms", "delay must be >= 0"),
-    ("bandwidth 0", "bandwidth must be > 0"),
-    ("bandwidth -3Gbps", "bandwidth must be > 0"),
+    ("delay -1ms", "delay must be a number >= 0 and <= 3600 s"),
+    ("bandwidth 0", "bandwidth must be a number >= 1000 and <= 1e15 bit/s"),
+    ("bandwidth -3Gbps", "bandwidth must be a number >= 1000"),
+    ("bandwidth 1bps", "bandwidth must be a number >= 1000"),
+    ("delay 99999999999999999999999999999ms", "delay must be a number >= 0 and <= 3600 s"),
+    ("delay " + "9" * 5000 + "ms", r"delay must be .*\(5002 characters\)"),
+    ("delay 1e400ms", "delay must be"),
+    ("delay nan s", "cannot read delay"),
+    ("delay inf ms", "cannot read delay"),
+    ("bandwidth 2GBPS", "case-sensitive"),
+    (";", "empty clause"),
+    (";;;", "empty clause"),
+    ("delay 1ms;", "empty clause"),
+    ("delay 1ms;; bandwidth 1Gbps", "empty clause"),
+    ("link 12345678-1 delay 1ms", "beyond 999999"),
     ("latency 5ms", "unknown word"),
     ("delay 5", "cannot read delay"),
     ("delay 5 parsecs", "unknown delay unit"),
@@ -37,6 +49,55 @@ def test_parse(text, delay, bw):
 def test_parse_errors(text, match):
     with pytest.raises(ValueError, match=match):
         N.parse(text)
+
+
+@pytest.mark.parametrize("text,bps", [
+    ("1MBps", 8e6), ("1 MB/s", 8e6), ("2KBps", 16e3), ("2kBps", 16e3), ("1GBps", 8e9), ("3Bps", None),
+    ("1Mbps", 1e6), ("1mbps", 1e6), ("1mbit", 1e6), ("1Mbit/s", 1e6), ("1Mb/s", 1e6), ("5kbit", 5e3),
+    ("1Tbps", 1e12), ("1gbit", 1e9), ("1e3kbps", 1e6), (".5Gbps", 5e8), ("1500bps", 1500.0),
+])
+def test_bandwidth_units_bits_and_bytes(text, bps):
+    if bps is None:  # 24 bit/s: below the accepted range
+        with pytest.raises(ValueError, match="bandwidth must be"):
+            N.parse("bandwidth " + text)
+        return
+    assert N.parse("bandwidth " + text).uniform.bandwidth_bps == pytest.approx(bps)
+
+
+def test_every_unit_of_the_table_parses():
+    for unit, k in N._UNITS_RATE.items():
+        n = 10000 if k < 1e9 else 10
+        assert N.parse(f"bandwidth {n}{unit}").uniform.bandwidth_bps == pytest.approx(n * k)
+    for unit, k in N._UNITS_TIME.items():
+        assert N.parse(f"delay 1{unit.upper()}").uniform.delay_s == pytest.approx(k)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("link 5-9 delay 1ms", "names link 5-9, but there are stages 0..2 only"),
+    ("link 0-9 delay 1ms", "names link 0-9, but there are stages 0..2 only"),
+    ("link 2->3 delay 1ms", "names link 2->3, but there are stages 0..2 only"),
+    ("delay 1ms; link 0-2 bandwidth 1Gbps", "not pipeline neighbours; only neighbour links"),
+    ("link 2->0 delay 1ms", "not pipeline neighbours"),
+])
+def test_check_stages(text, match):
+    s = N.parse(text)
+    with pytest.raises(ValueError, match=match):
+        s.check_stages(3)
+    if "neighbours" in match:
+        s.check_stages(3, neighbours_only=False)  # the testbed shapes any pair of hosts
+
+
+def test_check_stages_accepts_neighbours():
+    N.parse("delay 1ms; link 0-1 delay 2ms; link 2->1 bandwidth 1Gbps").check_stages(3)
+    N.parse("delay 1ms").check_stages(1)
+    with pytest.raises(ValueError, match="one stage only"):
+        N.parse("link 0-1 delay 1ms").check_stages(1)
+
+
+@pytest.mark.parametrize("text", [",", "delay 1ms,", "delay 1ms,,bandwidth 1Gbps", " | "])
+def test_grid_refuses_empty_items(text):
+    with pytest.raises(ValueError, match="empty"):
+        N.parse_grid(text)
 
 
 def test_seed_grid_order_and_labels():

@@ -67,7 +67,7 @@ def test_simulate_writes_trace(capsys, tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["simulate", "--schedule", "gpipe", "--micro-batch-size", "3", "--batch-size", "64"], "not a multiple"),
     (["simulate", "--schedule", "gpipe", "--micro-batch-size", "4", "--batch-size", "64", "--network", "delay -1ms"],
-     "delay must be >= 0"),
+     "delay must be a number >= 0"),
     (["grid", "--micro-batch-sizes", "1,x"], "integers"),
     (["grid", "--schedules", "gpipe,zb"], "unknown schedule"),
     (["simulate", "--schedule", "gpipe", "--micro-batch-size", "4", "--batch-size", "64", "--profile", "/nope.json"],
@@ -75,7 +75,7 @@ def test_simulate_writes_trace(capsys, tmp_path):
     (["simulate", "--schedule", "gpipe", "--micro-batch-size", "4", "--batch-size", "64", "--profile", "/"],
      "/: is a folder"),
     (["simulate", "--schedule", "gpipe", "--micro-batch-size", "4", "--batch-size", "64", "--recv-ahead", "-3"],
-     "--recv-ahead must be >= 0, or -1"),
+     "--recv-ahead must be -1 (all receives at step start) or an integer >= 0"),
     (["grid", "--eager-limit-bytes", "-1"], "--eager-limit-bytes must be >= 0"),
 ])
 def test_cli_errors_say_what_to_do(capsys, argv, msg):
