@@ -190,6 +190,7 @@ class Testbed:
         info = msg["ready"]
         self.namespaces, self._all_ns = info["namespaces"], info["all_namespaces"]
         self.addresses, self.iface = info["addresses"], info["iface"]
+        self.tcp = info.get("tcp", {})  # the hosts' TCP settings as they are (congestion control, ...)
         self._say("up: " + ", ".join(f"host {i} {a} (netns {ns})" for i, (a, ns)
                                       in enumerate(zip(self.addresses, self.namespaces))))
         return self

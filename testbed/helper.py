@@ -97,11 +97,19 @@ def build(spec: dict, made: list[str], fds: list[int]) -> dict:
     inherited.update(sysnet.TCP_OVERRIDES)
     if mode == "tun":   # the delay line forwards IPv4 only: keep IPv6 chatter off the TUN devices
         inherited.update({"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"})
-    for ns in hosts:
-        sysnet.run(["ip", "netns", "add", ns], what="creating network namespace")
-        made.append(ns)
-        sysnet.run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        sysnet.write_sysctls(ns, inherited)
+    tcp_failed: set[str] = set()
+    with sysnet.congestion_control_allowed(sysnet.TCP_OVERRIDES["net/ipv4/tcp_congestion_control"]):
+        for ns in hosts:
+            sysnet.run(["ip", "netns", "add", ns], what="creating network namespace")
+            made.append(ns)
+            sysnet.run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            tcp_failed.update(sysnet.write_sysctls(ns, inherited))
+    with sysnet.in_netns(hosts[0]):
+        tcp = sysnet.read_sysctls(list(sysnet.TCP_OVERRIDES))
+    if tcp_failed & set(sysnet.TCP_OVERRIDES):
+        print(f"pipesim testbed: warning: could not set {', '.join(sorted(tcp_failed & set(sysnet.TCP_OVERRIDES)))} in "
+              f"the hosts (they run {tcp}); messages over delayed links will take longer than the link model says",
+              file=sys.stderr, flush=True)
     if mode == "veth":
         sw = f"{sysnet.PREFIX}{tag}-sw"
         sysnet.run(["ip", "netns", "add", sw], what="creating switch namespace")
@@ -128,7 +136,7 @@ def build(spec: dict, made: list[str], fds: list[int]) -> dict:
         for cmd in shaping[i]:
             sysnet.run(cmd, what="shaping bandwidth with htb")
     return {"namespaces": hosts, "all_namespaces": list(made), "addresses": [address(i) for i in range(n)],
-            "iface": IFACE, "mode": mode, "pid": os.getpid()}
+            "iface": IFACE, "mode": mode, "pid": os.getpid(), "tcp": tcp}
 
 
 class Control:

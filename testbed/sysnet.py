@@ -110,6 +110,42 @@ INHERITED_SYSCTLS = [
 TCP_OVERRIDES = {"net/ipv4/tcp_congestion_control": "cubic", "net/ipv4/tcp_slow_start_after_idle": "0", "net/ipv4/tcp_rmem": "4096 4194304 16777216"}
 
 
+ALLOWED_CC = "net/ipv4/tcp_allowed_congestion_control"
+CC_LOCK = "/run/pipesim-tcp-cc.lock"
+
+
+@contextlib.contextmanager
+def congestion_control_allowed(name: str):
+    """Let new namespaces take ``name`` as their default congestion control while inside.
+
+    A namespace other than the machine's own may only default to an algorithm in the
+    machine's ``tcp_allowed_congestion_control`` (the kernel refuses others with EPERM,
+    which the sysctl write reports as an I/O error). Where the machine does not list it
+    (some VMs allow only ``reno bbr``), it is added for the moment the hosts are set up and
+    the machine's list is put back right after: a namespace keeps the default it was given.
+    A file lock keeps two testbeds from restoring the list under each other."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(CC_LOCK), exist_ok=True)
+    with open(CC_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = read_sysctls([ALLOWED_CC]).get(ALLOWED_CC)
+        changed = False
+        if before is not None and name not in before.split():
+            try:
+                with open(f"/proc/sys/{ALLOWED_CC}", "w") as f:
+                    f.write(f"{before} {name}")
+                changed = True
+            except OSError:
+                pass
+        try:
+            yield
+        finally:
+            if changed:
+                with open(f"/proc/sys/{ALLOWED_CC}", "w") as f:
+                    f.write(before or "")
+
+
 def read_sysctls(keys: list[str]) -> dict[str, str]:
     out = {}
     for k in keys:

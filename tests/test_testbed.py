@@ -255,3 +255,18 @@ def test_cli_check_prints_table():
                         "--seconds", "1", "--pings", "10"], capture_output=True, text=True, env=env, timeout=60)
     assert "| delay 2ms | tun | 4.00 ms |" in p.stdout, p.stdout + p.stderr
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_hosts_run_cubic_even_where_the_machine_does_not_allow_it():
+    """A VM that allows only 'reno bbr' made the hosts silently keep BBR, whose pacing made
+    every message over a delayed link 7-8 ms late (the fresh-machine demo of issue 11). The
+    testbed allows cubic while it sets the hosts up, and puts the machine's list back."""
+    key = "net/ipv4/tcp_allowed_congestion_control"
+    before = sysnet.read_sysctls([key]).get(key)
+    with Testbed(2, "delay 1ms") as tb:
+        assert tb.tcp["net/ipv4/tcp_congestion_control"] == "cubic", tb.tcp
+        assert tb.tcp["net/ipv4/tcp_slow_start_after_idle"] == "0"
+        assert sysnet.read_sysctls([key]).get(key) == before
+        out = tb.run(0, ["cat", "/proc/sys/net/ipv4/tcp_congestion_control"]).stdout.strip()
+        assert out == "cubic"
+    assert sysnet.read_sysctls([key]).get(key) == before
