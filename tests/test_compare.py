@@ -433,3 +433,17 @@ def test_a_noisy_machine_is_said_so():
     one_hiccup = [{"drift_pct": 0.0}] * 19 + [{"drift_pct": 48.0}]
     assert too_noisy(one_hiccup) is None
     assert "2 of 4 runs disturbed" in too_noisy([{"noisy": "x"}, {"noisy": "y"}, {}, {}])
+
+
+def test_validate_defaults_are_the_commands_defaults():
+    """validate() once defaulted to batch 16 and 6 steps while its command and the README said 4 and 30."""
+    import inspect
+
+    from loop.cli import build_parser
+
+    sig = inspect.signature(V.validate).parameters
+    ns = build_parser().parse_args(["validate"])
+    assert sig["batch_size"].default == ns.batch_size == 4
+    assert sig["steps"].default == ns.steps == 30
+    assert sig["repeats"].default == ns.repeats
+    assert tuple(sig["micro_batch_sizes"].default) == (1, 2, 4) and ns.micro_batch_sizes == "1,2,4"
