@@ -153,6 +153,22 @@ def output_dir(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
+def stop_child(proc, timeout_s: float) -> None:
+    """End a child that exits when its stdin closes: close it, wait ``timeout_s``, then kill it."""
+    import subprocess
+
+    try:
+        if proc.stdin:
+            proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def backend_for(device: str, backend: str = "auto") -> str:
     """The torch.distributed backend: ``backend`` unless ``auto``, then nccl on CUDA, else gloo."""
     if backend != "auto":

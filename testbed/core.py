@@ -32,6 +32,7 @@ import time
 import weakref
 
 from pipesim import network as _network
+from pipesim.util import stop_child
 
 from . import sysnet
 
@@ -217,15 +218,7 @@ class Testbed:
         _live.discard(self)
         if proc is None:
             return
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc, 15)
         if proc.stdout:
             proc.stdout.close()
         # fallback if the helper was killed before it could clean up

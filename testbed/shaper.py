@@ -32,6 +32,7 @@ import threading
 from pathlib import Path
 
 from pipesim import network as _network
+from pipesim.util import stop_child
 
 from . import netem
 
@@ -135,14 +136,7 @@ class NetemShaper(Shaper):
         finally:
             g, self._guard = self._guard, None
             if g is not None:
-                try:
-                    g.stdin.close()   # the guard finds nothing saved and exits
-                except OSError:
-                    pass
-                try:
-                    g.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    g.kill()
+                stop_child(g, 10)   # the guard finds nothing saved and exits
 
 
 def guard_main(iface: str, state_dir: str) -> int:
