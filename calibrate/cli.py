@@ -31,6 +31,9 @@ def register(subparsers) -> None:
                         "window from a capacity ceiling")
     p.add_argument("--no-overhead-probe", action="store_true",
                    help="with --local: skip the short runtime runs that measure its CPU time per action (overhead_s)")
+    p.add_argument("--overhead-method", choices=["cpu", "trace"], default="cpu",
+                   help="with --local: the overhead probe's estimate the profile carries: CPU accounting (default) or "
+                        "wall time in context from the probe's traces (both are recorded in raw.overhead_probe)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before a hung calibration is stopped")
     p.add_argument("--log-dir", default=None, help="keep each rank's log here")
     from .cluster import add_args as add_cluster_args
@@ -79,7 +82,7 @@ def _run(args) -> int:
                                      link_repeats=args.link_repeats, threads=args.threads,
                                      window_probe=args.window_probe, contention_s=args.contention_s, link_max_bytes=args.link_max_bytes,
                                      timeout_s=args.timeout, log_dir=args.log_dir,
-                                     overhead_probe=not args.no_overhead_probe,
+                                     overhead_probe=not args.no_overhead_probe, overhead_method=args.overhead_method,
                                      extra_args=["--timing", args.timing, "--device", args.device, "--backend", args.backend,
                                                  "--dtype", args.dtype])
     except LaunchError as e:

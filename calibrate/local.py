@@ -38,7 +38,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                           repeats: int = 30, warmup: int = 3, rounds: int = 3, link_repeats: int = 15, threads: int = 1,
                           window_probe: str | Sequence[str] | None = None, contention_s: float = 0.6, link_max_bytes: int = 16 << 20, timeout_s: float = 900,
                           log_dir: str | Path | None = None, echo: bool = True,
-                          extra_args: Sequence[str] = (), overhead_probe: bool = True) -> Profile:
+                          extra_args: Sequence[str] = (), overhead_probe: bool = True,
+                          overhead_method: str = "cpu") -> Profile:
     """Calibrate ``ranks`` stages of ``model`` on this machine and write the profile to ``out``.
 
     ``network``: run the ranks in the local testbed under that setting (None or
@@ -46,6 +47,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
     ``"delay 10ms"``), or two with different delays, under which the links are
     measured again to fit the single-connection cap (see :func:`merge_window_probe`);
     without it ``window_bytes`` stays null (no cap).
+    ``overhead_method``: what the runtime-overhead probe puts in the profile, ``"cpu"``
+    (CPU accounting) or ``"trace"`` (wall time in context); see :mod:`calibrate.overhead`.
     Raises ``FileExistsError`` if ``out`` exists and not ``force``, ``ValueError`` on
     bad arguments, :class:`runtime.launch.LaunchError` naming a failed rank.
     """
@@ -53,6 +56,10 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
 
     if not isinstance(ranks, int) or isinstance(ranks, bool) or ranks < 1:
         raise ValueError(f"--ranks must be a positive integer, got {ranks!r}")
+    from .overhead import METHODS
+
+    if overhead_method not in METHODS:
+        raise ValueError(f"--overhead-method must be one of {', '.join(METHODS)}, got {overhead_method!r}")
     sizes = _sizes_arg(micro_batch_sizes)
     out = Path(out).resolve()
     if out.exists() and not force:
@@ -118,7 +125,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
 
             if echo:
                 print("runtime overhead probe: a few GPipe and 1F1B steps per micro-batch size (CPU time per action)", flush=True)
-            prof = probe(prof, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False)
+            prof = probe(prof, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False,
+                         method=overhead_method)
         prof.save(out, force=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

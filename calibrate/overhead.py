@@ -22,6 +22,14 @@ excess anyway (the machine drifts between the compute and the probe runs), so it
 split into per-step and per-action parts. Each cell's CPU per step is the median of
 ``launches`` (3) interleaved launches: one launch of the same configuration measured
 up to 13% more or less CPU per step than another.
+
+Each local launch also writes the runtime's trace, and the same excess is estimated a
+second way, from wall time in context (:func:`pipesim.context.excess_per_action`: each
+computation's duration plus the rank's own time before it, with the time its core spent
+on the other rank pinned there taken out), recorded beside the CPU figure in
+``raw.overhead_probe`` (``trace_overhead_s``). ``method`` picks which of the two the
+profile's ``overhead_by_schedule_s`` carries: ``"cpu"`` (the default) or ``"trace"``.
+Under torchrun (``run=``) there is no trace, and the CPU figure is used.
 """
 
 from __future__ import annotations
@@ -41,18 +49,31 @@ METHOD = ("short runs of the real runtime on the default network, probe_microbat
           "at least 0, per stage, micro-batch size and schedule")
 
 
+METHODS = ("cpu", "trace")
+TRACE_METHOD = ("the same launches' traces: each rank's mean per step of its computations' durations plus its own time "
+                "before each (not waiting for data), with the time its core ran the other rank pinned there taken out "
+                "(pipesim.context); overhead = (that - m * (forward_s + backward_s) - optimizer_s) / (2 m), at least 0, "
+                "median of the launches")
+
+
 def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
           timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b"), launches: int = 3,
-          run=None) -> Profile:
+          run=None, method: str = "cpu") -> Profile:
     """``prof`` with ``overhead_s`` and ``overhead_by_schedule_s`` probed, and the raw figures in ``raw.overhead_probe``.
 
     ``run(schedule, micro_batch_size, batch_size, steps)``, if given, runs one cell and returns
     the runtime's results dict, instead of a local launch (under torchrun: calibrate/cluster.py)."""
+    from pipesim.context import excess_per_action
+    from pipesim.trace import read_csv
     from runtime.launch import run_local
 
-    raw = {"method": METHOD, "probe_microbatches": probe_microbatches,
+    if method not in METHODS:
+        raise ValueError(f"overhead probe method must be one of {', '.join(METHODS)}, got {method!r}")
+    warmup = 2
+    raw = {"method": METHOD, "trace_method": TRACE_METHOD, "used": method, "probe_microbatches": probe_microbatches,
            "steps": steps, "schedules": list(schedules), "launches": launches, "runs": {}}
     cpus: dict[tuple[str, int], list[list[float]]] = {}
+    traced: dict[tuple[str, int], list[dict[int, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="pipesim-overhead-") as tmp:
         # launches interleaved over the cells, so that a slow spell lands on one launch of a cell
         for i in range(launches):
@@ -64,11 +85,15 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
                         cpus.setdefault((schedule, m), []).append(
                             [pr["cpu_per_step"]["median"] for pr in sorted(res["per_rank"], key=lambda pr: pr["rank"])])
                         continue
+                    trace = out.with_suffix(".csv")
                     run_local("runtime", ["--model", model, "--schedule", schedule, "--micro-batch-size", str(m),
                                           "--batch-size", str(m * probe_microbatches), "--steps", str(steps),
-                                          "--warmup", "2", "--out", str(out)], ranks, timeout_s=timeout_s,
-                              log_dir=Path(tmp) / f"logs_{schedule}_{m}_{i}", echo=echo)
+                                          "--warmup", str(warmup), "--out", str(out), "--trace", str(trace)],
+                              ranks, timeout_s=timeout_s, log_dir=Path(tmp) / f"logs_{schedule}_{m}_{i}", echo=echo)
                     res = json.loads(out.read_text())
+                    if trace.exists():   # (a launch stand-in in the tests may write none)
+                        traced.setdefault((schedule, m), []).append(
+                            excess_per_action(read_csv(trace), prof, m, probe_microbatches, warmup))
                     per_rank = sorted(res["per_rank"], key=lambda pr: pr["rank"])
                     cpus.setdefault((schedule, m), []).append([pr["cpu_per_step"]["median"] for pr in per_rank])
     stages = list(prof.stages)
@@ -79,12 +104,18 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
             c = stage.compute[m]
             solo = probe_microbatches * (c.forward_s + c.backward_s) + stage.optimizer_s
             cpu = statistics.median(run[r] for run in runs)
-            oh = max(0.0, (cpu - solo) / (2 * probe_microbatches))
+            oh = cpu_oh = max(0.0, (cpu - solo) / (2 * probe_microbatches))
+            tr = traced.get((schedule, m))
+            trace_oh = statistics.median(t[r] for t in tr) if tr else None
+            if method == "trace" and trace_oh is not None:
+                oh = trace_oh
             c = replace(c, overhead_by_schedule_s={**(c.overhead_by_schedule_s or {}), schedule: oh},
                         overhead_s=oh if schedule == schedules[0] else c.overhead_s)
             stages[r] = replace(stage, compute={**stage.compute, m: c})
             per[str(r)] = {"cpu_per_step_s": cpu, "cpu_per_step_launches_s": [run[r] for run in runs],
-                           "solo_compute_s": solo, "overhead_s": oh}
+                           "solo_compute_s": solo, "overhead_s": oh, "cpu_overhead_s": cpu_oh,
+                           "trace_overhead_s": trace_oh,
+                           "trace_overhead_launches_s": [t[r] for t in tr] if tr else None}
         raw["runs"].setdefault(schedule, {})[str(m)] = per
     desc = prof.description + (f"; runtime overhead per action probed ({probe_microbatches} micro-batches, "
                                f"{' and '.join(schedules)})")

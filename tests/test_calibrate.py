@@ -14,7 +14,7 @@ import pytest
 from calibrate.fit import LinkFit, fit_link, fit_window, median_spread, message_sizes
 from pipesim import profile as prof
 from pipesim.transport import Transport
-from tests.helpers import uniform_profile
+from tests.helpers import Host, uniform_profile
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -253,3 +253,40 @@ def test_overhead_probe_fills_the_profile(monkeypatch):
     assert pr.raw["overhead_probe"]["runs"]["1f1b"]["1"]["1"]["cpu_per_step_s"] == 11.0
     assert "runtime overhead per action probed" in pr.description
     assert prof.from_json(pr.to_json()) == pr
+    assert pr.raw["overhead_probe"]["runs"]["gpipe"]["1"]["0"]["trace_overhead_s"] is None   # no trace written
+
+
+def test_overhead_probe_trace_method_reads_the_launches_traces(monkeypatch):
+    """method="trace": each launch's trace (here a simulated run on a shared core with a known
+    overhead per action) gives the overhead back, whatever the CPU accounting said."""
+    from dataclasses import replace
+
+    import runtime.launch
+    from calibrate.overhead import probe
+    from pipesim import engine
+    from pipesim.trace import write
+
+    host = Host(cores=2, slowdown={1: 1.0, 2: 2.0}, placement=(0, 1, 0))
+    base = uniform_profile(3, f=0.01, b=0.02, opt=0.002, latency=1e-4, bandwidth=1e9, nbytes=10_000, mbs=(1,), host=host)
+    true_oh = {0: 0.0006, 1: 0.0009, 2: 0.0003}
+    truth = replace(base, stages=tuple(replace(st, compute={1: replace(st.compute[1], overhead_s=true_oh[r])})
+                                       for r, st in enumerate(base.stages)))
+
+    def fake_run_local(module, args, ranks, **kw):
+        schedule = args[args.index("--schedule") + 1]
+        Path(args[args.index("--out") + 1]).write_text(json.dumps(
+            {"per_rank": [{"rank": r, "cpu_per_step": {"median": 1.0}} for r in range(ranks)]}))
+        run = engine.simulate(truth, schedule, 1, 4, "default", steps=2 + int(args[args.index("--steps") + 1]))
+        write(run.trace, args[args.index("--trace") + 1])
+
+    monkeypatch.setattr(runtime.launch, "run_local", fake_run_local)
+    pr = probe(base, 3, "tiny", [1], launches=1, steps=3, method="trace")
+    for r in range(3):
+        c = pr.stages[r].compute[1]
+        assert c.overhead_by_schedule_s == pytest.approx({"gpipe": true_oh[r], "1f1b": true_oh[r]}, abs=1e-12)
+        rec = pr.raw["overhead_probe"]["runs"]["gpipe"]["1"][str(r)]
+        assert rec["trace_overhead_s"] == pytest.approx(true_oh[r], abs=1e-12)
+        assert rec["cpu_overhead_s"] == pytest.approx((1.0 - 4 * 0.03 - 0.002) / 8)   # recorded beside it
+    assert pr.raw["overhead_probe"]["used"] == "trace"
+    with pytest.raises(ValueError, match="method"):
+        probe(base, 3, "tiny", [1], method="wall")

@@ -1,0 +1,118 @@
+"""Compute in context: what each computation of a measured run cost, with the sharing of cores taken out.
+
+A run's trace says how long each forward, backward and optimizer step took in the run,
+on a machine where ranks may share a core (the local testbed pins ranks 0 and 2 to one
+core). Those wall durations hold three things: the computation itself, the rank's own
+work between computations (posting, bookkeeping, the hand-off after an arrival: the
+*own gap*, see :func:`pipesim.replay.durations_from_trace`), and the time the core
+spent on another rank. The simulator's host model already charges the last one, so
+:func:`solo_durations` takes it out:
+
+    solo work of an action = sum over the pieces of its busy span of  length / j
+
+where the busy span is the action plus its own gap, and ``j`` is the number of ranks
+pinned to the same core that are busy (in a computation or its own gap) during that
+piece -- the engine's per-core model, in which ``j`` jobs on a core each run at ``1/j``.
+Without pinned placement (no ``host.placement``) nothing is taken out.
+
+:func:`excess_per_action` turns one run's solo work into the runtime's time per action
+beyond the profile's isolated compute, the quantity the profile carries as
+``overhead_s`` / ``overhead_by_schedule_s``:
+
+    excess = (mean solo work per step - m * (forward_s + backward_s) - optimizer_s) / (2 m)
+
+What it does not see: work of other processes (the launcher, the delay line) that was
+not on the ranks' cores during the run, and compute that is slower in one network
+setting than in another (after long idle spells, for example): it is measured on the
+network the run had.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+
+from .explain import TraceIndex
+from .profile import Host, Profile
+from .trace import TraceEvent
+
+COMPUTE = ("F", "B", "OPT")
+
+
+def busy_spans(events: Iterable[TraceEvent]) -> dict[tuple[int, int, str], tuple[float, float]]:
+    """(rank, step, action) -> (start of its own gap, end of the computation) for every computation."""
+    events = list(events)
+    idx = TraceIndex(events)
+    out: dict[tuple[int, int, str], tuple[float, float]] = {}
+    for lst in idx.compute.values():
+        prev = None
+        for cur in lst:
+            begin = cur.start
+            if prev is not None:
+                blk = idx.blocker(cur)
+                ready = prev.end if blk is None else max(prev.end, min(cur.start, blk[0].end))
+                begin = min(cur.start, ready)
+            out[(cur.rank, cur.step, cur.action)] = (begin, max(begin, cur.end))
+            prev = cur
+    if not out:
+        raise ValueError("trace has no compute events")
+    return out
+
+
+def solo_durations(events: Iterable[TraceEvent], host: Host | None) -> dict[tuple[int, int, str], float]:
+    """(rank, step, action) -> the action's work (own gap included) with the core sharing taken out."""
+    spans = busy_spans(events)
+    placement = host.placement if host is not None else None
+    if placement is None:
+        return {k: e - s for k, (s, e) in spans.items()}
+    by_core: dict[int, list[tuple[tuple[int, int, str], float, float]]] = defaultdict(list)
+    for key, (s, e) in spans.items():
+        rank = key[0]
+        if rank >= len(placement):
+            raise ValueError(f"trace has rank {rank}; the profile's host.placement names {len(placement)} ranks")
+        by_core[placement[rank]].append((key, s, e))
+    out: dict[tuple[int, int, str], float] = {}
+    for items in by_core.values():
+        # sweep the span boundaries of this core; between two boundaries the busy set is fixed
+        points = sorted({t for _, s, e in items for t in (s, e)})
+        starts = sorted(items, key=lambda x: x[1])
+        work = {key: 0.0 for key, _, _ in items}
+        active: list[tuple[tuple[int, int, str], float, float]] = []
+        i = 0
+        for a, b in zip(points, points[1:]):
+            while i < len(starts) and starts[i][1] <= a:
+                active.append(starts[i])
+                i += 1
+            active = [x for x in active if x[2] > a]
+            here = [x for x in active if x[1] <= a and x[2] >= b]
+            if not here:
+                continue
+            share = (b - a) / len(here)
+            for key, _, _ in here:
+                work[key] += share
+        out.update(work)
+    return out
+
+
+def excess_per_action(events: Iterable[TraceEvent], profile: Profile, micro_batch_size: int, num_microbatches: int,
+                      warmup: int) -> dict[int, float]:
+    """rank -> the runtime's time per forward or backward beyond the profile's compute, from one run's trace.
+
+    The mean over the steps after ``warmup`` of each rank's solo work per step, less
+    ``m * (forward_s + backward_s) + optimizer_s``, over ``2 m`` (at least 0)."""
+    solo = solo_durations(events, profile.host)
+    per_step: dict[tuple[int, int], float] = defaultdict(float)
+    for (rank, step, _), w in solo.items():
+        if step >= warmup:
+            per_step[(rank, step)] += w
+    if not per_step:
+        raise ValueError(f"trace has no step after {warmup} warm-up step(s)")
+    m = num_microbatches
+    out = {}
+    for rank in sorted({r for r, _ in per_step}):
+        mean = statistics.fmean(v for (r, _), v in per_step.items() if r == rank)
+        st = profile.stages[rank]
+        c = st.at(micro_batch_size, f"profile stage {rank}: ")
+        out[rank] = max(0.0, (mean - m * (c.forward_s + c.backward_s) - st.optimizer_s) / (2 * m))
+    return out

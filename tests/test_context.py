@@ -1,0 +1,52 @@
+"""Compute in context (pipesim.context): the sharing of a core taken out of a run's durations."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from helpers import Host, uniform_profile
+
+from pipesim import context as CX
+from pipesim import engine as E
+from pipesim.trace import TraceEvent
+
+
+def test_solo_work_halves_the_overlap_of_two_ranks_on_one_core():
+    ev = [TraceEvent(0, "0F0", 0.0, 2.0), TraceEvent(0, "OPT", 3.0, 4.0),   # 2..3: its own gap (nothing waited)
+          TraceEvent(2, "2F0", 1.0, 3.0), TraceEvent(1, "1F0", 0.0, 1.0)]
+    host = Host(cores=2, slowdown={1: 1.0, 2: 2.0}, placement=(0, 1, 0))
+    solo = CX.solo_durations(ev, host)
+    assert solo[(0, 0, "0F0")] == pytest.approx(1.5)     # 0..1 alone, 1..2 with rank 2
+    assert solo[(0, 0, "OPT")] == pytest.approx(1.5)     # gap 2..3 with rank 2, 3..4 alone
+    assert solo[(2, 0, "2F0")] == pytest.approx(1.0)     # always beside rank 0
+    assert solo[(1, 0, "1F0")] == pytest.approx(1.0)     # alone on core 1
+    wall = CX.solo_durations(ev, None)                   # no placement: nothing taken out
+    assert wall[(0, 0, "OPT")] == pytest.approx(2.0) and wall[(2, 0, "2F0")] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("network", ["default", "delay 2ms", "bandwidth 100Mbps"])
+def test_excess_per_action_recovers_the_overhead_of_a_simulated_shared_core_run(schedule, network):
+    """A run simulated on pinned, shared cores with a known overhead per action: the trace
+    method gives that overhead back exactly, although ranks 0 and 2 overlapped on core 0."""
+    host = Host(cores=2, slowdown={1: 1.0, 2: 2.0}, placement=(0, 1, 0))
+    base = uniform_profile(3, f=0.010, b=0.020, latency=1e-4, bandwidth=1e9, nbytes=100_000, opt=0.003, host=host)
+    overheads = {0: 0.0007, 1: 0.0011, 2: 0.0004}
+    stages = tuple(replace(st, compute={1: replace(st.compute[1], overhead_s=overheads[r])})
+                   for r, st in enumerate(base.stages))
+    truth = replace(base, stages=stages)
+    run = E.simulate(truth, schedule, 1, 4, network, steps=5)
+    # the trace really has overlap on core 0 (else the test would not test the sharing)
+    c0 = [e for e in run.trace if e.rank in (0, 2) and e.kind in ("F", "B", "OPT")]
+    assert any(a.rank != b.rank and a.start < b.end and b.start < a.end for a in c0 for b in c0)
+    got = CX.excess_per_action(run.trace, base, 1, 4, warmup=1)
+    assert got == pytest.approx(overheads, abs=1e-12)
+    # the wall durations without the sharing taken out would overstate rank 0's and rank 2's
+    wall = CX.excess_per_action(run.trace, replace(base, host=None), 1, 4, warmup=1)
+    assert wall[0] > overheads[0] + 1e-4 and wall[2] > overheads[2] + 1e-4
+
+
+def test_excess_needs_a_step_after_the_warm_up():
+    with pytest.raises(ValueError, match="no step after"):
+        CX.excess_per_action([TraceEvent(0, "0F0", 0.0, 1.0, 0)], uniform_profile(1), 1, 1, warmup=1)
