@@ -128,7 +128,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              steps: int = 30, warmup: int = 2, figures: str | Path | None = "figures", timeline_cell=None,
              window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
              calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0,
-             retries: int = RETRIES, refuse_noisy: bool = False) -> R.Summary:
+             retries: int = RETRIES, refuse_noisy: bool = False, overhead_method: str = "cpu") -> R.Summary:
     settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
     if repeats < 1 or steps < 1:
         raise ValueError(f"--repeats and --steps must be at least 1, got {repeats} and {steps}")
@@ -148,7 +148,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         _log(f"[1/4] calibrating {model} on {ranks} ranks, micro-batch sizes {list(micro_batch_sizes)} "
              f"(default network{', probe ' + window_probe if window_probe else ''})")
         run_local_calibration(ranks, model, list(micro_batch_sizes), out=prof_path, force=True,
-                              repeats=calibrate_repeats, window_probe=window_probe,
+                              repeats=calibrate_repeats, window_probe=window_probe, overhead_method=overhead_method,
                               log_dir=out / "calibrate-logs", echo=False)
         (out / "speed.json").unlink(missing_ok=True)  # the speed reference belongs to this calibration
     else:

@@ -37,6 +37,9 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
                     help="demo: print the MAPE even when the machine was too noisy to claim it (it says so anyway)")
     ap.add_argument("--window-probe", default="delay 5ms",
                     help="delayed setting under which links are probed for the single-connection cap ('' for none)")
+    ap.add_argument("--overhead-method", choices=["cpu", "trace"], default="cpu",
+                    help="the calibration's estimate of the runtime's time per action: CPU accounting (default) or "
+                         "wall time in context from the probe's traces (both are recorded in the profile's raw)")
 
 
 def _run(ns: argparse.Namespace, demo: bool) -> int:
@@ -66,6 +69,7 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
                  micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=tuple(parse_schedules(ns.schedules)),
                  batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None, repeats=ns.repeats,
                  tiebreak_pct=ns.tiebreak_pct, recalibrate=ns.recalibrate, window_probe=ns.window_probe or None,
+                 overhead_method=ns.overhead_method,
                  refuse_noisy=demo and not ns.accept_noise)
     except LaunchError as e:
         print(f"pipesim validate: {e}\nmeasured cells so far are kept in {os.path.join(ns.out, 'measured.jsonl')}; "
