@@ -235,3 +235,23 @@ def test_netem_and_testbed_refuse(capsys, tmp_path, argv, named):
 def test_validate_refuses_before_calibrating(capsys, tmp_path, network, named):
     _check(capsys, ["validate", "--out", str(tmp_path / "v"), "--network", network], named)
     assert not (tmp_path / "v").exists()
+
+
+def test_figures_folder_outside_the_current_one_is_refused(capsys, tmp_path, monkeypatch):
+    """--figures of plot, validate and demo: a missing folder outside the current one is refused
+    (it used to be created anywhere, /nonexistent-dir included), before anything is measured."""
+    import shutil
+    from pathlib import Path
+
+    from loop.validate import validate
+
+    src = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "validation-2026-11-26-session3" / "demo-c"
+    for name in ("measured.jsonl", "profile.json"):
+        (tmp_path / "v").mkdir(exist_ok=True)
+        shutil.copy(src / name, tmp_path / "v" / name)
+    monkeypatch.chdir(tmp_path)
+    _check(capsys, ["plot", "--out", "v", "--figures", NOWHERE], "--figures: folder /nonexistent-pipesim-dir does not exist")
+    assert not os.path.exists(os.path.dirname(NOWHERE))
+    with pytest.raises(ValueError, match="--figures: folder /nonexistent-pipesim-dir does not exist"):
+        validate(str(tmp_path / "w"), figures=NOWHERE)
+    assert not os.path.exists(os.path.dirname(NOWHERE))
