@@ -181,7 +181,12 @@ def dry_run_lines(plan: Plan, ranks: int, iface: str, addresses: list[str] | Non
     from testbed import netem
 
     plan.check_world(ranks)
-    addrs = addresses or [f"ADDR{r}" for r in range(ranks)]
+    if addresses is None:
+        per_link = [st.label for st in plan.settings if any(links is not None for links, _ in st.clauses)]
+        if per_link:
+            raise ValueError(f"--dry-run: setting {per_link[0]!r} names links, and its tc filters match each peer by "
+                             "its address: pass --addresses A0,A1,... (the machines' IPv4 addresses on --iface, in rank order)")
+    addrs = addresses or [f"ADDR{r}" for r in range(ranks)]  # placeholders: uniform settings do not use them
     if len(addrs) != ranks:
         raise ValueError(f"--addresses gives {len(addrs)} addresses for {ranks} ranks")
     lines = [f"# {len(plan.settings)} settings x {len(plan.cells)} cells x {plan.repeats} repeats = {plan.total} runs "
