@@ -50,7 +50,7 @@ from pathlib import Path
 
 from loop.validate import _cell_key, _slug, load_runs, run_spread_pct
 from pipesim import network as N
-from pipesim.util import append_jsonl, parse_int_list
+from pipesim.util import append_jsonl, output_dir, parse_int_list
 
 TORCHRUN_HINT = ("run it on every machine under torchrun, one rank per machine, e.g.\n"
                  "  torchrun --nnodes 3 --nproc-per-node 1 --node-rank R --master-addr HOST0 --master-port 29500 \\\n"
@@ -284,6 +284,7 @@ def sweep_rank(ns: argparse.Namespace) -> int:
         guard.where = "checking the arguments and interfaces"
         mine = {"fingerprint": plan.fingerprint(ns), "error": None, "address": None}
         try:
+            output_dir(out, "--out")  # each machine its own folder; refused outside the current one, as everywhere
             shaper.check()
             mine["address"] = shaper.address()
         except (ValueError, PermissionError, OSError, RuntimeError) as e:
@@ -479,6 +480,7 @@ def _local(ns: argparse.Namespace) -> int:
     from runtime.model import get_config, split_layers
 
     split_layers(get_config(ns.model).layers, ns.ranks)
+    output_dir(ns.out, "--out")  # refused outside the current folder, before the testbed is looked at
     ok, why = available()
     if not ok:
         print(f"pipesim sweep: error: the local testbed is not available ({why})", file=sys.stderr)

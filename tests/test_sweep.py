@@ -116,6 +116,18 @@ def test_refusals(capsys):
     assert "multiple" in capsys.readouterr().err
 
 
+def test_out_folder_outside_the_current_one_is_refused(capsys, tmp_path, monkeypatch):
+    """--out as every other output flag (issue 13): a missing folder outside the current one is
+    refused before the testbed is looked at (it was made with parents=True anywhere)."""
+    from loop.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    nowhere = "/nonexistent-pipesim-dir/sub/sweep"
+    assert main(["sweep", "--local", "--ranks", "2", "--network", "default", "--out", nowhere]) == 2
+    err = capsys.readouterr().err
+    assert "--out: folder /nonexistent-pipesim-dir/sub does not exist" in err, err
+    assert not os.path.exists("/nonexistent-pipesim-dir")
+
 def test_dry_run_of_a_per_link_setting_asks_for_the_addresses(capsys):
     """Without --addresses a per-link setting's filters cannot be written: the error names
     --addresses (it used to say "'ADDR1' is not an IPv4 address", a placeholder nobody typed)."""
