@@ -284,7 +284,8 @@ def sweep_rank(ns: argparse.Namespace) -> int:
         guard.where = "checking the arguments and interfaces"
         mine = {"fingerprint": plan.fingerprint(ns), "error": None, "address": None}
         try:
-            output_dir(out, "--out")  # each machine its own folder; refused outside the current one, as everywhere
+            if rank == 0:  # refused outside the current folder, as everywhere (rank 0 only: ranks may share a disk)
+                output_dir(out, "--out")
             shaper.check()
             mine["address"] = shaper.address()
         except (ValueError, PermissionError, OSError, RuntimeError) as e:
