@@ -249,9 +249,11 @@ def test_figures_folder_outside_the_current_one_is_refused(capsys, tmp_path, mon
     for name in ("measured.jsonl", "profile.json"):
         (tmp_path / "v").mkdir(exist_ok=True)
         shutil.copy(src / name, tmp_path / "v" / name)
-    monkeypatch.chdir(tmp_path)
-    _check(capsys, ["plot", "--out", "v", "--figures", NOWHERE], "--figures: folder /nonexistent-pipesim-dir does not exist")
-    assert not os.path.exists(os.path.dirname(NOWHERE))
-    with pytest.raises(ValueError, match="--figures: folder /nonexistent-pipesim-dir does not exist"):
-        validate(str(tmp_path / "w"), figures=NOWHERE)
-    assert not os.path.exists(os.path.dirname(NOWHERE))
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    away = tmp_path / "away" / "deeper"   # under tmp_path, never a shared path: if it existed, validate would run
+    _check(capsys, ["plot", "--out", str(tmp_path / "v"), "--figures", str(away / "figs")],
+           f"--figures: folder {away} does not exist")
+    with pytest.raises(ValueError, match="--figures: folder .* does not exist"):
+        validate(str(tmp_path / "w"), figures=str(away / "figs"))
+    assert not (tmp_path / "away").exists()

@@ -121,12 +121,13 @@ def test_out_folder_outside_the_current_one_is_refused(capsys, tmp_path, monkeyp
     refused before the testbed is looked at (it was made with parents=True anywhere)."""
     from loop.cli import main
 
-    monkeypatch.chdir(tmp_path)
-    nowhere = "/nonexistent-pipesim-dir/sub/sweep"
-    assert main(["sweep", "--local", "--ranks", "2", "--network", "default", "--out", nowhere]) == 2
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    away = tmp_path / "away" / "deeper"   # under tmp_path, never a shared path: if it existed, a sweep would run
+    assert main(["sweep", "--local", "--ranks", "2", "--network", "default", "--out", str(away / "sweep")]) == 2
     err = capsys.readouterr().err
-    assert "--out: folder /nonexistent-pipesim-dir/sub does not exist" in err, err
-    assert not os.path.exists("/nonexistent-pipesim-dir")
+    assert f"--out: folder {away} does not exist" in err, err
+    assert not (tmp_path / "away").exists()
 
 def test_dry_run_of_a_per_link_setting_asks_for_the_addresses(capsys):
     """Without --addresses a per-link setting's filters cannot be written: the error names
