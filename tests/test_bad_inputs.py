@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 
 import pytest
 
 from loop.cli import main
 from tests.helpers import uniform_profile
 
-NOWHERE = "/nonexistent-pipesim-dir/sub"
+# A folder that does not exist, unique to this run: a fixed one (it was /nonexistent-pipesim-dir/sub) is
+# shared by everyone on the machine, and once anything had made it, the refusals below really ran.
+NOWHERE = f"/nonexistent-pipesim-dir-{uuid.uuid4().hex[:12]}/sub"
 SIM = ["simulate", "--schedule", "gpipe", "--micro-batch-size", "1", "--batch-size", "4"]
 
 
@@ -95,7 +98,7 @@ GRID_CASES = [
     (["grid", "--network", "default, link 0-2 delay 1ms"], "only neighbour links"),
     (["grid", "--network", "default, link 0-9 delay 1ms"], "stages 0..2 only"),
     (["grid", "--network", "delay 1ms, bandwidth 10bps"], "bandwidth must be"),
-    (["grid", "--csv", NOWHERE + "/g.csv"], "--csv: folder /nonexistent-pipesim-dir/sub does not exist"),
+    (["grid", "--csv", NOWHERE + "/g.csv"], f"--csv: folder {NOWHERE} does not exist"),
     (["grid", "--json", NOWHERE + "/g.json"], "--json: folder"),
 ]
 
@@ -121,7 +124,7 @@ def _set_forward(v):
 
 
 def test_output_and_profile_paths(capsys, tmp_path):
-    _check(capsys, SIM + ["--trace", NOWHERE + "/t.json"], "--trace: folder /nonexistent-pipesim-dir/sub does not exist")
+    _check(capsys, SIM + ["--trace", NOWHERE + "/t.json"], f"--trace: folder {NOWHERE} does not exist")
     _check(capsys, SIM + ["--trace", str(tmp_path)], "--trace: ")  # a folder, not a file
     _check(capsys, SIM + ["--profile", str(tmp_path)], "is a folder; name a profile file")
     _check(capsys, SIM + ["--profile", str(tmp_path / "missing.json")], "no such profile")
