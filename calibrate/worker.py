@@ -116,7 +116,7 @@ def run(args) -> int:
     import torch
     import torch.distributed as dist
 
-    from pipesim.util import write_json_atomic
+    from pipesim.util import output_path, write_json_atomic
     from runtime.model import build_stage, split_layers
 
     from . import measure
@@ -157,7 +157,12 @@ def run(args) -> int:
 
     # refuse to overwrite before spending any time (rank 0 decides, everybody exits)
     verdict = [None]
-    if rank == 0 and os.path.exists(args.out) and not args.force:
+    if rank == 0:
+        try:
+            output_path(args.out, "--out")  # a missing folder is made only under the current one, as everywhere
+        except ValueError as e:
+            verdict[0] = str(e)
+    if rank == 0 and not verdict[0] and os.path.exists(args.out) and not args.force:
         verdict[0] = f"{args.out} exists; pass --force to overwrite it"
     dist.broadcast_object_list(verdict, src=0)
     if verdict[0]:

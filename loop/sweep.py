@@ -50,7 +50,7 @@ from pathlib import Path
 
 from loop.validate import _cell_key, _slug, load_runs, run_spread_pct
 from pipesim import network as N
-from pipesim.util import append_jsonl, parse_int_list
+from pipesim.util import append_jsonl, output_dir, parse_int_list
 
 TORCHRUN_HINT = ("run it on every machine under torchrun, one rank per machine, e.g.\n"
                  "  torchrun --nnodes 3 --nproc-per-node 1 --node-rank R --master-addr HOST0 --master-port 29500 \\\n"
@@ -181,7 +181,12 @@ def dry_run_lines(plan: Plan, ranks: int, iface: str, addresses: list[str] | Non
     from testbed import netem
 
     plan.check_world(ranks)
-    addrs = addresses or [f"ADDR{r}" for r in range(ranks)]
+    if addresses is None:
+        per_link = [st.label for st in plan.settings if any(links is not None for links, _ in st.clauses)]
+        if per_link:
+            raise ValueError(f"--dry-run: setting {per_link[0]!r} names links, and its tc filters match each peer by "
+                             "its address: pass --addresses A0,A1,... (the machines' IPv4 addresses on --iface, in rank order)")
+    addrs = addresses or [f"ADDR{r}" for r in range(ranks)]  # placeholders: uniform settings do not use them
     if len(addrs) != ranks:
         raise ValueError(f"--addresses gives {len(addrs)} addresses for {ranks} ranks")
     lines = [f"# {len(plan.settings)} settings x {len(plan.cells)} cells x {plan.repeats} repeats = {plan.total} runs "
@@ -279,6 +284,8 @@ def sweep_rank(ns: argparse.Namespace) -> int:
         guard.where = "checking the arguments and interfaces"
         mine = {"fingerprint": plan.fingerprint(ns), "error": None, "address": None}
         try:
+            if rank == 0:  # refused outside the current folder, as everywhere (rank 0 only: ranks may share a disk)
+                output_dir(out, "--out")
             shaper.check()
             mine["address"] = shaper.address()
         except (ValueError, PermissionError, OSError, RuntimeError) as e:
@@ -474,6 +481,7 @@ def _local(ns: argparse.Namespace) -> int:
     from runtime.model import get_config, split_layers
 
     split_layers(get_config(ns.model).layers, ns.ranks)
+    output_dir(ns.out, "--out")  # refused outside the current folder, before the testbed is looked at
     ok, why = available()
     if not ok:
         print(f"pipesim sweep: error: the local testbed is not available ({why})", file=sys.stderr)

@@ -140,6 +140,8 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     E.check_grid_size(ranks, micro_batch_sizes, batch_size, SIM_STEPS, len(schedules) * len(settings),
                       names=("--micro-batch-sizes", "--batch-size", "steps"))
     out = output_dir(out, "--out")  # an existing folder, or one made now (under the current one, or in an existing one)
+    if figures:
+        figures = output_dir(figures, "--figures")
     prof_path = out / "profile.json"
     # 1. calibrate
     if recalibrate or not prof_path.exists():

@@ -89,12 +89,14 @@ def _plot(ns: argparse.Namespace) -> int:
     from loop.validate import make_figures
     from pipesim import engine as E
     from pipesim import profile as P
+    from pipesim.util import output_dir
 
     out = Path(ns.out)
     mpath, ppath = out / "measured.jsonl", out / "profile.json"
     for need in (mpath, ppath):
         if not need.exists():
             raise FileNotFoundError(f"{need} not found: run 'pipesim validate --out {out}' first")
+    figures = output_dir(ns.figures, "--figures")  # before any work; refused outside the current folder
     prof = P.load(ppath)
     transport = E.Transport.for_profile(prof)
     skipped: list[str] = []
@@ -107,7 +109,7 @@ def _plot(ns: argparse.Namespace) -> int:
     tl = json.loads(comp.read_text()).get("timeline_cell") if comp.exists() else None
     last = rows[-1]
     tl = tl or (last["schedule"], last["network"], last["micro_batch_size"])
-    paths = make_figures(out, prof, rows, ns.figures, tuple(tl), transport)
+    paths = make_figures(out, prof, rows, figures, tuple(tl), transport)
     print("\n".join(str(p) for p in paths))
     return 0
 

@@ -112,7 +112,8 @@ class SimResult:
                  "| rank | compute s | waiting s | idle s | peak activations |",
                  "|---:|---:|---:|---:|---:|"]
         for r in self.ranks:
-            lines.append(f"| {r.rank} | {r.compute:.4f} | {r.waiting:.4f} | {r.idle:.4f} | {r.peak_inflight} |")
+            idle = round(r.idle, 4) + 0.0  # a rounding remainder of -1e-17 prints as 0.0000, not -0.0000
+            lines.append(f"| {r.rank} | {r.compute:.4f} | {r.waiting:.4f} | {idle:.4f} | {r.peak_inflight} |")
         return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ import subprocess
 
 from pipesim import limits
 from pipesim import network as _network
+from pipesim.util import write_json_atomic
 
 STATE_DIR = "/run/pipesim"
 NETEM_MISSING_HINT = (
@@ -152,9 +153,7 @@ def apply(iface: str, setting: _network.NetworkSetting, *, dry_run: bool = False
         raise ValueError(f"no interface {iface!r} on this machine (see `ip -br link`)")
     created = False
     if not os.path.exists(path):
-        os.makedirs(state_dir, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump({"iface": iface, "qdiscs": show_qdiscs(iface)}, f)
+        write_json_atomic(path, {"iface": iface, "qdiscs": show_qdiscs(iface)}, indent=None)
         created = True
     for c in cmds:
         p = _run(c)
@@ -312,9 +311,7 @@ def apply_list(iface: str, cmds: list[list[str]], label: str, *, state_dir: str 
         raise ValueError(f"no interface {iface!r} on this machine (see `ip -br link`)")
     path = state_path(iface, state_dir)
     if not os.path.exists(path):
-        os.makedirs(state_dir, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump({"iface": iface, "qdiscs": show_qdiscs(iface)}, f)
+        write_json_atomic(path, {"iface": iface, "qdiscs": show_qdiscs(iface)}, indent=None)
     for c in cmds:
         p = _run(c)
         if p.returncode != 0:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 
 import pytest
 
 from loop.cli import main
 from tests.helpers import uniform_profile
 
-NOWHERE = "/nonexistent-pipesim-dir/sub"
+# A folder that does not exist, unique to this run: a fixed one (it was /nonexistent-pipesim-dir/sub) is
+# shared by everyone on the machine, and once anything had made it, the refusals below really ran.
+NOWHERE = f"/nonexistent-pipesim-dir-{uuid.uuid4().hex[:12]}/sub"
 SIM = ["simulate", "--schedule", "gpipe", "--micro-batch-size", "1", "--batch-size", "4"]
 
 
@@ -95,7 +98,7 @@ GRID_CASES = [
     (["grid", "--network", "default, link 0-2 delay 1ms"], "only neighbour links"),
     (["grid", "--network", "default, link 0-9 delay 1ms"], "stages 0..2 only"),
     (["grid", "--network", "delay 1ms, bandwidth 10bps"], "bandwidth must be"),
-    (["grid", "--csv", NOWHERE + "/g.csv"], "--csv: folder /nonexistent-pipesim-dir/sub does not exist"),
+    (["grid", "--csv", NOWHERE + "/g.csv"], f"--csv: folder {NOWHERE} does not exist"),
     (["grid", "--json", NOWHERE + "/g.json"], "--json: folder"),
 ]
 
@@ -121,7 +124,7 @@ def _set_forward(v):
 
 
 def test_output_and_profile_paths(capsys, tmp_path):
-    _check(capsys, SIM + ["--trace", NOWHERE + "/t.json"], "--trace: folder /nonexistent-pipesim-dir/sub does not exist")
+    _check(capsys, SIM + ["--trace", NOWHERE + "/t.json"], f"--trace: folder {NOWHERE} does not exist")
     _check(capsys, SIM + ["--trace", str(tmp_path)], "--trace: ")  # a folder, not a file
     _check(capsys, SIM + ["--profile", str(tmp_path)], "is a folder; name a profile file")
     _check(capsys, SIM + ["--profile", str(tmp_path / "missing.json")], "no such profile")
@@ -235,3 +238,25 @@ def test_netem_and_testbed_refuse(capsys, tmp_path, argv, named):
 def test_validate_refuses_before_calibrating(capsys, tmp_path, network, named):
     _check(capsys, ["validate", "--out", str(tmp_path / "v"), "--network", network], named)
     assert not (tmp_path / "v").exists()
+
+
+def test_figures_folder_outside_the_current_one_is_refused(capsys, tmp_path, monkeypatch):
+    """--figures of plot, validate and demo: a missing folder outside the current one is refused
+    (it used to be created anywhere, /nonexistent-dir included), before anything is measured."""
+    import shutil
+    from pathlib import Path
+
+    from loop.validate import validate
+
+    src = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "validation-2026-11-26-session3" / "demo-c"
+    for name in ("measured.jsonl", "profile.json"):
+        (tmp_path / "v").mkdir(exist_ok=True)
+        shutil.copy(src / name, tmp_path / "v" / name)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    away = tmp_path / "away" / "deeper"   # under tmp_path, never a shared path: if it existed, validate would run
+    _check(capsys, ["plot", "--out", str(tmp_path / "v"), "--figures", str(away / "figs")],
+           f"--figures: folder {away} does not exist")
+    with pytest.raises(ValueError, match="--figures: folder .* does not exist"):
+        validate(str(tmp_path / "w"), figures=str(away / "figs"))
+    assert not (tmp_path / "away").exists()

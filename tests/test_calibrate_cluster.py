@@ -109,3 +109,28 @@ def test_window_probe_with_netem_restores_the_interface(testbed_ok, tmp_path):
         assert "the profile is written without window_bytes" in log
     else:
         assert doc["raw"]["window_probe"]["applied_with"] == "tc netem on --iface"
+
+
+def test_out_folder_outside_the_current_one_is_refused_before_measuring(tmp_path, monkeypatch, capsys):
+    """calibrate.worker --out (the torchrun calibration) as every other output flag (issue 13):
+    a missing folder outside the current one is refused by rank 0 before anything is measured
+    (it was made, with its parents, when the profile was written). One rank, in-process."""
+    import socket
+
+    from calibrate import worker
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "GLOO_SOCKET_IFNAME"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    away = tmp_path / "away" / "deeper"
+    rc = worker.main(["--model", "tiny", "--micro-batch-sizes", "1", "--repeats", "3", "--rounds", "1",
+                      "--link-repeats", "3", "--out", str(away / "profile.json")])
+    assert rc == 2
+    assert f"--out: folder {away} does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "away").exists()

@@ -283,3 +283,14 @@ def test_profile_transport_section_is_the_default():
     own = E.simulate(with_section, "gpipe", 1, 8).step_time
     assert own == E.simulate(prof, "gpipe", 1, 8, transport=section).step_time != base
     assert E.simulate(with_section, "gpipe", 1, 8, transport=E.Transport.for_backend("gloo")).step_time == base
+
+
+def test_summary_never_prints_minus_zero():
+    """Idle is rank 0's step time minus compute and waiting: a rounding remainder of -1e-17
+    used to print as '-0.0000' (docs/profile.md's worked example)."""
+    from pipesim import profile as P
+
+    tr = E.Transport(queue="rank", send_mode="rendezvous", recv_ahead=None)
+    res = E.simulate(P.load(), "1f1b", 1, 8, parse("delay 5ms"), transport=tr)
+    assert any(r.idle < 0 for r in res.ranks)  # the remainder this test is about
+    assert "-0.0000" not in res.summary(), res.summary()

@@ -116,6 +116,31 @@ def test_refusals(capsys):
     assert "multiple" in capsys.readouterr().err
 
 
+def test_out_folder_outside_the_current_one_is_refused(capsys, tmp_path, monkeypatch):
+    """--out as every other output flag (issue 13): a missing folder outside the current one is
+    refused before the testbed is looked at (it was made with parents=True anywhere)."""
+    from loop.cli import main
+
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    away = tmp_path / "away" / "deeper"   # under tmp_path, never a shared path: if it existed, a sweep would run
+    assert main(["sweep", "--local", "--ranks", "2", "--network", "default", "--out", str(away / "sweep")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: folder {away} does not exist" in err, err
+    assert not (tmp_path / "away").exists()
+
+def test_dry_run_of_a_per_link_setting_asks_for_the_addresses(capsys):
+    """Without --addresses a per-link setting's filters cannot be written: the error names
+    --addresses (it used to say "'ADDR1' is not an IPv4 address", a placeholder nobody typed)."""
+    from loop.cli import main
+
+    assert main(["sweep", "--dry-run", "--iface", "eth0", "--ranks", "3", "--network", "default, link 0-1 delay 5ms"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--addresses" in err and "ADDR" not in err, err
+    # uniform settings need no addresses
+    assert main(["sweep", "--dry-run", "--iface", "eth0", "--ranks", "3", "--network", "default, delay 5ms"]) == 0
+
+
 # ---------------------------------------------------------------------------------------------- the local testbed
 
 needs_testbed = pytest.mark.netns

@@ -133,3 +133,22 @@ def test_unknown_interface(tmp_path):
         pytest.skip("needs root")
     p = _cli("netem", "apply", "--iface", "nosuchif0", "--network", "delay 1ms", "--state-dir", str(tmp_path))
     assert p.returncode != 0 and "no interface" in p.stderr
+
+
+@pytest.mark.parametrize("how", ["apply", "apply_list"])
+def test_the_saved_qdisc_file_is_never_left_half_written(tmp_path, monkeypatch, how):
+    """The file that puts an interface back is written atomically: a failure while writing it
+    (here: qdiscs that JSON cannot encode) leaves no truncated file that `netem clear` would
+    then read. No tc command runs (the interface is lo, and _run is replaced)."""
+    if os.geteuid() != 0:
+        pytest.skip("apply checks for root before it writes the state file")
+    ran = []
+    monkeypatch.setattr(netem, "_run", lambda c: ran.append(c) or subprocess.CompletedProcess(c, 0, "", ""))
+    monkeypatch.setattr(netem, "show_qdiscs", lambda iface: [{"kind": "noqueue", "odd": object()}])
+    with pytest.raises(TypeError):
+        if how == "apply":
+            netem.apply("lo", network.parse("delay 5ms"), state_dir=str(tmp_path), out=lambda s: None)
+        else:
+            netem.apply_list("lo", [["tc", "qdisc", "replace", "dev", "lo", "root", "netem", "delay", "5ms"]], "x",
+                             state_dir=str(tmp_path), out=lambda s: None)
+    assert ran == [] and os.listdir(tmp_path) == []
