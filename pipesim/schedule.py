@@ -48,7 +48,7 @@ decides how much of the link latency is hidden.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -247,10 +247,12 @@ def interleaved_1f1b(num_ranks: int, num_microbatches: int, stages_per_rank: int
     return out
 
 
-GENERATORS = {"gpipe": gpipe, "1f1b": one_f_one_b, "interleaved1f1b": interleaved_1f1b, "zbh1": zbh1}
+GENERATORS: dict[str, Callable[..., list[list[Action]]]] = {"gpipe": gpipe, "1f1b": one_f_one_b, "interleaved1f1b": interleaved_1f1b, "zbh1": zbh1}
 """Every schedule by name (the simulator runs all of them)."""
 VIRTUAL = ("interleaved1f1b",)
 """Schedules that take ``stages_per_rank`` (several stages per rank)."""
+SPLIT_BACKWARD = ("zbh1",)
+"""Schedules that split the backward into B and W."""
 RUNTIME_SCHEDULES = ("gpipe", "1f1b")
 """What the torch runtime (``runtime/``) executes; the others are simulated only."""
 
@@ -259,6 +261,18 @@ def check_runtime(name: str) -> None:
     """Refuse, in one line, a schedule the runtime does not execute."""
     if name.lower() not in RUNTIME_SCHEDULES:
         raise ValueError(f"schedule {name!r} is simulated only; the runtime runs {' and '.join(RUNTIME_SCHEDULES)}")
+
+
+def check_shape(name: str, num_ranks: int, num_microbatches: int, stages_per_rank: int = 1) -> None:
+    """Refuse, without generating it, what :func:`generate` would refuse (one line)."""
+    key = name.lower()
+    if key not in GENERATORS:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(GENERATORS)}")
+    _check_shape(num_ranks, num_microbatches)
+    _check_v(key, stages_per_rank)
+    if key in VIRTUAL and stages_per_rank > 1 and num_microbatches % num_ranks:
+        raise ValueError(f"{key} needs micro-batches a multiple of the ranks: {num_microbatches} micro-batches, "
+                         f"{num_ranks} ranks")
 
 
 def _check_v(name: str, stages_per_rank: int) -> None:
@@ -271,7 +285,8 @@ def _check_v(name: str, stages_per_rank: int) -> None:
 
 def generate(name: str, num_stages: int, num_microbatches: int, stages_per_rank: int = 1) -> list[list[Action]]:
     """The compute-only schedule ``name`` on ``num_stages`` ranks (``stages_per_rank``:
-    virtual stages per rank, for :data:`VIRTUAL` schedules; their default is 2)."""
+    virtual stages per rank, for :data:`VIRTUAL` schedules only; interleaved1f1b with 1
+    is 1f1b; the command line's default is 2)."""
     key = name.lower()
     try:
         gen = GENERATORS[key]

@@ -46,7 +46,7 @@ def test_actions_per_step_is_exact():
     for p in (1, 2, 3, 5):
         for m in (1, 3, 8):
             for name in S.GENERATORS:
-                assert sum(map(len, S.build(name, p, m))) == E.actions_per_step(p, m)
+                assert sum(map(len, S.build(name, p, m))) == E.actions_per_step(p, m, split=name in S.SPLIT_BACKWARD)
 
 
 def test_grid_size_counts_every_cell():
