@@ -33,20 +33,16 @@ def parse_schedules(text: str, runtime_only: bool = False) -> list[str]:
 
 
 def stages_per_rank(args, schedules) -> int:
-    """``--stages-per-rank`` (default :data:`DEFAULT_STAGES_PER_RANK`), refused when no schedule takes it."""
+    """``--stages-per-rank`` (default :data:`pipesim.schedule.DEFAULT_STAGES_PER_RANK`), refused when no schedule takes it."""
     v = getattr(args, "stages_per_rank", None)
     if v is None:
-        return DEFAULT_STAGES_PER_RANK
+        return S.DEFAULT_STAGES_PER_RANK
     if v < 1:
         raise ValueError(f"--stages-per-rank must be a positive integer, got {v}")
     if v != 1 and not any(s in S.VIRTUAL for s in schedules):
         raise ValueError(f"--stages-per-rank {v} needs a schedule with several stages per rank "
                          f"({', '.join(S.VIRTUAL)})")
     return v
-
-
-DEFAULT_STAGES_PER_RANK = 2
-"""``--stages-per-rank`` when not given (interleaved schedules only; the others run one)."""
 
 
 def _v(schedule: str, v: int) -> int:
@@ -145,7 +141,7 @@ GRID_STEPS = 2  # consecutive steps simulated per cell of `pipesim grid`
 
 
 def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transport, progress=True, steps=GRID_STEPS,
-             stages_per_rank: int = DEFAULT_STAGES_PER_RANK):
+             stages_per_rank: int = S.DEFAULT_STAGES_PER_RANK):
     """Simulate every cell. Returns {(schedule, setting label, mbs): SimResult}.
     ``stages_per_rank`` applies to the interleaved schedules (:data:`pipesim.schedule.VIRTUAL`)."""
     cells = [(s, net, m) for s in schedules for net in settings for m in mbs_list]
@@ -232,7 +228,7 @@ def register(sub) -> None:
     ap.add_argument("--trace", help="write the simulated trace (.json Chrome/Perfetto, .csv, or both)")
     ap.add_argument("--steps", type=int, default=2, help="consecutive steps simulated; the last is reported")
     ap.add_argument("--stages-per-rank", type=int, default=None, metavar="V",
-                    help=f"virtual stages per rank for {', '.join(S.VIRTUAL)} (default {DEFAULT_STAGES_PER_RANK})")
+                    help=f"virtual stages per rank for {', '.join(S.VIRTUAL)} (default {S.DEFAULT_STAGES_PER_RANK})")
     add_transport_args(ap)
     ap.set_defaults(func=cmd_simulate)
 
@@ -241,7 +237,7 @@ def register(sub) -> None:
     ap.add_argument("--micro-batch-sizes", default="1,2,4")
     ap.add_argument("--schedules", default="gpipe,1f1b", help=f"any of {', '.join(S.GENERATORS)} (default gpipe,1f1b)")
     ap.add_argument("--stages-per-rank", type=int, default=None, metavar="V",
-                    help=f"virtual stages per rank for {', '.join(S.VIRTUAL)} (default {DEFAULT_STAGES_PER_RANK})")
+                    help=f"virtual stages per rank for {', '.join(S.VIRTUAL)} (default {S.DEFAULT_STAGES_PER_RANK})")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--profile", help="profile JSON (default: the bundled GPT-3 small estimate)")
     ap.add_argument("--csv", help="also write the cells as CSV")

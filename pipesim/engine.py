@@ -701,7 +701,7 @@ def _largest_input(sim: _Sim) -> str:
 def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
              network: str | NetworkSetting = "default", *, transport: Transport | None = None,
              steps: int = 2, record: bool = True, lowered: list[list[S.Action]] | None = None,
-             durations: Durations | None = None, stages_per_rank: int = 1,
+             durations: Durations | None = None, stages_per_rank: int | None = None,
              placement: tuple[int, ...] | None = None) -> SimResult:
     """Simulate ``steps`` consecutive training steps and report the last one.
 
@@ -711,7 +711,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     ``durations`` to replay every computation with a given duration (see
     :mod:`pipesim.replay`; the host CPU model is then off, as measured durations already
     hold any sharing of cores). ``stages_per_rank`` is the v of interleaved schedules
-    (:data:`pipesim.schedule.VIRTUAL`); a hand-made ``lowered`` schedule takes its
+    (:data:`pipesim.schedule.VIRTUAL`; default 2); a hand-made ``lowered`` schedule takes its
     ``placement`` (stage -> rank; default: read from its actions).
 
     Sizes are checked against :mod:`pipesim.limits` before anything runs (a simulation
@@ -723,7 +723,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     p = profile.num_stages
     if lowered is None:
         S.generate(schedule, 1, 1, 1)  # refuses an unknown name before the sizes
-        v = stages_per_rank if schedule.lower() in S.VIRTUAL else 1
+        v = S.stages_per_rank_of(schedule, stages_per_rank) if schedule.lower() in S.VIRTUAL else 1
         check_size(p, micro_batch_size, batch_size, steps, stages_per_rank=v, split=schedule.lower() in S.SPLIT_BACKWARD)
     else:
         check_size(p, micro_batch_size, batch_size, 1)  # the ranges; the hand-made schedule's own size below

@@ -263,14 +263,26 @@ def check_runtime(name: str) -> None:
         raise ValueError(f"schedule {name!r} is simulated only; the runtime runs {' and '.join(RUNTIME_SCHEDULES)}")
 
 
-def check_shape(name: str, num_ranks: int, num_microbatches: int, stages_per_rank: int = 1) -> None:
+DEFAULT_STAGES_PER_RANK = 2
+"""Stages per rank of a :data:`VIRTUAL` schedule when none is given."""
+
+
+def stages_per_rank_of(name: str, stages_per_rank: int | None = None) -> int:
+    """``stages_per_rank`` as given, else the schedule's default (2 for :data:`VIRTUAL`, else 1)."""
+    if stages_per_rank is None:
+        return DEFAULT_STAGES_PER_RANK if name.lower() in VIRTUAL else 1
+    return stages_per_rank
+
+
+def check_shape(name: str, num_ranks: int, num_microbatches: int, stages_per_rank: int | None = None) -> None:
     """Refuse, without generating it, what :func:`generate` would refuse (one line)."""
     key = name.lower()
     if key not in GENERATORS:
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(GENERATORS)}")
     _check_shape(num_ranks, num_microbatches)
-    _check_v(key, stages_per_rank)
-    if key in VIRTUAL and stages_per_rank > 1 and num_microbatches % num_ranks:
+    v = stages_per_rank_of(key, stages_per_rank)
+    _check_v(key, v)
+    if key in VIRTUAL and v > 1 and num_microbatches % num_ranks:
         raise ValueError(f"{key} needs micro-batches a multiple of the ranks: {num_microbatches} micro-batches, "
                          f"{num_ranks} ranks")
 
@@ -283,18 +295,20 @@ def _check_v(name: str, stages_per_rank: int) -> None:
                          f"needs {' or '.join(VIRTUAL)}")
 
 
-def generate(name: str, num_stages: int, num_microbatches: int, stages_per_rank: int = 1) -> list[list[Action]]:
+def generate(name: str, num_stages: int, num_microbatches: int,
+             stages_per_rank: int | None = None) -> list[list[Action]]:
     """The compute-only schedule ``name`` on ``num_stages`` ranks (``stages_per_rank``:
-    virtual stages per rank, for :data:`VIRTUAL` schedules only; interleaved1f1b with 1
-    is 1f1b; the command line's default is 2)."""
+    virtual stages per rank, for :data:`VIRTUAL` schedules only, default
+    :data:`DEFAULT_STAGES_PER_RANK`; interleaved1f1b with 1 is 1f1b)."""
     key = name.lower()
     try:
         gen = GENERATORS[key]
     except KeyError:
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(GENERATORS)}") from None
+    v = stages_per_rank_of(key, stages_per_rank)
     if key in VIRTUAL:
-        return interleaved_1f1b(num_stages, num_microbatches, stages_per_rank)
-    _check_v(key, stages_per_rank)
+        return interleaved_1f1b(num_stages, num_microbatches, v)
+    _check_v(key, v)
     return gen(num_stages, num_microbatches)
 
 
@@ -306,9 +320,9 @@ def loop_placement(num_ranks: int, stages_per_rank: int = 1) -> tuple[int, ...]:
     return tuple(s % num_ranks for s in range(num_ranks * stages_per_rank))
 
 
-def placement_for(name: str, num_ranks: int, stages_per_rank: int = 1) -> tuple[int, ...]:
+def placement_for(name: str, num_ranks: int, stages_per_rank: int | None = None) -> tuple[int, ...]:
     """The placement schedule ``name`` uses."""
-    return loop_placement(num_ranks, stages_per_rank if name.lower() in VIRTUAL else 1)
+    return loop_placement(num_ranks, stages_per_rank_of(name, stages_per_rank) if name.lower() in VIRTUAL else 1)
 
 
 def placement_of(schedule: Sequence[Sequence[Action]]) -> tuple[int, ...]:
@@ -409,13 +423,13 @@ def lower(compute: Sequence[Sequence[Action]], recv_ahead: int | None = None,
 
 
 def build(name: str, num_stages: int, num_microbatches: int, recv_ahead: int | None = None,
-          stages_per_rank: int = 1) -> list[list[Action]]:
+          stages_per_rank: int | None = None) -> list[list[Action]]:
     """Generate, lower and validate a schedule in one call (``num_stages``: ranks)."""
     return build_placed(name, num_stages, num_microbatches, recv_ahead, stages_per_rank)[0]
 
 
 def build_placed(name: str, num_ranks: int, num_microbatches: int, recv_ahead: int | None = None,
-                 stages_per_rank: int = 1) -> tuple[list[list[Action]], tuple[int, ...]]:
+                 stages_per_rank: int | None = None) -> tuple[list[list[Action]], tuple[int, ...]]:
     """:func:`build`, and the placement (stage -> rank) it used."""
     pl = placement_for(name, num_ranks, stages_per_rank)
     sched = lower(generate(name, num_ranks, num_microbatches, stages_per_rank), recv_ahead=recv_ahead, placement=pl)

@@ -229,3 +229,9 @@ def test_runtime_runs_only_gpipe_and_1f1b():
     for name in ("zbh1", "interleaved1f1b"):
         with pytest.raises(ValueError, match=rf"^schedule '{name}' is simulated only; the runtime runs gpipe and 1f1b$"):
             S.check_runtime(name)
+
+
+def test_interleaved_default_is_two_stages_per_rank():
+    assert S.generate("interleaved1f1b", 2, 4) == S.interleaved_1f1b(2, 4, 2)
+    assert S.placement_for("interleaved1f1b", 2) == (0, 1, 0, 1) and S.placement_for("zbh1", 2) == (0, 1)
+    assert S.stages_per_rank_of("gpipe") == 1 and S.stages_per_rank_of("interleaved1f1b", 3) == 3
