@@ -15,8 +15,11 @@ What is modelled
   (:meth:`Profile.virtual_compute`: the profile's ``virtual_stages``, else the rank's
   compute split evenly), and a message goes to the rank that owns the peer stage
   (a pair of ranks without a link in the profile, such as the wrap-around link from
-  the last rank to rank 0, uses link 0->1's parameters for both directions).
-  Neighbouring stages on one rank exchange nothing.
+  the last rank to rank 0 of the loop placement, takes the parameters of link 0->1
+  from a lower to a higher rank and of link 1->0 the other way; a network setting's
+  per-link clauses name neighbour ranks only, its uniform part shapes every link).
+  Neighbouring stages on one rank exchange nothing. The peak activations reported
+  count virtual-stage activations (each about 1/v of a rank's with v stages per rank).
 * Split backward (a schedule with W actions, zbh1): B is the input-gradient part
   (``backward_input_s``) and sends its gradient on at once, W the weight-gradient part
   (``backward_weight_s``) that waits for nothing but its own B; without the profile's
@@ -62,7 +65,8 @@ What is modelled
   needed), a ready-notice waits behind data on the reverse direction, and a delay can
   move it ahead of a message it used to wait behind (3 stages, 1 MB messages at
   10 Mbps, 1F1B with 2 micro-batches: 4.01 s with no delay, 3.66 s with 50 ms).
-  ``tests/test_fuzz.py`` tests the promise and pins both exceptions.
+  ``tests/test_fuzz.py`` tests the promise (for every schedule, virtual stages and
+  split backward included) and pins both exceptions.
 
 What is not modelled
 --------------------

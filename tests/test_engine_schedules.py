@@ -192,3 +192,21 @@ def test_sweep_and_runtime_config_refuse_simulated_only_schedules():
     assert parse_schedules("gpipe,ZBH1") == ["gpipe", "zbh1"]
     with pytest.raises(ValueError, match="simulated only"):
         parse_schedules("interleaved1f1b", runtime_only=True)
+
+
+def test_wrap_around_link_takes_link_1_0_unless_the_profile_lists_it():
+    from pipesim.profile import Link
+
+    base = uniform_profile(3, 1.0, 2.0)
+    links = dict(base.links)
+    links[(1, 0)] = Link(1, 0, 0.5, 1e30)  # the wrap-around 2 -> 0 (stage 2 -> 3) copies this one
+
+    def hop(prof):
+        tr = E.simulate(prof, "interleaved1f1b", 1, 3, stages_per_rank=2, steps=1, record=True).trace
+        send = next(e for e in tr if e.action == "2SF0")
+        recv = next(e for e in tr if e.action == "3RF0")
+        return send.rank, recv.rank, recv.end - send.end
+
+    assert hop(replace(base, links=links)) == (2, 0, pytest.approx(0.5))
+    links[(2, 0)] = Link(2, 0, 0.25, 1e30)
+    assert hop(replace(base, links=links)) == (2, 0, pytest.approx(0.25))
