@@ -51,7 +51,7 @@ def _v(schedule: str, v: int) -> int:
 
 def check_schedules(num_ranks: int, schedules, mbs_list, batch_size: int, v: int) -> None:
     """Refuse, before anything runs, a schedule that cannot be built for a cell (e.g.
-    interleaved1f1b with a micro-batch count that is not a multiple of the ranks)."""
+    interleaved1f1b with a micro-batch count that does not split into equal rounds)."""
     for s in schedules:
         for m in mbs_list:
             if m >= 1 and batch_size >= m and batch_size % m == 0:

@@ -178,9 +178,10 @@ def zbh1(num_stages: int, num_microbatches: int) -> list[list[Action]]:
     holds at most ``min(p, m)`` activations (forward done, W not), which is rank 0's
     peak under 1F1B: the peak activation memory of 1F1B.
 
-    torch.distributed.pipelining has no plain ZB-H1 class (its
-    ``ScheduleInterleavedZeroBubble`` is the several-stages-per-rank ZB variant, and its
-    order differs), hence the name ``zbh1``.
+    torch.distributed.pipelining has no plain ZB-H1 class, hence the name ``zbh1``; its
+    ``ScheduleInterleavedZeroBubble`` (the several-stages-per-rank variant) computes this
+    same order with one stage per rank (``tests/test_schedule_torch.py``), though torch
+    refuses micro-batch counts that ``max(1, m // p)`` does not divide and this does not.
     """
     _check_shape(num_stages, num_microbatches)
     p, m = num_stages, num_microbatches
@@ -204,18 +205,21 @@ def zbh1(num_stages: int, num_microbatches: int) -> list[list[Action]]:
 
 
 def interleaved_1f1b(num_ranks: int, num_microbatches: int, stages_per_rank: int = 2) -> list[list[Action]]:
-    """Interleaved 1F1B (Narayanan et al., SC'21; Megatron-LM's interleaved schedule and
-    torch.distributed.pipelining's ``ScheduleInterleaved1F1B``): ``v = stages_per_rank``
-    stages per rank, stage s on rank ``s % p`` (:func:`loop_placement`).
+    """Interleaved 1F1B (Narayanan et al., SC'21): torch.distributed.pipelining's
+    ``ScheduleInterleaved1F1B`` order (``tests/test_schedule_torch.py``), also the order
+    of Megatron-LM's interleaved schedule for m a multiple of p above p.
+    ``v = stages_per_rank`` stages per rank, stage s on rank ``s % p``
+    (:func:`loop_placement`).
 
-    Micro-batches go through the chunks of a rank in groups of ``p``: the k-th forward
-    of rank r is micro-batch ``(k // (p v)) p + k % p`` of its chunk ``(k // p) % v``
-    (stage ``chunk * p + r``); the k-th backward the same micro-batch of chunk
-    ``v - 1 - (k // p) % v``. Rank r runs ``min((p - r - 1) * 2 + (v - 1) * p, m v)``
-    warm-up forwards (all ``m v`` when ``m == p``), then alternates one forward and one
-    backward, then drains the backwards, as Megatron-LM does. This order needs the
-    micro-batch count to be a multiple of p (Megatron-LM refuses others too); other
-    counts are refused. ``v = 1`` is :func:`one_f_one_b` (any micro-batch count).
+    Micro-batches go through the chunks of a rank in rounds of ``g`` (``g = m / k`` with
+    ``k = max(1, m // p)`` rounds: ``g = p`` when p divides m): the j-th forward of rank r
+    is on its chunk ``(j // g) % v``, and the j-th backward after the warm-up on chunk
+    ``v - 1 - (j // g) % v``; each stage takes its micro-batches in order. Rank r runs
+    ``min((v - 1) g + 2 (p - 1 - r), m v)`` warm-up forwards, then alternates one forward
+    and one backward, then drains the backwards. torch refuses a micro-batch count that
+    ``k`` does not divide (e.g. 5 with 2 ranks), and so does this generator.
+    (Megatron-LM needs m to be a multiple of p, and with ``m == p`` runs all forwards
+    first; torch, and this generator, do not.) ``v = 1`` is :func:`one_f_one_b`.
     """
     _check_shape(num_ranks, num_microbatches)
     p, m, v = num_ranks, num_microbatches, stages_per_rank
@@ -223,28 +227,31 @@ def interleaved_1f1b(num_ranks: int, num_microbatches: int, stages_per_rank: int
         raise ValueError(f"stages_per_rank must be a positive integer, got {v!r}")
     if v == 1:
         return one_f_one_b(p, m)
-    if m % p:
-        raise ValueError(f"interleaved1f1b needs micro-batches a multiple of the ranks: {m} micro-batches, {p} ranks")
+    _check_rounds(p, m)
+    rounds = max(1, m // p)
+    g = m // rounds  # micro-batches per round
     total = m * v
-
-    def unit(k: int, forward: bool) -> tuple[int, int]:
-        chunk = (k // p) % v
-        return (chunk if forward else v - 1 - chunk), (k // (p * v)) * p + k % p
-
     out = []
     for r in range(p):
-        warmup = total if m == p else min((p - r - 1) * 2 + (v - 1) * p, total)
+        warmup = min((v - 1) * g + 2 * (p - 1 - r), total)
+        nxt = {Kind.F: [0] * v, Kind.B: [0] * v}  # next micro-batch of each chunk
         acts: list[Action] = []
-        for k in range(total):
-            if k == 0:
-                acts += [Action(unit(j, True)[0] * p + r, Kind.F, unit(j, True)[1]) for j in range(warmup)]
-            if k + warmup < total:
-                c, mb = unit(k + warmup, True)
-                acts.append(Action(c * p + r, Kind.F, mb))
-            c, mb = unit(k, False)
-            acts.append(Action(c * p + r, Kind.B, mb))
+        for j in range(total + warmup):  # j < warmup: forward; then forward and backward; then backward
+            for kind, on in ((Kind.F, j < total), (Kind.B, j >= warmup)):
+                if on:
+                    c = (j // g) % v if kind is Kind.F else v - 1 - ((j - warmup) // g) % v
+                    acts.append(Action(c * p + r, kind, nxt[kind][c]))
+                    nxt[kind][c] += 1
         out.append(acts)
     return out
+
+
+def _check_rounds(p: int, m: int) -> None:
+    rounds = max(1, m // p)
+    if m % rounds:
+        raise ValueError(f"interleaved1f1b splits the micro-batches into max(1, m // p) equal rounds, as torch's "
+                         f"ScheduleInterleaved1F1B does: {m} micro-batches on {p} ranks do not split into {rounds} "
+                         "(a multiple of the ranks always does)")
 
 
 GENERATORS: dict[str, Callable[..., list[list[Action]]]] = {"gpipe": gpipe, "1f1b": one_f_one_b, "interleaved1f1b": interleaved_1f1b, "zbh1": zbh1}
@@ -282,9 +289,8 @@ def check_shape(name: str, num_ranks: int, num_microbatches: int, stages_per_ran
     _check_shape(num_ranks, num_microbatches)
     v = stages_per_rank_of(key, stages_per_rank)
     _check_v(key, v)
-    if key in VIRTUAL and v > 1 and num_microbatches % num_ranks:
-        raise ValueError(f"{key} needs micro-batches a multiple of the ranks: {num_microbatches} micro-batches, "
-                         f"{num_ranks} ranks")
+    if key in VIRTUAL and v > 1:
+        _check_rounds(num_ranks, num_microbatches)
 
 
 def _check_v(name: str, stages_per_rank: int) -> None:

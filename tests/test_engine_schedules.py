@@ -127,8 +127,8 @@ def test_profile_fields_are_optional_and_round_trip(tmp_path):
 def test_simulate_refuses_v_for_one_stage_schedules():
     with pytest.raises(ValueError, match="schedule 'gpipe' runs one stage per rank"):
         E.simulate(uniform_profile(2), "gpipe", 1, 4, stages_per_rank=2)
-    with pytest.raises(ValueError, match="interleaved1f1b needs micro-batches a multiple of the ranks"):
-        E.simulate(uniform_profile(2), "interleaved1f1b", 1, 3, stages_per_rank=2)
+    with pytest.raises(ValueError, match="interleaved1f1b splits the micro-batches into max"):
+        E.simulate(uniform_profile(2), "interleaved1f1b", 1, 5, stages_per_rank=2)
 
 
 def test_actions_per_step_is_exact():
@@ -158,12 +158,13 @@ def test_cli_simulates_the_new_schedules(capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["simulate", "--schedule", "interleaved1f1b", "--micro-batch-size", "4", "--batch-size", "64"],
-     "interleaved1f1b needs micro-batches a multiple of the ranks: 16 micro-batches, 3 ranks "
+     "interleaved1f1b splits the micro-batches into max(1, m // p) equal rounds, as torch's ScheduleInterleaved1F1B "
+     "does: 16 micro-batches on 3 ranks do not split into 5 (a multiple of the ranks always does) "
      "(micro-batch size 4, batch size 64)"),
     (["simulate", "--schedule", "1f1b", "--stages-per-rank", "2", "--micro-batch-size", "4", "--batch-size", "48"],
      "--stages-per-rank 2 needs a schedule with several stages per rank (interleaved1f1b)"),
     (["grid", "--schedules", "gpipe,interleaved1f1b", "--batch-size", "64", "--network", "default"],
-     "interleaved1f1b needs micro-batches a multiple of the ranks"),
+     "64 micro-batches on 3 ranks do not split into 21"),
     (["run", "--local", "--schedule", "zbh1"], "schedule 'zbh1' is simulated only; the runtime runs gpipe and 1f1b"),
     (["run", "--local", "--schedule", "interleaved1f1b"],
      "schedule 'interleaved1f1b' is simulated only; the runtime runs gpipe and 1f1b"),

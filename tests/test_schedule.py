@@ -100,16 +100,17 @@ def test_generator_errors():
 # ----------------------------------------------------------------------------- virtual stages, split backward
 
 
-def test_interleaved_order_is_megatron():
-    # Megatron-LM's interleaved schedule, p = 4, v = 2, m = 8: rank 0 warms up with
-    # (p - 1) * 2 + (v - 1) * p = 10 forwards, chunk by chunk in groups of p micro-batches
+def test_interleaved_order_is_torchs_and_megatrons():
+    # torch's ScheduleInterleaved1F1B and Megatron-LM's interleaved schedule, p = 4, v = 2, m = 8: rank 0
+    # warms up with (p - 1) * 2 + (v - 1) * p = 10 forwards, chunk by chunk in groups of p micro-batches
+    # (tests/test_schedule_torch.py compares with torch's own order where torch is installed)
     s = S.interleaved_1f1b(4, 8, 2)
     assert " ".join(map(str, s[0][:12])) == "0F0 0F1 0F2 0F3 4F0 4F1 4F2 4F3 0F4 0F5 0F6 4B0"
     assert " ".join(map(str, s[3][:6])) == "3F0 3F1 3F2 3F3 7F0 7B0"  # (p-r-1)*2 + (v-1)*p = 4 warm-up
     assert " ".join(map(str, s[0][-4:])) == "0B4 0B5 0B6 0B7"
-    # m == p: all forwards first, as Megatron-LM does
+    # m == p: torch's order (Megatron-LM would run all forwards first)
     s = S.interleaved_1f1b(2, 2, 2)
-    assert [a.kind for a in s[1][:4]] == [S.Kind.F] * 4
+    assert " ".join(map(str, s[1])) == "1F0 1F1 3F0 3B0 3F1 3B1 1B0 1B1"
 
 
 @pytest.mark.parametrize("p", [1, 2, 3, 4])
@@ -130,14 +131,18 @@ def test_interleaved_is_valid_and_roundtrips(p, v, k, ra):
     # v = 1 is plain 1F1B
     if v == 1:
         assert S.generate("interleaved1f1b", p, m, stages_per_rank=1) == S.one_f_one_b(p, m)
-    else:  # rank r holds at most min((p - r - 1) * 2 + (v - 1) * p, m v) + 1 chunk activations (all with m == p)
-        warm = [m * v if m == p else min((p - r - 1) * 2 + (v - 1) * p + 1, m * v) for r in range(p)]
+    else:  # rank r holds at most its warm-up forwards + 1 chunk activations: min((v - 1) p + 2 (p - 1 - r) + 1, m v)
+        warm = [min((v - 1) * p + 2 * (p - 1 - r) + 1, m * v) for r in range(p)]
         assert S.peak_inflight(sched) == warm
 
 
 def test_interleaved_refuses_other_microbatch_counts_in_one_line():
-    with pytest.raises(ValueError, match=r"^interleaved1f1b needs micro-batches a multiple of the ranks: 5 micro-batches, 2 ranks$"):
+    with pytest.raises(ValueError, match=r"^interleaved1f1b splits the micro-batches into max\(1, m // p\) equal rounds, "
+                                         r"as torch's ScheduleInterleaved1F1B does: 5 micro-batches on 2 ranks do not "
+                                         r"split into 2 \(a multiple of the ranks always does\)$"):
         S.generate("interleaved1f1b", 2, 5, stages_per_rank=2)
+    S.check_shape("interleaved1f1b", 4, 3)  # fewer micro-batches than ranks: one round, as torch
+    S.check_shape("interleaved1f1b", 2, 5, stages_per_rank=1)  # v = 1 is 1F1B: any count
     with pytest.raises(ValueError, match="stages_per_rank must be a positive integer"):
         S.generate("interleaved1f1b", 2, 4, stages_per_rank=0)
     with pytest.raises(ValueError, match=r"schedule '1f1b' runs one stage per rank; stages_per_rank 2 needs interleaved1f1b"):
