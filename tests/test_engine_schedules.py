@@ -30,8 +30,9 @@ def split_profile(p, f, b, w, **kw):
 def test_zbh1_step_closed_form(p, m, fbw, steps):
     # ZB-H1 with uniform F, B, W and m >= p: step = m (F + B + W) + (p - 1) max(F + B - W, B).
     # Rank 0 waits (p - 1) B for its first gradient (the B chain up from the last stage),
-    # and (p - 1) max(F - W, 0) in the cool-down, where the W passes the later ranks
-    # deferred cover up to W of every F-long gap. With W <= F this is the paper's
+    # and max(F - W, 0) before each of its last p - 1 backwards: there its gradients arrive
+    # F + B apart (the later ranks run F B pairs, their W passes deferred) while it runs
+    # B + W per micro-batch. Nothing else idles. With W <= F this is the paper's
     # (p - 1)(F + B - W) (Qi et al. 2024, section 3.1); 1F1B's is (p - 1)(F + B + W).
     f, b, w = fbw
     r = E.simulate(split_profile(p, f, b, w), "zbh1", 1, m, steps=steps)
