@@ -104,7 +104,7 @@ class Plan:
         from pipesim.cmd_sim import parse_schedules
 
         self.settings = N.parse_grid(ns.network)
-        self.schedules = list(parse_schedules(ns.schedules))
+        self.schedules = list(parse_schedules(ns.schedules, runtime_only=True))
         self.mbs = parse_int_list(ns.micro_batch_sizes, "--micro-batch-sizes", unique_sorted=True)
         for name in ("batch_size", "steps", "repeats", "threads"):
             if getattr(ns, name) < 1:

@@ -66,7 +66,7 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
         networks = kept
     try:
         validate(ns.out, model=ns.model, ranks=ns.ranks, networks=networks,
-                 micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=tuple(parse_schedules(ns.schedules)),
+                 micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=tuple(parse_schedules(ns.schedules, runtime_only=True)),
                  batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None, repeats=ns.repeats,
                  tiebreak_pct=ns.tiebreak_pct, recalibrate=ns.recalibrate, window_probe=ns.window_probe or None,
                  overhead_method=ns.overhead_method,

@@ -17,14 +17,48 @@ from .transport import QUEUES, SEND_MODES
 from .util import output_path, parse_int_list, write_json_atomic, write_text_atomic
 
 
-def parse_schedules(text: str) -> list[str]:
+def parse_schedules(text: str, runtime_only: bool = False) -> list[str]:
+    """Schedule names from ``a,b``; ``runtime_only``: only those the torch runtime runs
+    (verbs that measure as well as simulate: validate, demo, sweep)."""
     names = [x.strip().lower() for x in text.split(",") if x.strip()]
     for n in names:
         if n not in S.GENERATORS:
-            raise ValueError(f"unknown schedule {n!r}; choose from {', '.join(S.GENERATORS)}")
+            choose = S.RUNTIME_SCHEDULES if runtime_only else S.GENERATORS
+            raise ValueError(f"unknown schedule {n!r}; choose from {', '.join(choose)}")
+        if runtime_only:
+            S.check_runtime(n)
     if not names:
         raise ValueError("no schedule given; e.g. --schedules gpipe,1f1b")
     return names
+
+
+def stages_per_rank(args, schedules) -> int:
+    """``--stages-per-rank`` (default :data:`pipesim.schedule.DEFAULT_STAGES_PER_RANK`), refused when no schedule takes it."""
+    v = getattr(args, "stages_per_rank", None)
+    if v is None:
+        return S.DEFAULT_STAGES_PER_RANK
+    if v < 1:
+        raise ValueError(f"--stages-per-rank must be a positive integer, got {v}")
+    if v != 1 and not any(s in S.VIRTUAL for s in schedules):
+        raise ValueError(f"--stages-per-rank {v} needs a schedule with several stages per rank "
+                         f"({', '.join(S.VIRTUAL)})")
+    return v
+
+
+def _v(schedule: str, v: int) -> int:
+    return v if schedule in S.VIRTUAL else 1
+
+
+def check_schedules(num_ranks: int, schedules, mbs_list, batch_size: int, v: int) -> None:
+    """Refuse, before anything runs, a schedule that cannot be built for a cell (e.g.
+    interleaved1f1b with a micro-batch count that does not split into equal rounds)."""
+    for s in schedules:
+        for m in mbs_list:
+            if m >= 1 and batch_size >= m and batch_size % m == 0:
+                try:
+                    S.check_shape(s, num_ranks, batch_size // m, _v(s, v))
+                except ValueError as e:
+                    raise ValueError(f"{e} (micro-batch size {m}, batch size {batch_size})") from None
 
 
 def add_transport_args(ap: argparse.ArgumentParser) -> None:
@@ -81,13 +115,17 @@ def cmd_simulate(args) -> int:
     prof = P.load(args.profile)
     setting = N.parse(args.network)
     setting.check_stages(prof.num_stages)
-    E.check_size(prof.num_stages, args.micro_batch_size, args.batch_size, args.steps, names=SIZE_FLAGS)
+    v = _v(args.schedule, stages_per_rank(args, [args.schedule]))
+    E.check_size(prof.num_stages, args.micro_batch_size, args.batch_size, args.steps, names=SIZE_FLAGS,
+                 stages_per_rank=v, split=args.schedule in S.SPLIT_BACKWARD)
+    check_schedules(prof.num_stages, [args.schedule], [args.micro_batch_size], args.batch_size, v)
     tr = transport_from(args, prof)
     res = E.simulate(prof, args.schedule, args.micro_batch_size, args.batch_size, setting,
-                     transport=tr, steps=args.steps, record=bool(args.trace))
+                     transport=tr, steps=args.steps, record=bool(args.trace), stages_per_rank=v)
     print(profile_note(prof, args.profile))
+    stages = f"{prof.num_stages} stages" if v == 1 else f"{prof.num_stages} ranks x {v} stages"
     print(f"{args.schedule}, micro-batch {args.micro_batch_size} x {res.num_microbatches}, "
-          f"{prof.num_stages} stages, network: {setting.label}")
+          f"{stages}, network: {setting.label}")
     print(transport_note(args, prof, tr))
     print(res.summary())
     if args.trace:
@@ -102,14 +140,16 @@ def cmd_simulate(args) -> int:
 GRID_STEPS = 2  # consecutive steps simulated per cell of `pipesim grid`
 
 
-def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transport, progress=True, steps=GRID_STEPS):
-    """Simulate every cell. Returns {(schedule, setting label, mbs): SimResult}."""
+def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transport, progress=True, steps=GRID_STEPS,
+             stages_per_rank: int = S.DEFAULT_STAGES_PER_RANK):
+    """Simulate every cell. Returns {(schedule, setting label, mbs): SimResult}.
+    ``stages_per_rank`` applies to the interleaved schedules (:data:`pipesim.schedule.VIRTUAL`)."""
     cells = [(s, net, m) for s in schedules for net in settings for m in mbs_list]
     out = {}
     t0 = time.perf_counter()
     for i, (s, net, m) in enumerate(cells, 1):
         out[(s, net.label, m)] = E.simulate(prof, s, m, batch_size, net, transport=transport, steps=steps,
-                                            record=False)
+                                            record=False, stages_per_rank=_v(s, stages_per_rank))
         if progress and sys.stderr.isatty():
             print(f"\r  simulating {i}/{len(cells)}", end="", file=sys.stderr, flush=True)
     if progress and sys.stderr.isatty():
@@ -117,7 +157,8 @@ def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transpo
     return out
 
 
-SCHEDULE_TITLES = {"gpipe": "Gpipe based pipeline", "1f1b": "1F1B based pipeline"}
+SCHEDULE_TITLES = {"gpipe": "Gpipe based pipeline", "1f1b": "1F1B based pipeline",
+                   "interleaved1f1b": "Interleaved 1F1B based pipeline", "zbh1": "ZB-H1 based pipeline"}
 
 
 def markdown_tables(values, settings, mbs_list, schedules, fmt=lambda v: f"{v:.2f} s") -> str:
@@ -146,11 +187,14 @@ def cmd_grid(args) -> int:
     schedules = parse_schedules(args.schedules)
     for net in settings:
         net.check_stages(prof.num_stages)
-    E.check_grid_size(prof.num_stages, mbs_list, args.batch_size, GRID_STEPS, len(schedules) * len(settings),
-                      names=("--micro-batch-sizes", "--batch-size", "steps"))  # the whole grid, before its first cell
+    v = stages_per_rank(args, schedules)
+    E.check_grid_size(prof.num_stages, mbs_list, args.batch_size, GRID_STEPS, len(settings),
+                      names=("--micro-batch-sizes", "--batch-size", "steps"),  # the whole grid, before its first cell
+                      shapes=[(_v(s, v), s in S.SPLIT_BACKWARD) for s in schedules])
+    check_schedules(prof.num_stages, schedules, mbs_list, args.batch_size, v)
     tr = transport_from(args, prof)
     t0 = time.perf_counter()
-    res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr, steps=GRID_STEPS)
+    res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr, steps=GRID_STEPS, stages_per_rank=v)
     wall = time.perf_counter() - t0
     print(f"<!-- {profile_note(prof, args.profile)}; batch {args.batch_size}; {prof.num_stages} stages; "
           f"step time seen by rank 0; {len(res)} cells simulated in {wall:.2f} s -->")
@@ -183,13 +227,17 @@ def register(sub) -> None:
     ap.add_argument("--profile", help="profile JSON (default: the bundled GPT-3 small estimate)")
     ap.add_argument("--trace", help="write the simulated trace (.json Chrome/Perfetto, .csv, or both)")
     ap.add_argument("--steps", type=int, default=2, help="consecutive steps simulated; the last is reported")
+    ap.add_argument("--stages-per-rank", type=int, default=None, metavar="V",
+                    help=f"virtual stages per rank for {', '.join(S.VIRTUAL)} (default {S.DEFAULT_STAGES_PER_RANK})")
     add_transport_args(ap)
     ap.set_defaults(func=cmd_simulate)
 
     ap = sub.add_parser("grid", help="simulate a grid of settings x micro-batch sizes x schedules (seed tables)")
     ap.add_argument("--network", default="seed", help="'seed' or settings separated by ',' (default: seed)")
     ap.add_argument("--micro-batch-sizes", default="1,2,4")
-    ap.add_argument("--schedules", default="gpipe,1f1b")
+    ap.add_argument("--schedules", default="gpipe,1f1b", help=f"any of {', '.join(S.GENERATORS)} (default gpipe,1f1b)")
+    ap.add_argument("--stages-per-rank", type=int, default=None, metavar="V",
+                    help=f"virtual stages per rank for {', '.join(S.VIRTUAL)} (default {S.DEFAULT_STAGES_PER_RANK})")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--profile", help="profile JSON (default: the bundled GPT-3 small estimate)")
     ap.add_argument("--csv", help="also write the cells as CSV")

@@ -7,9 +7,23 @@ What is modelled
   training steps with no barrier in between (as the runtime runs them). After its
   last action a rank waits for its outstanding sends, runs the optimizer step
   (``optimizer_s``) and starts the next step.
-* Compute (F, B, optimizer) takes the profile's median time for the stage and
+* Compute (F, B, W, optimizer) takes the profile's median time for the stage and
   micro-batch size, plus the runtime's own CPU time per action (``overhead_s``, or
   the schedule's own from ``overhead_by_schedule_s``).
+* Several stages per rank (interleaved schedules): a rank runs the actions of all
+  its virtual stages in its one program order; each virtual stage has its own compute
+  (:meth:`Profile.virtual_compute`: the profile's ``virtual_stages``, else the rank's
+  compute split evenly), and a message goes to the rank that owns the peer stage
+  (a pair of ranks without a link in the profile, such as the wrap-around link from
+  the last rank to rank 0 of the loop placement, takes the parameters of link 0->1
+  from a lower to a higher rank and of link 1->0 the other way; a network setting's
+  per-link clauses name neighbour ranks only, its uniform part shapes every link).
+  Neighbouring stages on one rank exchange nothing. The peak activations reported
+  count virtual-stage activations (each about 1/v of a rank's with v stages per rank).
+* Split backward (a schedule with W actions, zbh1): B is the input-gradient part
+  (``backward_input_s``) and sends its gradient on at once, W the weight-gradient part
+  (``backward_weight_s``) that waits for nothing but its own B; without the profile's
+  fields both are half of ``backward_s`` (:meth:`StageCompute.backward_split`).
   If the profile has a ``host`` section (all ranks on one machine, as on the local
   testbed), the ranks share its CPU: while k ranks compute at once,
   each progresses ``slowdown[k]`` times slower (processor sharing, re-evaluated at
@@ -51,14 +65,17 @@ What is modelled
   needed), a ready-notice waits behind data on the reverse direction, and a delay can
   move it ahead of a message it used to wait behind (3 stages, 1 MB messages at
   10 Mbps, 1F1B with 2 micro-batches: 4.01 s with no delay, 3.66 s with 50 ms).
-  ``tests/test_fuzz.py`` tests the promise and pins both exceptions.
+  ``tests/test_fuzz.py`` tests the promise (for every schedule, virtual stages and
+  split backward included) and pins both exceptions.
 
 What is not modelled
 --------------------
 TCP slow start and loss; CPU time spent by the communication stack itself (copies,
 checksums, the testbed's delay line); memory limits (peak in-flight activations are
-reported, not enforced); jitter (every duration is the profile's median); data-,
-tensor- or sequence-parallel collectives; more than one stage per rank.
+reported, not enforced; with a split backward an activation counts as held until
+its W); jitter (every duration is the profile's median); data-, tensor- or
+sequence-parallel collectives; any cost of switching between virtual stages on a
+rank beyond the profile's per-action overhead.
 """
 
 from __future__ import annotations
@@ -322,7 +339,7 @@ def _peer(a: S.Action) -> int:
 class _Sim:
     def __init__(self, profile: Profile, sched: list[list[S.Action]], mbs: int, setting: NetworkSetting,
                  transport: Transport, steps: int, record: bool, schedule: str | None = None,
-                 durations: Durations | None = None):
+                 durations: Durations | None = None, placement: tuple[int, ...] | None = None):
         self.env = simpy.Environment()
         self.durations = durations
         self.schedule = schedule
@@ -331,7 +348,10 @@ class _Sim:
         self.rank_mode = transport.queue == "rank"
         p = len(sched)
         self.p = p
-        self.comp = [profile.stages[r].at(mbs, f"profile stage {r}: ") for r in range(p)]
+        self.placement = placement if placement is not None else tuple(range(p))  # stage -> rank
+        self.n = len(self.placement)  # (virtual) stages
+        self.comp = profile.virtual_compute(mbs, self.placement)  # per stage
+        self.split = [S.split_backward(acts) for acts in sched]  # per rank: (stage, mb) with a W
         self.opt = [profile.stages[r].optimizer_s for r in range(p)]
         host = profile.host if durations is None else None  # replayed durations already hold the sharing
         self.core_of: list[SharedCPU] | None = None
@@ -349,10 +369,11 @@ class _Sim:
         else:
             self.cpu = CoreScheduler(self.env, host.cores, host.factor, host.quantum_s)
         self.wires: dict[tuple[int, int], Wire] = {}
-        for r in range(p - 1):
-            for a, b in ((r, r + 1), (r + 1, r)):
-                link = profile.link(a, b, setting)
-                back = profile.link(b, a, setting)
+        pairs = {(self.placement[s], self.placement[s + 1]) for s in range(self.n - 1)}
+        pairs |= {(b, a) for a, b in pairs}
+        for a, b in sorted(pairs):
+            if a != b:
+                link, back = self._link(a, b), self._link(b, a)
                 self.wires[(a, b)] = Wire(link, link.latency_s + back.latency_s)
         self.msgs: dict[tuple, Message] = {}
         # rank queues ("rank" mode): posted sends / receives per rank in program order
@@ -366,14 +387,24 @@ class _Sim:
         self.peak = [0] * p
         self.actions = 0
 
+    def _link(self, a: int, b: int) -> Link:
+        """The link a -> b under the setting; a pair the profile does not link (only
+        neighbour ranks are) takes link 0 -> 1's parameters (its direction for a < b)."""
+        if (a, b) in self.profile.links:
+            return self.profile.link(a, b, self.setting)
+        base = self.profile.links[(0, 1) if a < b else (1, 0)]
+        return Link(a, b, base.latency_s, base.bandwidth_bps, base.window_bytes).shaped(self.setting.for_link(a, b))
+
     # --------------------------------------------------------------- messages
 
     def _msg(self, step: int, forward: bool, mb: int, sender: int, receiver: int) -> Message:
+        """The message of ``step`` from stage ``sender`` to its neighbour stage ``receiver``."""
         key = (step, sender, receiver, 2 * mb + (0 if forward else 1))
         m = self.msgs.get(key)
         if m is None:
             c = self.comp[sender]
-            m = self.msgs[key] = Message(key, sender, receiver, c.activation_bytes if forward else c.gradient_bytes)
+            m = self.msgs[key] = Message(key, self.placement[sender], self.placement[receiver],
+                                         c.activation_bytes if forward else c.gradient_bytes)
         return m
 
     def _rendezvous(self, m: Message) -> bool:
@@ -482,22 +513,37 @@ class _Sim:
         if t > env.now:
             yield env.timeout(t - env.now)
 
+    def _duration(self, a: S.Action, split: set[tuple[int, int]]) -> float:
+        c = self.comp[a.stage]
+        k = a.kind
+        if k is S.Kind.F:
+            t = c.forward_s
+        elif k is S.Kind.B:
+            t = c.backward_split()[0] if (a.stage, a.mb) in split else c.backward_s
+        elif k is S.Kind.W:
+            t = c.backward_split()[1]
+        else:
+            raise ValueError(f"{a} is not a computation")
+        return t + c.overhead(self.schedule)
+
     def rank(self, r: int):
         env = self.env
         acts = self.sched[r]
-        comp = self.comp[r]
+        split = self.split[r]
         K = S.Kind
         rec = self.record
-        last = self.p - 1
+        last = self.n - 1
+        pl = self.placement
         for step in range(self.steps):
             sends: list[Message] = []
             for a in acts:
                 k = a.kind
-                if k is K.F or k is K.B:
-                    if k is K.F and r > 0:
-                        m = self._msg(step, True, a.mb, r - 1, r)
-                    elif k is K.B and r < last:
-                        m = self._msg(step, False, a.mb, r + 1, r)
+                if k is K.F or k is K.B or k is K.W:
+                    s = a.stage
+                    if k is K.F and s > 0 and pl[s - 1] != r:
+                        m = self._msg(step, True, a.mb, s - 1, s)
+                    elif k is K.B and s < last and pl[s + 1] != r:
+                        m = self._msg(step, False, a.mb, s + 1, s)
                     else:
                         m = None
                     if m is not None:
@@ -513,23 +559,23 @@ class _Sim:
                     if self.durations is not None:
                         dur = self.durations(r, step, str(a))
                     else:
-                        dur = (comp.forward_s if k is K.F else comp.backward_s) + comp.overhead(self.schedule)
+                        dur = self._duration(a, split)
                     yield self._compute(r, dur)
                     self.busy[r][step] += env.now - t0
                     if k is K.F:
                         self.live[r] += 1
                         if self.live[r] > self.peak[r]:
                             self.peak[r] = self.live[r]
-                    else:
+                    elif k is K.W or (a.stage, a.mb) not in split:
                         self.live[r] -= 1
                     if rec:
                         self.trace.append(TraceEvent(r, str(a), t0, env.now, step))
                 elif k is K.SEND_F or k is K.SEND_B:
-                    m = self._msg(step, k is K.SEND_F, a.mb, r, _peer(a))
+                    m = self._msg(step, k is K.SEND_F, a.mb, a.stage, _peer(a))
                     self.post_send(m)
                     sends.append(m)
                 elif k is K.RECV_F or k is K.RECV_B:
-                    self.post_recv(self._msg(step, k is K.RECV_F, a.mb, _peer(a), r))
+                    self.post_recv(self._msg(step, k is K.RECV_F, a.mb, _peer(a), a.stage))
                 else:
                     raise ValueError(f"rank {r}: no handler for action kind {k!r}")
                 self.actions += 1
@@ -551,11 +597,11 @@ class _Sim:
         for (step, src, dst, tag), m in self.msgs.items():
             mb, kind = divmod(tag, 2)
             skind, rkind = (S.Kind.SEND_F, S.Kind.RECV_F) if kind == 0 else (S.Kind.SEND_B, S.Kind.RECV_B)
-            if m.send_post is not None:
-                out.append(TraceEvent(src, str(S.Action(src, skind, mb)), m.send_post,
+            if m.send_post is not None:  # src, dst: stages; m.src, m.dst: their ranks
+                out.append(TraceEvent(m.src, str(S.Action(src, skind, mb)), m.send_post,
                                       m.sent if m.started else m.send_post, step, m.nbytes))
             if m.recv_post is not None:
-                out.append(TraceEvent(dst, str(S.Action(dst, rkind, mb)), m.recv_post,
+                out.append(TraceEvent(m.dst, str(S.Action(dst, rkind, mb)), m.recv_post,
                                       m.arrived if m.started else m.recv_post, step, m.nbytes))
         return out
 
@@ -569,16 +615,19 @@ class _Sim:
                                f"{min(len(self.step_ends[r]) for r in stuck)}")
 
 
-def actions_per_step(num_stages: int, num_microbatches: int) -> int:
-    """Actions of one step over all ranks: a forward and a backward per micro-batch on
-    every rank, and a send and a receive for each of the 2 messages per micro-batch on
-    every link (exact for the lowered gpipe and 1f1b schedules)."""
-    return 2 * num_microbatches * num_stages + 4 * num_microbatches * (num_stages - 1)
+def actions_per_step(num_stages: int, num_microbatches: int, stages_per_rank: int = 1, split: bool = False) -> int:
+    """Actions of one step over all ranks: a forward and a backward (and a W with
+    ``split``) per micro-batch on every (virtual) stage, and a send and a receive for
+    each of the 2 messages per micro-batch between neighbouring stages (exact for the
+    lowered gpipe, 1f1b, zbh1 and, with ``num_stages`` > 1, interleaved1f1b schedules)."""
+    n = num_stages * stages_per_rank
+    links = n - 1 if num_stages > 1 else 0
+    return (3 if split else 2) * num_microbatches * n + 4 * num_microbatches * links
 
 
 def check_size(num_stages: int, micro_batch_size: int, batch_size: int, steps: int, *,
                names: tuple[str, str, str] = ("micro-batch size", "batch size", "steps"),
-               fixed_steps: bool = False) -> int:
+               fixed_steps: bool = False, stages_per_rank: int = 1, split: bool = False) -> int:
     """Refuse sizes outside :mod:`pipesim.limits` and a simulation of more than
     ``MAX_SIM_ACTIONS`` actions; return the actions it will run. ``names`` are what the
     errors call the three sizes (the command's flags); ``fixed_steps``: the user cannot
@@ -589,25 +638,33 @@ def check_size(num_stages: int, micro_batch_size: int, batch_size: int, steps: i
     if batch_size % micro_batch_size:
         raise ValueError(f"{names[1]} {batch_size} is not a multiple of {names[0]} {micro_batch_size}")
     m = batch_size // micro_batch_size
-    n = actions_per_step(num_stages, m) * steps
+    per_step = actions_per_step(num_stages, m, stages_per_rank, split)
+    n = per_step * steps
     if n > limits.MAX_SIM_ACTIONS:
         fewer = "" if fixed_steps else f"fewer {names[2]}, "
         raise ValueError(f"this simulation would run {num_stages} ranks x {m:,} micro-batches: "
-                         f"{actions_per_step(num_stages, m):,} actions per step x {steps:,} steps = {n:,} actions; "
+                         f"{per_step:,} actions per step x {steps:,} steps = {n:,} actions; "
                          f"at most {limits.MAX_SIM_ACTIONS:,} are simulated (pipesim/limits.py): use {fewer}a smaller {names[1]} "
                          f"or a larger {names[0]}")
     return n
 
 
 def check_grid_size(num_stages: int, micro_batch_sizes, batch_size: int, steps: int, cells_per_size: int, *,
-                    names: tuple[str, str, str] = ("micro-batch sizes", "batch size", "steps")) -> int:
+                    names: tuple[str, str, str] = ("micro-batch sizes", "batch size", "steps"),
+                    shapes=((1, False),)) -> int:
     """:func:`check_size` for each micro-batch size of a grid, and the whole grid's actions
-    (``cells_per_size`` simulations per size) against ``MAX_SIM_ACTIONS``; returns them."""
+    (``cells_per_size`` simulations per size and per shape) against ``MAX_SIM_ACTIONS``;
+    returns them. ``shapes``: (stages per rank, split backward) of each schedule, when
+    they differ; by default one shape of one stage per rank, so that ``cells_per_size``
+    counts every schedule's cells."""
     sizes = list(micro_batch_sizes)
-    total = sum(cells_per_size * check_size(num_stages, m, batch_size, steps, names=names, fixed_steps=True)
-                for m in sizes)
+    shapes = list(shapes)
+    total = sum(cells_per_size * check_size(num_stages, m, batch_size, steps, names=names, fixed_steps=True,
+                                            stages_per_rank=v, split=split)
+                for m in sizes for v, split in shapes)
     if total > limits.MAX_SIM_ACTIONS:
-        raise ValueError(f"this grid would run {cells_per_size * len(sizes)} simulations, {total:,} actions in all; "
+        raise ValueError(f"this grid would run {cells_per_size * len(sizes) * len(shapes)} simulations, "
+                         f"{total:,} actions in all; "
                          f"at most {limits.MAX_SIM_ACTIONS:,} are simulated by one command (pipesim/limits.py): "
                          f"use fewer settings, schedules or {names[0]}, or a smaller {names[1]}")
     return total
@@ -633,13 +690,15 @@ def _check_slices(profile: Profile, mbs: int, m: int, steps: int, actions: int) 
 def _largest_input(sim: _Sim) -> str:
     """The largest duration that went into a simulation, named: why its step time is absurd."""
     cands: list[tuple[float, str]] = []
-    for r, c in enumerate(sim.comp):
-        cands += [(c.forward_s, f"stage {r} forward_s"), (c.backward_s, f"stage {r} backward_s"),
-                  (c.overhead(sim.schedule), f"stage {r} overhead_s"), (sim.opt[r], f"stage {r} optimizer_s")]
+    for s, c in enumerate(sim.comp):
+        what = f"stage {s}" if sim.n == sim.p else f"virtual stage {s} (rank {sim.placement[s]})"
+        cands += [(c.forward_s, f"{what} forward_s"), (c.backward_s, f"{what} backward_s"),
+                  (c.overhead(sim.schedule), f"{what} overhead_s")]
+    cands += [(t, f"stage {r} optimizer_s") for r, t in enumerate(sim.opt)]
     for (a, b), w in sim.wires.items():
+        big = max(max(c.activation_bytes, c.gradient_bytes) for s, c in enumerate(sim.comp) if sim.placement[s] == a)
         cands += [(w.link.latency_s, f"link {a}->{b} latency (with the setting's delay)"),
-                  (w.serialize_time(max(sim.comp[a].activation_bytes, sim.comp[a].gradient_bytes)),
-                   f"link {a}->{b} transfer of one message (bytes / bandwidth)")]
+                  (w.serialize_time(big), f"link {a}->{b} transfer of one message (bytes / bandwidth)")]
     v, what = max(cands, key=lambda c: c[0] if math.isfinite(c[0]) else math.inf)
     return f"the largest duration in it is {what}: {v:.3g} s (network setting {shorten(sim.setting.label)!r})"
 
@@ -647,7 +706,8 @@ def _largest_input(sim: _Sim) -> str:
 def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
              network: str | NetworkSetting = "default", *, transport: Transport | None = None,
              steps: int = 2, record: bool = True, lowered: list[list[S.Action]] | None = None,
-             durations: Durations | None = None) -> SimResult:
+             durations: Durations | None = None, stages_per_rank: int | None = None,
+             placement: tuple[int, ...] | None = None) -> SimResult:
     """Simulate ``steps`` consecutive training steps and report the last one.
 
     The step time is rank 0's period over the last step (the time between the end of
@@ -655,7 +715,9 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     as the runtime measures it. Pass ``lowered`` to run a hand-made schedule, and
     ``durations`` to replay every computation with a given duration (see
     :mod:`pipesim.replay`; the host CPU model is then off, as measured durations already
-    hold any sharing of cores).
+    hold any sharing of cores). ``stages_per_rank`` is the v of interleaved schedules
+    (:data:`pipesim.schedule.VIRTUAL`; default 2); a hand-made ``lowered`` schedule takes its
+    ``placement`` (stage -> rank; default: read from its actions).
 
     Sizes are checked against :mod:`pipesim.limits` before anything runs (a simulation
     of more than ``MAX_SIM_ACTIONS`` actions is refused), the network setting against
@@ -665,7 +727,9 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     """
     p = profile.num_stages
     if lowered is None:
-        check_size(p, micro_batch_size, batch_size, steps)
+        S.generate(schedule, 1, 1, 1)  # refuses an unknown name before the sizes
+        v = S.stages_per_rank_of(schedule, stages_per_rank) if schedule.lower() in S.VIRTUAL else 1
+        check_size(p, micro_batch_size, batch_size, steps, stages_per_rank=v, split=schedule.lower() in S.SPLIT_BACKWARD)
     else:
         check_size(p, micro_batch_size, batch_size, 1)  # the ranges; the hand-made schedule's own size below
         limits.STEPS.check(steps, "steps")
@@ -678,13 +742,15 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     setting.check_stages(p)
     transport = transport or Transport.for_profile(profile)
     if lowered is None:
-        lowered = S.build(schedule, p, m, recv_ahead=transport.recv_ahead)
+        lowered, placement = S.build_placed(schedule, p, m, recv_ahead=transport.recv_ahead,
+                                            stages_per_rank=stages_per_rank)
     else:
-        S.validate(lowered, m)
         if len(lowered) != p:
             raise ValueError(f"schedule has {len(lowered)} ranks but the profile has {p} stages")
+        placement = S.placement_of(lowered) if placement is None else tuple(placement)
+        S.validate(lowered, m, placement=placement)
     _check_slices(profile, micro_batch_size, m, steps, sum(len(r) for r in lowered) * steps)
-    sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule, durations)
+    sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule, durations, placement)
     sim.run()
     last = steps - 1
 

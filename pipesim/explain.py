@@ -34,7 +34,7 @@ from .schedule import Action, Kind
 from .trace import TraceEvent
 
 _EPS = 1e-9
-COMPUTE = ("F", "B", "OPT")
+COMPUTE = ("F", "B", "W", "OPT")
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,14 @@ class TraceIndex:
     def __init__(self, events: Iterable[TraceEvent]):
         self.compute: dict[int, list[TraceEvent]] = defaultdict(list)
         self.comm: dict[tuple[int, int, str], TraceEvent] = {}
+        self.comm_at: dict[tuple[int, str], TraceEvent] = {}  # (step, action): stages name their rank's actions
         self.sends: dict[tuple[int, int], list[TraceEvent]] = defaultdict(list)
         for e in events:
             if e.kind in COMPUTE:
                 self.compute[e.rank].append(e)
             else:
                 self.comm[(e.rank, e.step, e.action)] = e
+                self.comm_at[(e.step, e.action)] = e
                 if e.kind in ("SF", "SB"):
                     self.sends[(e.rank, e.step)].append(e)
         for lst in self.compute.values():
@@ -91,6 +93,8 @@ class TraceIndex:
             peer = Action.parse(last.action).peer
             return (last, None, peer) if peer is not None else None
         a = Action.parse(e.action)
+        if a.kind is Kind.W:
+            return None  # a weight gradient waits for nothing but its own B, on the same rank
         kind, skind = (Kind.RECV_F, Kind.SEND_F) if a.kind is Kind.F else (Kind.RECV_B, Kind.SEND_B)
         rv = self.comm.get((e.rank, e.step, str(Action(a.stage, kind, a.mb))))
         if rv is None:
@@ -98,8 +102,8 @@ class TraceIndex:
         peer = Action(a.stage, kind, a.mb).peer
         if peer is None:
             return None
-        snd = self.comm.get((peer, e.step, str(Action(peer, skind, a.mb))))
-        return rv, snd, peer
+        snd = self.comm_at.get((e.step, str(Action(peer, skind, a.mb))))  # on the rank of stage peer
+        return rv, snd, (peer if snd is None else snd.rank)
 
 
 def rank0_step_ends(events: Iterable[TraceEvent]) -> dict[int, float]:

@@ -20,7 +20,8 @@ from .network import LinkOverride, NetworkSetting  # noqa: E402
 from .trace import TraceEvent  # noqa: E402
 
 COLORS = {"gpipe": "#1f77b4", "1f1b": "#d62728"}
-KIND_COLORS = {"F": "#4c9be8", "B": "#f28e2b", "OPT": "#59a14f"}
+KIND_COLORS = {"F": "#4c9be8", "B": "#f28e2b", "W": "#edc948", "OPT": "#59a14f"}
+KIND_LABELS = {"F": "forward", "B": "backward", "W": "weight grad", "OPT": "optimizer"}
 
 
 def _save(fig, path) -> Path:
@@ -112,7 +113,7 @@ def _draw_trace(ax, events: Sequence[TraceEvent], step: int | None, t0: float | 
 
 def timelines(sim: Sequence[TraceEvent], measured: Sequence[TraceEvent], path, title: str = "",
               sim_step: int | None = None, measured_step: int | None = None) -> Path:
-    """Simulated above measured, one row per rank; blue forward, orange backward, green optimizer,
+    """Simulated above measured, one row per rank; blue forward, orange backward, yellow weight grad, green optimizer,
     triangles where a receive's data arrived."""
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 4.2), sharex=True)
     w1 = _draw_trace(a1, sim, sim_step)
@@ -121,8 +122,9 @@ def timelines(sim: Sequence[TraceEvent], measured: Sequence[TraceEvent], path, t
     a2.set_title(f"measured (rank 0's step: {w2:.3f} s)", fontsize=9, loc="left")
     a2.set_xlabel("seconds from the start of the step")
     a2.set_xlim(0, max(w1, w2) * 1.02)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in KIND_COLORS.values()]
-    a1.legend(handles, ["forward", "backward", "optimizer"], fontsize=7, loc="lower right", ncol=3,
+    shown = [k for k in KIND_COLORS if k != "W" or any(e.kind == "W" for e in [*sim, *measured])]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=KIND_COLORS[k]) for k in shown]
+    a1.legend(handles, [KIND_LABELS[k] for k in shown], fontsize=7, loc="lower right", ncol=len(shown),
               bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _save(fig, path)
 

@@ -62,7 +62,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,9 @@ class StageCompute:
     overhead_s: float = 0.0  # runtime CPU per forward or backward beyond the computation (posting, copies, threads)
     # the same per schedule where it was probed per schedule (it differs: e.g. cache footprint)
     overhead_by_schedule_s: dict[str, float] | None = None
+    # split backward (zbh1): input-gradient part B and weight-gradient part W; None: derived (backward_split)
+    backward_input_s: float | None = None
+    backward_weight_s: float | None = None
 
     def overhead(self, schedule: str | None = None) -> float:
         """The runtime's CPU per forward or backward under ``schedule`` (its own probe if any)."""
@@ -93,12 +96,50 @@ class StageCompute:
             return self.overhead_by_schedule_s[schedule]
         return self.overhead_s
 
+    def backward_split(self) -> tuple[float, float]:
+        """(B, W): the input-gradient and weight-gradient seconds of a split backward.
+
+        The profile's ``backward_input_s`` / ``backward_weight_s`` where given; one of them
+        alone leaves the other ``backward_s`` minus it; neither: ``backward_s`` split
+        :data:`BACKWARD_INPUT_SHARE` : the rest (1:1).
+        """
+        b, w = self.backward_input_s, self.backward_weight_s
+        if b is None and w is None:
+            b = self.backward_s * BACKWARD_INPUT_SHARE
+            return b, self.backward_s - b
+        if b is None:
+            assert w is not None
+            return self.backward_s - w, w
+        return b, (self.backward_s - b if w is None else w)
+
+    def chunk(self, v: int) -> StageCompute:
+        """One of ``v`` equal virtual stages of this stage: times / v, message sizes kept."""
+        if v == 1:
+            return self
+        b, w = self.backward_split()
+        return StageCompute(
+            forward_s=self.forward_s / v, backward_s=self.backward_s / v, activation_bytes=self.activation_bytes,
+            gradient_bytes=self.gradient_bytes, forward_spread_s=self.forward_spread_s / v,
+            backward_spread_s=self.backward_spread_s / v, overhead_s=self.overhead_s,
+            overhead_by_schedule_s=self.overhead_by_schedule_s, backward_input_s=b / v, backward_weight_s=w / v)
+
+
+BACKWARD_INPUT_SHARE = 0.5
+"""Share of ``backward_s`` taken as the input-gradient part B when a profile does not
+give ``backward_input_s``/``backward_weight_s``. 1:1 because in a matmul layer
+``Y = X A`` the input gradient ``dX = dY A^T`` and the weight gradient
+``dA = X^T dY`` cost the same FLOPs, and a transformer layer's time is dominated by
+its matmuls (Qi et al., ICLR 2024, take T_B = T_W in their analysis for the same
+reason; attention's softmax backward makes B somewhat larger in practice)."""
+
 
 @dataclass(frozen=True)
 class Stage:
     compute: dict[int, StageCompute]
     layers: int | None = None
     optimizer_s: float = 0.0
+    # compute of each virtual stage this rank runs (interleaved schedules), in stage order; None: derived
+    virtual_stages: tuple[dict[int, StageCompute], ...] | None = None
 
     def at(self, mbs: int, where: str = "") -> StageCompute:
         try:
@@ -155,7 +196,43 @@ class Profile:
 
     @property
     def num_stages(self) -> int:
+        """Stages of the profile: one per rank (virtual stages are parts of these)."""
         return len(self.stages)
+
+    def virtual_compute(self, mbs: int, placement: tuple[int, ...]) -> list[StageCompute]:
+        """Compute of each (virtual) stage under ``placement`` (stage -> rank) at ``mbs``.
+
+        A rank running v stages uses its ``virtual_stages`` entry where the profile has one
+        (with exactly v items), else its own compute split evenly over the v stages
+        (:meth:`StageCompute.chunk`: times / v, message sizes kept). A message between
+        virtual stages that the one-stage-per-rank profile never sends (rank 0's gradient,
+        the last rank's activation) has the largest size any rank sends that way.
+        """
+        per_rank = [[s for s, r in enumerate(placement) if r == rank] for rank in range(self.num_stages)]
+        big_a = max(st.at(mbs, f"profile stage {i}: ").activation_bytes for i, st in enumerate(self.stages))
+        big_g = max(st.at(mbs, f"profile stage {i}: ").gradient_bytes for i, st in enumerate(self.stages))
+        out: list[StageCompute | None] = [None] * len(placement)
+        for rank, stages in enumerate(per_rank):
+            st, v = self.stages[rank], len(stages)
+            base = st.at(mbs, f"profile stage {rank}: ")
+            if st.virtual_stages is not None and v > 1:
+                if len(st.virtual_stages) != v:
+                    raise ValueError(f"profile stages[{rank}].virtual_stages has {len(st.virtual_stages)} entries, "
+                                     f"the schedule puts {v} stages on rank {rank}")
+                parts = []
+                for j, vs in enumerate(st.virtual_stages):
+                    try:
+                        parts.append(vs[mbs])
+                    except KeyError:
+                        raise ValueError(f"profile stages[{rank}].virtual_stages[{j}]: no compute times for "
+                                         f"micro-batch size {mbs}") from None
+            else:
+                parts = [base.chunk(v)] * v
+            for s, c in zip(stages, parts):
+                if v > 1:
+                    c = replace(c, activation_bytes=c.activation_bytes or big_a, gradient_bytes=c.gradient_bytes or big_g)
+                out[s] = c
+        return [c for c in out if c is not None]
 
     @property
     def micro_batch_sizes(self) -> list[int]:
@@ -185,7 +262,9 @@ class Profile:
                 {
                     "layers": s.layers,
                     "optimizer_s": s.optimizer_s,
-                    "compute": {str(k): asdict(v) for k, v in sorted(s.compute.items())},
+                    "compute": _compute_json(s.compute),
+                    **({} if s.virtual_stages is None else
+                       {"virtual_stages": [_compute_json(vs) for vs in s.virtual_stages]}),
                 }
                 for s in self.stages
             ],
@@ -206,6 +285,18 @@ class Profile:
     def save(self, path: str | os.PathLike, force: bool = True) -> None:
         """Write the profile to ``path`` atomically (``FileExistsError`` if it exists and not ``force``)."""
         write_json_atomic(path, self.to_json(), force=force)
+
+
+def _compute_json(compute: dict[int, StageCompute]) -> dict[str, Any]:
+    """Compute per micro-batch size as JSON (the optional split-backward fields only when set)."""
+    out = {}
+    for k, v in sorted(compute.items()):
+        d = asdict(v)
+        for opt in ("backward_input_s", "backward_weight_s"):
+            if d[opt] is None:
+                del d[opt]
+        out[str(k)] = d
+    return out
 
 
 # ---------------------------------------------------------------------- reading with named errors
@@ -295,19 +386,36 @@ def _bytes(v: Any) -> int:
 def _build(doc: dict, origin: str) -> Profile:
     """The Profile of a document that the schema accepted; checks what the schema cannot say."""
     stages = []
-    for sd in doc["stages"]:
+
+    def opt(v: Any) -> float | None:
+        return None if v is None else float(v)
+
+    def compute_of(cmap: dict, where: str) -> dict[int, StageCompute]:
         compute = {}
-        for k, cd in sd["compute"].items():
+        for k, cd in cmap.items():
             by = cd.get("overhead_by_schedule_s")
-            compute[int(k)] = StageCompute(
+            c = compute[int(k)] = StageCompute(
                 forward_s=float(cd["forward_s"]), backward_s=float(cd["backward_s"]),
                 activation_bytes=_bytes(cd.get("activation_bytes")), gradient_bytes=_bytes(cd.get("gradient_bytes")),
                 forward_spread_s=_num(cd.get("forward_spread_s")), backward_spread_s=_num(cd.get("backward_spread_s")),
                 overhead_s=_num(cd.get("overhead_s")),
-                overhead_by_schedule_s=None if by is None else {name: float(v) for name, v in by.items()})
+                overhead_by_schedule_s=None if by is None else {name: float(v) for name, v in by.items()},
+                backward_input_s=opt(cd.get("backward_input_s")), backward_weight_s=opt(cd.get("backward_weight_s")))
+            for name, part in zip(("backward_input_s", "backward_weight_s"), c.backward_split()):
+                if not part > 0:
+                    raise _fail(origin, f'{where}["{k}"]',
+                                f"splits backward_s {c.backward_s:g} s into B and W leaving {name} {part:g} s "
+                                "(must be > 0: give both parts, or one smaller than backward_s)")
+        return compute
+
+    for i, sd in enumerate(doc["stages"]):
         layers = sd.get("layers")
-        stages.append(Stage(compute=compute, layers=None if layers is None else int(layers),
-                            optimizer_s=_num(sd.get("optimizer_s"))))
+        vsd = sd.get("virtual_stages")
+        stages.append(Stage(compute=compute_of(sd["compute"], f"stages[{i}].compute"),
+                            layers=None if layers is None else int(layers),
+                            optimizer_s=_num(sd.get("optimizer_s")),
+                            virtual_stages=None if vsd is None else tuple(
+                                compute_of(vs, f"stages[{i}].virtual_stages[{j}]") for j, vs in enumerate(vsd))))
     p = len(stages)
 
     def link(src: int, dst: int, ld: dict) -> Link:

@@ -34,7 +34,7 @@ from .network import NetworkSetting
 from .profile import Profile
 from .trace import TraceEvent
 
-COMPUTE = ("F", "B", "OPT")
+COMPUTE = ("F", "B", "W", "OPT")
 
 
 def durations_from_trace(events: Iterable[TraceEvent], with_gaps: bool = True) -> dict[tuple[int, int, str], float]:

@@ -105,12 +105,23 @@ def _schema_json() -> str:
             "propertyNames": {"enum": schedules, "description": "schedule"},
             "additionalProperties": _num(L.SECONDS_OR_ZERO, doc="the runtime's CPU time per action under this schedule"),
         },
+        "backward_input_s": _num(L.SECONDS, null=True,
+                                 doc="split backward (zbh1): the input-gradient part B of backward_s (null or left "
+                                     "out: backward_s minus backward_weight_s if given, else half of backward_s)"),
+        "backward_weight_s": _num(L.SECONDS, null=True,
+                                  doc="split backward (zbh1): the weight-gradient part W of backward_s (null or left "
+                                      "out: backward_s minus backward_input_s if given, else half of backward_s)"),
     }, ["forward_s", "backward_s"], description="one stage at one micro-batch size")
     stage = _obj({
         "layers": _num(L.LAYERS, null=True, doc="model layers in this stage"),
         "optimizer_s": _num(L.SECONDS_OR_ZERO, null=True, doc="optimizer step of this stage (null: 0)"),
         "compute": _keyed({"$ref": "#/$defs/compute"}, "a positive micro-batch size",
                           "per micro-batch size (a key like \"4\"): times and message sizes"),
+        "virtual_stages": {"type": ["array", "null"], "minItems": 1,
+                           "description": "interleaved schedules: the compute of each virtual stage this rank runs, "
+                                          "in stage order (null or left out: compute split evenly over them)",
+                           "items": _keyed({"$ref": "#/$defs/compute"}, "a positive micro-batch size",
+                                           "one virtual stage, per micro-batch size")},
     }, ["compute"], description="one pipeline stage (one rank)")
     link_props = {
         "latency_s": _num(L.LATENCY_S), "bandwidth_bps": _num(L.LINK_BANDWIDTH_BPS),

@@ -71,7 +71,7 @@ def read_csv(path: str | os.PathLike) -> list[TraceEvent]:
     return out
 
 
-_NAMES = {"F": "forward", "B": "backward", "SF": "send act", "RF": "recv act",
+_NAMES = {"F": "forward", "B": "backward", "W": "weight grad", "SF": "send act", "RF": "recv act",
           "SB": "send grad", "RB": "recv grad", "OPT": "optimizer"}
 
 
@@ -90,7 +90,7 @@ def to_chrome(events: Iterable[TraceEvent], label: str = "pipesim") -> dict:
     recvs: dict[tuple, TraceEvent] = {}
     for e in events:
         kind = e.kind
-        tid = 0 if kind in ("F", "B", "OPT") else (1 if kind in ("SF", "SB") else 2)
+        tid = 0 if kind in ("F", "B", "W", "OPT") else (1 if kind in ("SF", "SB") else 2)
         ts = (e.start - t0) * 1e6
         out.append({"ph": "X", "pid": e.rank, "tid": tid, "ts": ts, "dur": max(e.duration * 1e6, 0.001),
                     "name": f"{_NAMES[kind]} {e.action}", "cat": kind,

@@ -18,7 +18,7 @@ from pathlib import Path
 from pipesim import limits as L
 from pipesim.network import parse as parse_network
 from pipesim.network import shorten
-from pipesim.schedule import GENERATORS
+from pipesim.schedule import GENERATORS, check_runtime
 from pipesim.util import output_dir, output_path
 
 DEFAULT_CPU_PRESET = "cpu-small"  # mirrors runtime.model.DEFAULT_CPU_PRESET (importing it would import torch)
@@ -69,6 +69,7 @@ def rank_argv(ns: argparse.Namespace) -> list[str]:
 def check_rank_args(ns: argparse.Namespace) -> None:
     """Refuse, naming the flag, what every rank would refuse (or fail on inside torch): checked by
     the launcher before any process starts, and by each rank again (no torch needed)."""
+    check_runtime(ns.schedule)  # zbh1, interleaved1f1b: simulated only
     L.MICRO_BATCH_SIZE.check(ns.micro_batch_size, "--micro-batch-size")
     L.BATCH_SIZE.check(ns.batch_size, "--batch-size")
     if ns.batch_size % ns.micro_batch_size:

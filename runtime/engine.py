@@ -77,7 +77,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from pipesim.schedule import Action, Kind, build
+from pipesim.schedule import Action, Kind, build, check_runtime
 from pipesim.trace import TraceEvent
 from pipesim.transport import Transport
 from pipesim.util import append_jsonl, backend_for, quantile, write_json_atomic
@@ -203,6 +203,7 @@ class RankEngine:
         self.inline_recv = cfg.recv_stamp == "inline" and not self.nccl  # NCCL: wait() does not block the CPU
         self.mcfg = get_config(cfg.model)
         self.m = cfg.num_microbatches
+        check_runtime(cfg.schedule)  # this engine executes F, B and their messages with one stage per rank
         self.actions = build(cfg.schedule, world, self.m, self.recv_ahead)[rank]
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.cuda else torch.device(cfg.device)
         self.stage = build_stage(self.mcfg, world, rank, seed=cfg.seed).to(self.device)

@@ -269,3 +269,24 @@ def test_with_rendezvous_on_rank_queues_more_delay_can_make_a_step_faster():
     t = [E.simulate(prof, "1f1b", 1, 2, net, transport=tr, steps=1, record=False).step_time
          for net in ("bandwidth 10Mbps", "delay 50ms bandwidth 10Mbps")]
     assert t[0] == pytest.approx(4.012, abs=1e-3) and t[1] == pytest.approx(3.658, abs=1e-3)
+
+
+@FAST
+@given(prof=_pipeline(), transport=MONOTONE_TRANSPORTS, schedule=st.sampled_from(["zbh1", "interleaved1f1b"]),
+       v=st.integers(1, 3), mbs=st.sampled_from([1, 2, 4]), k=st.integers(1, 3), steps=st.integers(1, 3),
+       delays=st.tuples(DELAYS, DELAYS), caps=st.tuples(CAPS, CAPS))
+def test_the_promise_holds_for_virtual_stages_and_split_backward(prof, transport, schedule, v, mbs, k, steps,
+                                                                  delays, caps):
+    # each wire still carries one sender's messages in that rank's program order (the wrap-around
+    # link last rank -> rank 0 included), so the argument of pipesim/engine.py carries over
+    d_lo, d_hi = sorted(delays)
+    c_lo, c_hi = sorted(caps, key=lambda c: math.inf if c is None else c)
+    assume((d_lo, c_hi) != (d_hi, c_lo))
+    nmb = k * prof.num_stages
+    kw = dict(transport=transport, steps=steps, record=False, stages_per_rank=v if schedule == "interleaved1f1b" else 1)
+    fast = E.simulate(prof, schedule, mbs, nmb * mbs, _setting(d_lo, c_hi), **kw)
+    slow = E.simulate(prof, schedule, mbs, nmb * mbs, _setting(d_hi, c_lo), **kw)
+    assert slow.step_time >= fast.step_time * (1 - 1e-9), (fast.step_time, slow.step_time)
+    for r in range(prof.num_stages):
+        for a, b in zip(fast.step_ends[r], slow.step_ends[r]):
+            assert b >= a * (1 - 1e-9)

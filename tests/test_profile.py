@@ -194,7 +194,7 @@ BAD_TEXT = [  # (old text in the document, new text, the message)
     ('"model": {}', '"model": {"name": 5}', r"model\.name must be a string, got 5$"),
     ('"model": {}', '"model": {"d_model": -768}', r"model\.d_model must be an integer >= 1 .*, got -768$"),
     ('"backend": "gloo"', '"backend": 3', r"device\.backend must be a string, got 3$"),
-    ('"optimizer_s": 0.0', '"optimiser_s": 0.0', r"stages\[0\] has unknown field 'optimiser_s' \(known: layers, optimizer_s, compute\)$"),
+    ('"optimizer_s": 0.0', '"optimiser_s": 0.0', r"stages\[0\] has unknown field 'optimiser_s' \(known: layers, optimizer_s, compute, virtual_stages\)$"),
     ('"forward_s": 1.0', '"forwards_s": 1.0', r'stages\[0\]\.compute\["1"\]\.forward_s is missing$'),
     ('"latency_s": 0.0', '"latency_s": 0.0, "lag_s": 1', r"links\[0\] has unknown field 'lag_s'"),
     ('"source": "estimated"', '"source": 1', r"source must be 'measured' or 'estimated', got 1$"),
