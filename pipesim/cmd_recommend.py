@@ -6,7 +6,6 @@ reads the flags, prints the tables, and writes ``--json`` and ``--figure``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -43,8 +42,8 @@ def draw_plane(cells: dict[tuple[float, float], R.Scored], path, title: str) -> 
     labels = [c.label for c in sorted(winners, key=lambda c: (order.get(c.schedule, len(order)), c.schedule,
                                                               c.micro_batch_size, c.stages_per_rank or 0))]
     index = {lbl: i for i, lbl in enumerate(labels)}
-    palette = plt.get_cmap("tab10").colors
-    cmap = ListedColormap([palette[i % len(palette)] for i in range(len(labels))])
+    tab10 = matplotlib.colormaps["tab10"]
+    cmap = ListedColormap([tab10(i % 10) for i in range(len(labels))])
     grid = [[index[cells[(d, b)].candidate.label] for b in FIGURE_BANDWIDTHS_GBPS] for d in FIGURE_DELAYS_MS]
     fig, ax = plt.subplots(figsize=(1.6 * len(FIGURE_BANDWIDTHS_GBPS) + 2.5, 0.9 * len(FIGURE_DELAYS_MS) + 1.6))
     ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(labels) - 0.5, aspect="auto", origin="lower")
@@ -86,7 +85,7 @@ def cmd_recommend(args) -> int:
             output_path(v, f"--{flag}")
     if args.figure and Path(args.figure).suffix.lower() not in FIGURE_SUFFIXES:
         raise ValueError(f"--figure: name a {', '.join(FIGURE_SUFFIXES)} file, got {args.figure!r}")
-    top = limits.TOP.check(args.top, "--top")
+    top = int(limits.TOP.check(args.top, "--top"))
     limits.BATCH_SIZE.check(args.batch_size, "--batch-size")
     memory_limit = _memory_limit(args.memory_limit)
     prof = P.load(args.profile)
@@ -133,7 +132,7 @@ def cmd_recommend(args) -> int:
             "why_parts_s": rec.why.parts if rec.why else None,
             "why_reason": rec.why.reason if rec.why else None})
     if args.figure:
-        cells = {}
+        cells: dict[tuple[float, float], R.Scored] = {}
         for net, (d, b) in zip(figure_cells, ((d, b) for d in FIGURE_DELAYS_MS for b in FIGURE_BANDWIDTHS_GBPS)):
             cells[(d, b)] = R.rank(prof, net, kept, args.batch_size, tr)[0]
         lim = f", memory <= {R.format_bytes(memory_limit)}" if memory_limit else ""

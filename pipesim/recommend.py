@@ -39,6 +39,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import engine as E
 from . import limits
@@ -51,9 +52,9 @@ DEFAULT_STAGES_PER_RANK = (1, 2)
 """Stages per rank tried for a generator that takes ``stages_per_rank``."""
 STEPS = 2  # consecutive steps simulated per candidate, as pipesim grid
 
-MEMORY_MEANING = ("peak boundary activations held per rank (received + sent activation of each micro-batch "
-                  "between its forward and backward, from the profile's activation_bytes): a lower bound on "
-                  "activation memory")
+MEMORY_MEANING = ("the most boundary activations any one rank holds at once (the activation received and the one "
+                  "sent, for each micro-batch between its forward and its backward; the profile's activation_bytes): "
+                  "a lower bound on activation memory, which leaves out what a stage keeps inside for its backward")
 
 _BYTE_UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
                "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30, "tib": 2 ** 40}
@@ -209,7 +210,7 @@ class Scored:
 
 def simulate(profile: Profile, cand: Candidate, batch_size: int, setting: NetworkSetting,
              transport: Transport | None = None, steps: int = STEPS) -> E.SimResult:
-    kw = cand.generator_kwargs() if takes_stages_per_rank(E.simulate) else {}
+    kw: dict[str, Any] = dict(cand.generator_kwargs()) if takes_stages_per_rank(E.simulate) else {}
     return E.simulate(profile, cand.schedule, cand.micro_batch_size, batch_size, setting, transport=transport,
                       steps=steps, record=False, **kw)
 
@@ -227,18 +228,22 @@ def check_sizes(profile: Profile, cands: Sequence[Candidate], batch_size: int, s
                          "--micro-batch-sizes, or a smaller --batch-size")
 
 
+Sized = tuple[Candidate, list[int], list[int]]
+"""A candidate with its per-rank memory bytes and in-flight micro-batches (:func:`activation_memory`)."""
+
+
 def split_by_memory(profile: Profile, cands: Sequence[Candidate], batch_size: int,
-                    memory_limit: int | None) -> tuple[list[tuple[Candidate, list[int], list[int]]],
-                                                       list[tuple[Candidate, list[int], list[int]]]]:
+                    memory_limit: int | None) -> tuple[list[Sized], list[Sized]]:
     """(kept, dropped): each candidate with its per-rank memory and in-flight peaks."""
-    kept, dropped = [], []
+    kept: list[Sized] = []
+    dropped: list[Sized] = []
     for c in cands:
         mem, infl = activation_memory(profile, c, batch_size)
         (dropped if memory_limit is not None and max(mem) > memory_limit else kept).append((c, mem, infl))
     return kept, dropped
 
 
-def rank(profile: Profile, setting: NetworkSetting, kept, batch_size: int,
+def rank(profile: Profile, setting: NetworkSetting, kept: Sequence[Sized], batch_size: int,
          transport: Transport | None = None) -> list[Scored]:
     """Simulate each kept candidate (from :func:`split_by_memory`) under ``setting``;
     fastest first (ties in candidate order)."""
@@ -349,7 +354,7 @@ class Recommendation:
         return self.why.line(self.best.step_time)
 
 
-def recommend(profile: Profile, setting: NetworkSetting, kept, batch_size: int,
+def recommend(profile: Profile, setting: NetworkSetting, kept: Sequence[Sized], batch_size: int,
               transport: Transport | None = None, explain: bool = True) -> Recommendation:
     """Rank the kept candidates under one setting and explain the winner."""
     ranked = rank(profile, setting, kept, batch_size, transport)
