@@ -374,7 +374,7 @@ def table(rec: Recommendation, top: int) -> str:
         if has_v:
             row.append("-" if c.stages_per_rank is None else str(c.stages_per_rank))
         row += [f"{s.step_time:.3f} s", "best" if i == 1 else f"+{100 * (s.step_time / best - 1):.1f}%",
-                format_bytes(s.peak_memory)]
+                f"{format_bytes(s.peak_memory)} (rank {s.memory_bytes.index(s.peak_memory)})"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
