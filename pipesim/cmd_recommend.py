@@ -96,7 +96,9 @@ def cmd_recommend(args) -> int:
     mbs = parse_int_list(args.micro_batch_sizes, "--micro-batch-sizes") if args.micro_batch_sizes else None
     vs = parse_int_list(args.stages_per_rank, "--stages-per-rank")
     cands, notes = R.candidates(prof, args.batch_size, schedules, mbs, vs)
-    kept, dropped = R.split_by_memory(prof, cands, args.batch_size, memory_limit)
+    kept, dropped = R.split_by_memory(prof, cands, args.batch_size, memory_limit, notes)
+    if not kept and not dropped:
+        raise ValueError("no candidate can be scheduled: " + "; ".join(notes))
     if not kept:
         least = min(dropped, key=lambda x: max(x[1]))
         raise ValueError(f"every candidate is over --memory-limit {R.format_bytes(memory_limit or 0)}: the least "

@@ -186,7 +186,10 @@ def activation_memory(profile: Profile, cand: Candidate, batch_size: int) -> tup
                 continue
             stage = a.stage if a.stage < p else min(r, p - 1)
             nb = _held_bytes(profile, stage, cand.micro_batch_size)
-            live += nb if a.kind is S.Kind.F else -nb
+            if a.kind is S.Kind.F:
+                live += nb
+            elif a.kind is S.Kind.B:
+                live -= nb
             peak = max(peak, live)
         out.append(peak)
     return out, peaks
@@ -233,12 +236,22 @@ Sized = tuple[Candidate, list[int], list[int]]
 
 
 def split_by_memory(profile: Profile, cands: Sequence[Candidate], batch_size: int,
-                    memory_limit: int | None) -> tuple[list[Sized], list[Sized]]:
-    """(kept, dropped): each candidate with its per-rank memory and in-flight peaks."""
+                    memory_limit: int | None, notes: list[str] | None = None) -> tuple[list[Sized], list[Sized]]:
+    """(kept, dropped): each candidate with its per-rank memory and in-flight peaks.
+
+    With ``notes``, a candidate whose generator refuses the shape (a ``ValueError``, e.g.
+    a schedule that needs the micro-batches to be a multiple of the stages) is left out
+    and the reason appended there; without, the error propagates."""
     kept: list[Sized] = []
     dropped: list[Sized] = []
     for c in cands:
-        mem, infl = activation_memory(profile, c, batch_size)
+        try:
+            mem, infl = activation_memory(profile, c, batch_size)
+        except ValueError as e:
+            if notes is None:
+                raise
+            notes.append(f"{c.label} left out: {e}")
+            continue
         (dropped if memory_limit is not None and max(mem) > memory_limit else kept).append((c, mem, infl))
     return kept, dropped
 
@@ -350,7 +363,7 @@ class Recommendation:
 
     def why_line(self) -> str:
         if self.why is None:
-            return f"why: {self.best.candidate.label} is the only candidate within the memory limit"
+            return f"why: {self.best.candidate.label} is the only candidate left"
         return self.why.line(self.best.step_time)
 
 

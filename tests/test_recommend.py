@@ -224,3 +224,19 @@ def test_bad_inputs_give_one_line_and_exit_2(capsys, argv, named):
     assert lines[0].startswith("pipesim recommend: error:"), lines[0]
     assert named in lines[0], lines[0]
     assert "Traceback" not in err
+
+
+def test_a_generator_that_refuses_a_shape_leaves_out_that_candidate_with_a_note(monkeypatch, capsys):
+    def picky(num_stages, num_microbatches):
+        if num_microbatches % 2:
+            raise ValueError(f"needs an even number of micro-batches, got {num_microbatches}")
+        return S.gpipe(num_stages, num_microbatches)
+
+    monkeypatch.setitem(S.GENERATORS, "picky", picky)
+    # batch 8: mbs 1 -> 8 micro-batches, mbs 8 -> 1 (refused)
+    assert main(["recommend", "--batch-size", "8", "--schedules", "picky", "--micro-batch-sizes", "1,8"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 | picky | 1 |" in out
+    assert "picky mbs 8 left out: needs an even number of micro-batches, got 1" in out
+    assert main(["recommend", "--batch-size", "8", "--schedules", "picky", "--micro-batch-sizes", "8"]) == 2
+    assert "no candidate can be scheduled" in capsys.readouterr().err
