@@ -209,13 +209,16 @@ BAD = [
     (["--schedules", "zb"], "unknown schedule 'zb'"),
     (["--network", "delay -1ms"], "delay must be"),
     (["--figure", "/tmp/best.txt"], "--figure: name a .png, .svg, .pdf file"),
-    (["--json", "/nonexistent-pipesim-dir/sub/r.json"], "--json: folder"),
-    (["--profile", "/nonexistent-pipesim-dir/p.json"], "p.json"),
+    (["--json", "{file}/r.json"], "--json: {file} is not a folder"),
+    (["--profile", "{tmp}/missing.json"], "missing.json"),
 ]
 
 
 @pytest.mark.parametrize("argv,named", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_inputs_give_one_line_and_exit_2(capsys, argv, named):
+def test_bad_inputs_give_one_line_and_exit_2(capsys, tmp_path, argv, named):
+    (tmp_path / "a-file").write_text("")
+    fill = {"file": str(tmp_path / "a-file"), "tmp": str(tmp_path)}
+    argv, named = [a.format(**fill) for a in argv], named.format(**fill)
     rc = main(["recommend", *argv])
     out, err = capsys.readouterr()
     assert rc == 2, (out, err)
