@@ -96,6 +96,10 @@ def cmd_recommend(args) -> int:
     mbs = parse_int_list(args.micro_batch_sizes, "--micro-batch-sizes") if args.micro_batch_sizes else None
     vs = parse_int_list(args.stages_per_rank, "--stages-per-rank")
     cands, notes = R.candidates(prof, args.batch_size, schedules, mbs, vs)
+    figure_cells = figure_settings() if args.figure else []
+    # the whole run's size before anything is generated: 4 simulations per setting (the ranking and up to 3 to
+    # explain) and one per figure cell
+    R.check_sizes(prof, cands, args.batch_size, 4 * len(settings) + len(figure_cells))
     kept, dropped = R.split_by_memory(prof, cands, args.batch_size, memory_limit, notes)
     if not kept and not dropped:
         raise ValueError("no candidate can be scheduled: " + "; ".join(notes))
@@ -104,9 +108,6 @@ def cmd_recommend(args) -> int:
         raise ValueError(f"every candidate is over --memory-limit {R.format_bytes(memory_limit or 0)}: the least "
                          f"memory is {least[0].label} with {R.format_bytes(max(least[1]))} per rank "
                          f"({len(dropped)} candidates; memory = boundary activations, a lower bound)")
-    figure_cells = figure_settings() if args.figure else []
-    R.check_sizes(prof, [c for c, _, _ in kept], args.batch_size,
-                  4 * len(settings) + len(figure_cells))  # 4: the ranking, and up to 3 re-simulations to explain
     tr = transport_from(args, prof)
     t0 = time.perf_counter()
     recs = [R.recommend(prof, net, kept, args.batch_size, tr) for net in settings]

@@ -202,6 +202,8 @@ BAD = [
     (["--memory-limit", "99999999TiB"], "--memory-limit must be"),
     (["--memory-limit", "1MB"], "every candidate is over --memory-limit"),
     (["--top", "0"], "--top must be an integer >= 1"),
+    (["--batch-size", str(2 ** 24), "--micro-batch-sizes", "1"], "at most 50,000,000"),
+    (["--batch-size", "65536", "--network", "seed"], "this recommendation would run"),
     (["--batch-size", "0"], "--batch-size must be"),
     (["--micro-batch-sizes", "3"], "--micro-batch-sizes: the profile has no compute for micro-batch size(s) 3"),
     (["--micro-batch-sizes", "0"], "--micro-batch-sizes"),
