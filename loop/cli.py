@@ -3,7 +3,7 @@
 Each layer keeps the verbs of its own job in a module that provides
 ``register(subparsers)``, and this module imports them all (the arrows point down):
 
-* ``pipesim.cmd_sim``: simulate, grid (the torch-free core);
+* ``pipesim.cmd_sim``: simulate, grid;  ``pipesim.cmd_recommend``: recommend (the torch-free core);
 * ``runtime.cli``: run;  ``calibrate.cli``: calibrate;  ``testbed.cli``: testbed, netem;
 * ``loop.verbs``: validate, demo, plot, compare;  ``loop.sweep``: sweep;  ``loop.explain``: explain.
 
@@ -22,10 +22,10 @@ import calibrate.cli
 import runtime.cli
 import testbed.cli
 from loop import explain, sweep, verbs
-from pipesim import cmd_sim
+from pipesim import cmd_recommend, cmd_sim
 
 # verb modules, in the order the help lists them
-VERB_MODULES = [cmd_sim, runtime.cli, calibrate.cli, testbed.cli, verbs, sweep, explain]
+VERB_MODULES = [cmd_sim, cmd_recommend, runtime.cli, calibrate.cli, testbed.cli, verbs, sweep, explain]
 
 
 class Parser(argparse.ArgumentParser):

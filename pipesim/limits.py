@@ -93,6 +93,12 @@ RECV_AHEAD = Range("receives ahead", "computations", 0, 2 ** 31, integer=True,
 MICRO_BATCH_SIZE = Range("micro-batch size", "", 1, 2 ** 31, integer=True, doc="samples per micro-batch")
 BATCH_SIZE = Range("batch size", "", 1, 2 ** 31, integer=True, doc="samples per training step")
 STEPS = Range("steps", "", 1, 10_000, integer=True, doc="consecutive simulated steps")
+MEMORY_LIMIT_BYTES = Range("memory limit", "bytes", 1, 2 ** 50, integer=True,
+                           doc="largest peak activation memory per rank a candidate may need (units: B, kB, MB, GB, "
+                               "TB, KiB, MiB, GiB, TiB)")
+TOP = Range("top", "candidates", 1, 1000, integer=True, doc="candidates printed per network setting")
+STAGES_PER_RANK = Range("stages per rank", "", 1, 64, integer=True,
+                        doc="model chunks per rank, for schedules that take them (interleaved)")
 
 # ---------------------------------------------------------------- real runs (pipesim run, calibrate)
 RANKS = Range("ranks", "", 1, 200, integer=True, doc="ranks = stages of a local run (at most the model's layers)")
@@ -125,6 +131,8 @@ ALL = {
     "profile: transport.recv_ahead": RECV_AHEAD,
     "simulate: --micro-batch-size": MICRO_BATCH_SIZE, "simulate: --batch-size": BATCH_SIZE,
     "simulate: --steps": STEPS,
+    "recommend: --memory-limit": MEMORY_LIMIT_BYTES, "recommend: --top": TOP,
+    "recommend: --stages-per-rank": STAGES_PER_RANK,
     "run: --ranks": RANKS, "run: --steps": RUN_STEPS, "run: --warmup": WARMUP_STEPS, "run: --threads": THREADS,
     "run: --timeout, --op-timeout": TIMEOUT_S, "run: --lr": LEARNING_RATE, "netem apply: --limit": NETEM_LIMIT,
     "testbed check: --seconds": CHECK_SECONDS, "testbed check: --pings": CHECK_PINGS,
