@@ -1,0 +1,440 @@
+"""Exact fast evaluator for the runs whose event order does not depend on timing.
+
+Without a shared host CPU (a profile without ``host``, or replayed durations) every
+time in a simulation of :mod:`pipesim.engine` is a maximum of sums of durations --
+a longest path through a graph whose nodes are the actions and the wire transfers --
+*provided* the order in which each wire serves its transfers is known. This module
+computes those times directly, with no event loop: each rank walks its lowered action
+list in program order (edges: program order; a compute waits for its message's
+arrival, or, with rank queues, its receive's completion; the end of a step waits for
+the step's sends to leave), and each wire (one direction of a link) serves two
+streams, each in program order: the owner's data sends to the peer, and the owner's
+rendezvous ready-notices for receives from the peer. The evaluator merges the two
+streams by their times, putting a transfer on its wire only once no transfer still
+unknown could come before it (a lower bound from the owner's clock); when every
+rank waits on a wire that cannot yet decide, it puts the earliest known transfer
+(what an event loop would do next) and goes on.
+
+The result is then checked: on each wire the transfers must have been put in
+non-decreasing time order, and two transfers of different streams at the *same*
+time (whose order in SimPy would depend on which event it happens to process first)
+are refused. A run that passes is exactly the SimPy run (the same order on every
+wire gives the same maxima and sums; times agree to rounding, ~1e-12 s). A run that
+fails, or whose evaluation cannot go on (a schedule that deadlocks), returns ``None``
+and :func:`pipesim.engine.simulate` runs SimPy, which stays the reference.
+
+When the fast path applies at all (:func:`ineligible` says why not):
+
+* no host CPU model in the run (``profile.host`` is None, or ``durations`` replay);
+* only the action kinds this module knows (F, B, SEND_F/B, RECV_F/B; a new kind makes
+  the run fall back until it is added to ``_COMPILE``);
+* ``engine="auto"``: no trace requested (``record=False``). With ``engine="fast"`` the
+  trace is produced too, with the same events as SimPy's; events with the same start
+  and rank may be listed in another order.
+
+Static by construction (the check never fails): eager sends (every wire carries only
+its owner's data, in program order), and the gloo transport (link queues, rendezvous,
+every receive posted at step start, so each ready-notice precedes the step's data).
+With rendezvous and receives posted late (the NCCL transport) the order can depend on
+timing (see the monotonicity paragraph of :mod:`pipesim.engine`); the evaluator then
+finds the order an event loop would and the check confirms it, or the run falls back.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from typing import Any
+
+from . import schedule as S
+from .trace import TraceEvent
+
+ENGINES = ("auto", "simpy", "fast")
+
+_COMP, _SEND, _RECV = 0, 1, 2
+
+
+class _Fail(Exception):
+    """The evaluation cannot be trusted to be SimPy's: fall back."""
+
+
+class FastMsg:
+    """A message's times, with the attribute names :meth:`engine._Sim.comm_trace` reads."""
+
+    __slots__ = ("key", "src", "dst", "nbytes", "rdv", "send_post", "recv_post", "notify", "sent", "arr",
+                 "arrived", "started", "done", "prevs", "prevr", "wdone", "wsent")
+
+    def __init__(self, key, src, dst, nbytes, rdv):
+        self.key, self.src, self.dst, self.nbytes, self.rdv = key, src, dst, nbytes, rdv
+        self.send_post = self.recv_post = self.notify = self.sent = self.arr = self.arrived = None
+        self.done = None  # when a compute waiting on it may start
+        self.started = False
+        self.prevs = self.prevr = None  # rank queues: the previous send / receive of the same rank
+        self.wdone = self.wsent = None  # rank waiting on its completion / on its leaving the wire
+
+
+def _compile(a: S.Action, last: int) -> tuple:
+    """One action as an op tuple (the dispatch table of the fast path)."""
+    k = a.kind
+    r = a.stage
+    if k is S.Kind.F or k is S.Kind.B:
+        fwd = k is S.Kind.F
+        src = (r - 1 if r > 0 else None) if fwd else (r + 1 if r < last else None)
+        return (_COMP, str(a), fwd, src, 2 * a.mb + (0 if fwd else 1), 1 if fwd else -1)
+    if k is S.Kind.SEND_F or k is S.Kind.SEND_B:
+        return (_SEND, a.peer, 2 * a.mb + (0 if k is S.Kind.SEND_F else 1))
+    if k is S.Kind.RECV_F or k is S.Kind.RECV_B:
+        return (_RECV, a.peer, 2 * a.mb + (0 if k is S.Kind.RECV_F else 1))
+    raise _Fail(f"action kind {k!r} has no fast-path handler")
+
+
+def ineligible(sim: Any, record: bool, auto: bool) -> str | None:
+    """Why the fast path does not apply to this :class:`engine._Sim` (None: it does)."""
+    if sim.cpu is not None or sim.core_of is not None:
+        return "the profile has a shared host CPU (host section): its processor sharing depends on timing"
+    if auto and record:
+        return "a trace is requested (engine='auto' runs SimPy then; engine='fast' makes the trace too)"
+    known = {S.Kind.F, S.Kind.B, S.Kind.SEND_F, S.Kind.SEND_B, S.Kind.RECV_F, S.Kind.RECV_B}
+    for acts in sim.sched:
+        for a in acts:
+            if a.kind not in known:
+                return f"action kind {a.kind!r} has no fast-path handler"
+    return None
+
+
+def run(sim: Any, control_bytes: int) -> bool:
+    """Evaluate ``sim`` (an unrun :class:`engine._Sim`) without an event loop and fill in
+    its results (step_ends, busy, wait, peak, actions, trace, msgs). Returns False,
+    leaving ``sim`` untouched, where the result would not be exactly SimPy's."""
+    try:
+        out = _Eval(sim, control_bytes).go()
+    except _Fail:
+        return False
+    sim.step_ends, sim.busy, sim.wait, sim.peak, sim.actions, sim.trace, sim.msgs = out
+    return True
+
+
+class _Eval:
+    def __init__(self, sim: Any, control_bytes: int):
+        self.sim = sim
+        self.p = p = sim.p
+        self.steps = sim.steps
+        self.rank_mode = sim.rank_mode
+        self.ctrl = control_bytes
+        tr = sim.transport
+        self.rdv_limit = tr.eager_limit_bytes if tr.send_mode == "rendezvous" else math.inf
+        self.ops = [[_compile(a, p - 1) for a in acts] for acts in sim.sched]
+        self.wid: dict[tuple[int, int], int] = {}
+        self.wires = []
+        self.owner: list[int] = []
+        for key, w in sim.wires.items():
+            self.wid[key] = len(self.wires)
+            w2 = copy.copy(w)
+            w2.free_at = 0.0
+            self.wires.append(w2)
+            self.owner.append(key[0])
+        nw = len(self.wires)
+        self.D: list[deque] = [deque() for _ in range(nw)]
+        self.C: list[deque] = [deque() for _ in range(nw)]
+        self.last_t = [-math.inf] * nw
+        self.last_s = [-1] * nw
+        self.out_w = [[self.wid[k] for k in ((r, r - 1), (r, r + 1)) if k in self.wid] for r in range(p)]
+        self.msgs: dict[tuple, FastMsg] = {}
+        self.clock = [0.0] * p
+        self.step = [0] * p
+        self.pc = [0] * p
+        self.sends: list[list[FastMsg]] = [[] for _ in range(p)]
+        self.si = [0] * p
+        self.lastsend: list[FastMsg | None] = [None] * p
+        self.lastrecv: list[FastMsg | None] = [None] * p
+        self.rq: list[list[FastMsg]] = [[] for _ in range(p)]
+        self.rqi = [0] * p
+        self.ready: deque[int] = deque(range(p))
+        self.queued = [True] * p
+        self.wl: deque[int] = deque()
+        self.inwl = [False] * nw
+        self.step_ends: list[list[float]] = [[] for _ in range(p)]
+        self.busy = [[0.0] * self.steps for _ in range(p)]
+        self.wait = [[0.0] * self.steps for _ in range(p)]
+        self.live = [0] * p
+        self.peak = [0] * p
+        self.actions = 0
+        self.trace: list[TraceEvent] = []
+        self.base = []
+        for r in range(p):
+            c = sim.comp[r]
+            ov = c.overhead(sim.schedule)
+            self.base.append((c.backward_s + ov, c.forward_s + ov))  # indexed by is-forward
+
+    # ------------------------------------------------------------------ messages and wires
+
+    def msg(self, step: int, src: int, dst: int, tag: int) -> FastMsg:
+        key = (step, src, dst, tag)
+        m = self.msgs.get(key)
+        if m is None:
+            c = self.sim.comp[src]
+            nbytes = c.activation_bytes if tag % 2 == 0 else c.gradient_bytes
+            m = self.msgs[key] = FastMsg(key, src, dst, nbytes, nbytes > self.rdv_limit)
+        return m
+
+    def dtime(self, m: FastMsg) -> float | None:
+        t = m.send_post
+        if self.rank_mode:
+            ps = m.prevs
+            if ps is not None:
+                if ps.sent is None:
+                    return None
+                if ps.sent > t:
+                    t = ps.sent
+        if m.rdv:
+            n = m.notify
+            if n is None:
+                return None
+            if n > t:
+                t = n
+        return t
+
+    def ctime(self, m: FastMsg) -> float | None:
+        t = m.recv_post
+        if self.rank_mode:
+            pr = m.prevr
+            if pr is not None:
+                if pr.done is None:
+                    return None
+                if pr.done > t:
+                    t = pr.done
+        return t
+
+    def _wake(self, r: int | None) -> None:
+        if r is not None and not self.queued[r]:
+            self.queued[r] = True
+            self.ready.append(r)
+
+    def _dirty(self, w: int) -> None:
+        if not self.inwl[w]:
+            self.inwl[w] = True
+            self.wl.append(w)
+
+    def put_data(self, w: int, m: FastMsg, t: float) -> None:
+        m.sent, m.arr = self.wires_put_data(w, m, t)
+        m.started = True
+        self._wake(m.wsent)
+        if self.rank_mode:
+            for x in self.out_w[m.src]:
+                self._dirty(x)
+            self.complete(m.dst)
+        else:
+            m.done = m.arrived = m.arr
+            self._wake(m.wdone)
+
+    def wires_put_data(self, w: int, m: FastMsg, t: float) -> tuple[float, float]:
+        lt = self.last_t[w]
+        if t < lt or (t == lt and self.last_s[w] != 0):
+            raise _Fail("wire order depends on timing")
+        self.last_t[w], self.last_s[w] = t, 0
+        return self.wires[w].put(t, m.nbytes)
+
+    def put_ctrl(self, w: int, m: FastMsg, t: float) -> None:
+        lt = self.last_t[w]
+        if t < lt or (t == lt and self.last_s[w] != 1):
+            raise _Fail("wire order depends on timing")
+        self.last_t[w], self.last_s[w] = t, 1
+        _, m.notify = self.wires[w].put(t, self.ctrl)
+        self._dirty(self.wid[(m.src, m.dst)])
+
+    def owner_lb(self, w: int) -> float:
+        a = self.owner[w]
+        return self.clock[a] if self.step[a] < self.steps else math.inf
+
+    def pump(self, w: int) -> None:
+        self.inwl[w] = False
+        Dq, Cq = self.D[w], self.C[w]
+        link = not self.rank_mode
+        while Dq or Cq:
+            td = self.dtime(Dq[0]) if Dq else None
+            tc = self.ctime(Cq[0]) if Cq else None
+            if td is not None:
+                if Cq:
+                    lb = tc if tc is not None else Cq[0].recv_post
+                    ok = td < lb
+                else:
+                    lb = self.owner_lb(w)
+                    # link queues: a data put at its own post time happened inside the post, before
+                    # anything its rank posts later at the same time
+                    ok = td < lb or (link and td == lb and td == Dq[0].send_post)
+                if ok:
+                    self.put_data(w, Dq.popleft(), td)
+                    continue
+                if tc is not None and tc == td:
+                    raise _Fail("a data transfer and a ready-notice at the same time on one wire")
+            if tc is not None:
+                if Dq:
+                    lb = td if td is not None else Dq[0].send_post
+                    ok = tc < lb
+                else:
+                    lb = self.owner_lb(w)
+                    ok = tc < lb or (link and tc == lb)  # link queues: notices are put inside the post
+                if ok:
+                    self.put_ctrl(w, Cq.popleft(), tc)
+                    continue
+            break
+
+    def force(self) -> bool:
+        """Every rank waits: put the earliest transfer whose time is known."""
+        best, bw, bd = math.inf, -1, True
+        for w in range(len(self.wires)):
+            Dq, Cq = self.D[w], self.C[w]
+            if Dq:
+                t = self.dtime(Dq[0])
+                if t is not None and t < best:
+                    best, bw, bd = t, w, True
+            if Cq:
+                t = self.ctime(Cq[0])
+                if t is not None and t < best:
+                    best, bw, bd = t, w, False
+        if bw < 0:
+            return False
+        if bd:
+            self.put_data(bw, self.D[bw].popleft(), best)
+        else:
+            self.put_ctrl(bw, self.C[bw].popleft(), best)
+        self._dirty(bw)
+        return True
+
+    def complete(self, r: int) -> None:
+        """Rank queues: complete rank r's receives in order while their data is in."""
+        q, i = self.rq[r], self.rqi[r]
+        n = len(q)
+        while i < n:
+            m = q[i]
+            a = m.arr
+            if a is None:
+                break
+            t = m.recv_post
+            if a > t:
+                t = a
+            pr = m.prevr
+            if pr is not None and pr.done > t:
+                t = pr.done
+            m.done = m.arrived = t
+            self._wake(m.wdone)
+            i += 1
+        self.rqi[r] = i
+        for x in self.out_w[r]:
+            self._dirty(x)
+
+    # ------------------------------------------------------------------ ranks
+
+    def advance(self, r: int) -> None:
+        self.queued[r] = False
+        ops = self.ops[r]
+        n = len(ops)
+        c = self.clock[r]
+        st, pc = self.step[r], self.pc[r]
+        steps, rank_mode, rec = self.steps, self.rank_mode, self.sim.record
+        durf = self.sim.durations
+        base = self.base[r]
+        sends = self.sends[r]
+        try:
+            while st < steps:
+                if pc < n:
+                    op = ops[pc]
+                    code = op[0]
+                    if code == _COMP:
+                        src = op[3]
+                        if src is not None:
+                            m = self.msg(st, src, r, op[4])
+                            d = m.done
+                            if d is None:
+                                m.wdone = r
+                                return
+                            if d > c:
+                                self.wait[r][st] += d - c
+                                c = d
+                        dur = base[op[2]] if durf is None else durf(r, st, op[1])
+                        t0 = c
+                        c = c + dur
+                        self.busy[r][st] += c - t0
+                        self.live[r] += op[5]
+                        if self.live[r] > self.peak[r]:
+                            self.peak[r] = self.live[r]
+                        if rec:
+                            self.trace.append(TraceEvent(r, op[1], t0, c, st))
+                    elif code == _SEND:
+                        peer = op[1]
+                        m = self.msg(st, r, peer, op[2])
+                        m.send_post = c
+                        if rank_mode:
+                            m.prevs = self.lastsend[r]
+                            self.lastsend[r] = m
+                        self.D[self.wid[(r, peer)]].append(m)
+                        sends.append(m)
+                    else:
+                        peer = op[1]
+                        m = self.msg(st, peer, r, op[2])
+                        m.recv_post = c
+                        if rank_mode:
+                            m.prevr = self.lastrecv[r]
+                            self.lastrecv[r] = m
+                            self.rq[r].append(m)
+                        if m.rdv:
+                            self.C[self.wid[(r, peer)]].append(m)
+                        if rank_mode:
+                            self.clock[r] = c
+                            self.complete(r)
+                    self.actions += 1
+                    pc += 1
+                    self.clock[r] = c
+                else:
+                    si = self.si[r]
+                    t0 = c
+                    while si < len(sends):
+                        m = sends[si]
+                        if m.sent is None:
+                            m.wsent = r
+                            self.si[r] = si
+                            self.wait[r][st] += c - t0
+                            return
+                        if m.sent > c:
+                            c = m.sent
+                        si += 1
+                    self.wait[r][st] += c - t0
+                    opt = self.sim.opt[r] if durf is None else durf(r, st, "OPT")
+                    t0 = c
+                    if opt > 0:
+                        c = c + opt
+                    self.busy[r][st] += c - t0
+                    if rec:
+                        self.trace.append(TraceEvent(r, "OPT", t0, c, st))
+                    self.step_ends[r].append(c)
+                    st += 1
+                    pc = 0
+                    self.si[r] = 0
+                    sends = self.sends[r] = []
+                    self.clock[r] = c
+        finally:
+            self.clock[r] = c
+            self.step[r], self.pc[r] = st, pc
+            for x in self.out_w[r]:
+                self._dirty(x)
+
+    def go(self):
+        ready, wl = self.ready, self.wl
+        p = self.p
+        while True:
+            while ready or wl:
+                while ready:
+                    self.advance(ready.popleft())
+                while wl and not ready:
+                    self.pump(wl.popleft())
+            if all(s >= self.steps for s in self.step):
+                break
+            if not self.force():
+                raise _Fail("the evaluation cannot go on (the schedule may deadlock)")
+        for w in range(len(self.wires)):
+            if self.D[w] or self.C[w]:
+                raise _Fail("transfers left over")
+        if not all(len(e) == self.steps for e in self.step_ends) or p == 0:
+            raise _Fail("incomplete")
+        return self.step_ends, self.busy, self.wait, self.peak, self.actions, self.trace, self.msgs
