@@ -63,7 +63,7 @@ class FastMsg:
     """A message's times, with the attribute names :meth:`engine._Sim.comm_trace` reads."""
 
     __slots__ = ("key", "src", "dst", "nbytes", "rdv", "send_post", "recv_post", "notify", "sent", "arr",
-                 "arrived", "started", "done", "prevs", "prevr", "wdone", "wsent")
+                 "arrived", "started", "done", "prevs", "prevr", "wdone", "wsent", "spos", "rpos")
 
     def __init__(self, key, src, dst, nbytes, rdv):
         self.key, self.src, self.dst, self.nbytes, self.rdv = key, src, dst, nbytes, rdv
@@ -72,6 +72,7 @@ class FastMsg:
         self.started = False
         self.prevs = self.prevr = None  # rank queues: the previous send / receive of the same rank
         self.wdone = self.wsent = None  # rank waiting on its completion / on its leaving the wire
+        self.spos = self.rpos = 0  # program positions of its send and receive on their ranks
 
 
 def _compile(a: S.Action, last: int) -> tuple:
@@ -139,6 +140,9 @@ class _Eval:
         self.C: list[deque] = [deque() for _ in range(nw)]
         self.last_t = [-math.inf] * nw
         self.last_s = [-1] * nw
+        self.last_sync = [False] * nw
+        self.last_pos = [-1] * nw
+        self.pos = [0] * p  # actions posted so far per rank (program position)
         self.out_w = [[self.wid[k] for k in ((r, r - 1), (r, r + 1)) if k in self.wid] for r in range(p)]
         self.msgs: dict[tuple, FastMsg] = {}
         self.clock = [0.0] * p
@@ -206,6 +210,26 @@ class _Eval:
                     t = pr.done
         return t
 
+    def dsync(self, m: FastMsg, t: float) -> bool:
+        """Whether m's data is put inside its post (so ties with other posts follow program order)."""
+        if t != m.send_post:
+            return False
+        ps = m.prevs
+        return not self.rank_mode or ps is None or ps.sent < t
+
+    def csync(self, m: FastMsg, t: float) -> bool:
+        """Whether m's ready-notice is put inside the post of its receive."""
+        if t != m.recv_post:
+            return False
+        pr = m.prevr
+        return not self.rank_mode or pr is None or pr.done < t
+
+    def _check(self, w: int, t: float, stream: int, sync: bool, pos: int) -> None:
+        lt = self.last_t[w]
+        if t < lt or (t == lt and stream != self.last_s[w] and not (sync and self.last_sync[w] and pos > self.last_pos[w])):
+            raise _Fail("wire order depends on timing")
+        self.last_t[w], self.last_s[w], self.last_sync[w], self.last_pos[w] = t, stream, sync, pos
+
     def _wake(self, r: int | None) -> None:
         if r is not None and not self.queued[r]:
             self.queued[r] = True
@@ -229,17 +253,11 @@ class _Eval:
             self._wake(m.wdone)
 
     def wires_put_data(self, w: int, m: FastMsg, t: float) -> tuple[float, float]:
-        lt = self.last_t[w]
-        if t < lt or (t == lt and self.last_s[w] != 0):
-            raise _Fail("wire order depends on timing")
-        self.last_t[w], self.last_s[w] = t, 0
+        self._check(w, t, 0, self.dsync(m, t), m.spos)
         return self.wires[w].put(t, m.nbytes)
 
     def put_ctrl(self, w: int, m: FastMsg, t: float) -> None:
-        lt = self.last_t[w]
-        if t < lt or (t == lt and self.last_s[w] != 1):
-            raise _Fail("wire order depends on timing")
-        self.last_t[w], self.last_s[w] = t, 1
+        self._check(w, t, 1, self.csync(m, t), m.rpos)
         _, m.notify = self.wires[w].put(t, self.ctrl)
         self._dirty(self.wid[(m.src, m.dst)])
 
@@ -248,34 +266,44 @@ class _Eval:
         return self.clock[a] if self.step[a] < self.steps else math.inf
 
     def pump(self, w: int) -> None:
+        """Put the transfers of wire w that no transfer still unknown can precede."""
         self.inwl[w] = False
         Dq, Cq = self.D[w], self.C[w]
-        link = not self.rank_mode
         while Dq or Cq:
             td = self.dtime(Dq[0]) if Dq else None
             tc = self.ctime(Cq[0]) if Cq else None
-            if td is not None:
-                if Cq:
-                    lb = tc if tc is not None else Cq[0].recv_post
-                    ok = td < lb
+            if td is not None and tc is not None:
+                if td == tc:  # the same time: fixed only if both happen inside their posts
+                    d, c = Dq[0], Cq[0]
+                    if not (self.dsync(d, td) and self.csync(c, tc)):
+                        raise _Fail("a data transfer and a ready-notice at the same time on one wire")
+                    if d.spos < c.rpos:
+                        self.put_data(w, Dq.popleft(), td)
+                    else:
+                        self.put_ctrl(w, Cq.popleft(), tc)
+                elif td < tc:
+                    self.put_data(w, Dq.popleft(), td)
                 else:
-                    lb = self.owner_lb(w)
-                    # link queues: a data put at its own post time happened inside the post, before
-                    # anything its rank posts later at the same time
-                    ok = td < lb or (link and td == lb and td == Dq[0].send_post)
-                if ok:
+                    self.put_ctrl(w, Cq.popleft(), tc)
+                continue
+            if td is not None:
+                d = Dq[0]
+                if Cq:
+                    c = Cq[0]
+                    lb, later = c.recv_post, c.rpos > d.spos
+                else:
+                    lb, later = self.owner_lb(w), True
+                if td < lb or (td == lb and later and self.dsync(d, td)):
                     self.put_data(w, Dq.popleft(), td)
                     continue
-                if tc is not None and tc == td:
-                    raise _Fail("a data transfer and a ready-notice at the same time on one wire")
-            if tc is not None:
+            elif tc is not None:
+                c = Cq[0]
                 if Dq:
-                    lb = td if td is not None else Dq[0].send_post
-                    ok = tc < lb
+                    d = Dq[0]
+                    lb, later = d.send_post, d.spos > c.rpos
                 else:
-                    lb = self.owner_lb(w)
-                    ok = tc < lb or (link and tc == lb)  # link queues: notices are put inside the post
-                if ok:
+                    lb, later = self.owner_lb(w), True
+                if tc < lb or (tc == lb and later and self.csync(c, tc)):
                     self.put_ctrl(w, Cq.popleft(), tc)
                     continue
             break
@@ -365,6 +393,7 @@ class _Eval:
                         peer = op[1]
                         m = self.msg(st, r, peer, op[2])
                         m.send_post = c
+                        m.spos = self.pos[r]
                         if rank_mode:
                             m.prevs = self.lastsend[r]
                             self.lastsend[r] = m
@@ -374,6 +403,7 @@ class _Eval:
                         peer = op[1]
                         m = self.msg(st, peer, r, op[2])
                         m.recv_post = c
+                        m.rpos = self.pos[r]
                         if rank_mode:
                             m.prevr = self.lastrecv[r]
                             self.lastrecv[r] = m
@@ -384,6 +414,7 @@ class _Eval:
                             self.clock[r] = c
                             self.complete(r)
                     self.actions += 1
+                    self.pos[r] += 1
                     pc += 1
                     self.clock[r] = c
                 else:
