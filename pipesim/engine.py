@@ -684,7 +684,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     setting.check_stages(p)
     transport = transport or Transport.for_profile(profile)
     if lowered is None:
-        lowered = S.build(schedule, p, m, recv_ahead=transport.recv_ahead)
+        lowered = fastpath.cached_build(schedule, p, m, transport.recv_ahead)
     else:
         S.validate(lowered, m)
         if len(lowered) != p:

@@ -43,6 +43,7 @@ finds the order an event loop would and the check confirms it, or the run falls 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections import deque
 from typing import Any
@@ -76,18 +77,49 @@ class FastMsg:
 
 
 def _compile(a: S.Action, last: int) -> tuple:
-    """One action as an op tuple (the dispatch table of the fast path)."""
+    """One action as an op tuple (the dispatch table of the fast path): (code, action, ...).
+    Compute: (_COMP, a, is-forward, message key (src, dst, tag) or None, live delta);
+    send and receive: (code, a, peer, message key)."""
     k = a.kind
     r = a.stage
-    if k is S.Kind.F or k is S.Kind.B:
-        fwd = k is S.Kind.F
-        src = (r - 1 if r > 0 else None) if fwd else (r + 1 if r < last else None)
-        return (_COMP, str(a), fwd, src, 2 * a.mb + (0 if fwd else 1), 1 if fwd else -1)
-    if k is S.Kind.SEND_F or k is S.Kind.SEND_B:
-        return (_SEND, a.peer, 2 * a.mb + (0 if k is S.Kind.SEND_F else 1))
-    if k is S.Kind.RECV_F or k is S.Kind.RECV_B:
-        return (_RECV, a.peer, 2 * a.mb + (0 if k is S.Kind.RECV_F else 1))
+    mb2 = 2 * a.mb
+    if k is _F:
+        return (_COMP, a, 1, (r - 1, r, mb2) if r > 0 else None, 1)
+    if k is _B:
+        return (_COMP, a, 0, (r + 1, r, mb2 + 1) if r < last else None, -1)
+    if k is _SF:
+        return (_SEND, a, r + 1, (r, r + 1, mb2))
+    if k is _SB:
+        return (_SEND, a, r - 1, (r, r - 1, mb2 + 1))
+    if k is _RF:
+        return (_RECV, a, r - 1, (r - 1, r, mb2))
+    if k is _RB:
+        return (_RECV, a, r + 1, (r + 1, r, mb2 + 1))
     raise _Fail(f"action kind {k!r} has no fast-path handler")
+
+
+_F, _B, _SF, _SB, _RF, _RB = S.Kind.F, S.Kind.B, S.Kind.SEND_F, S.Kind.SEND_B, S.Kind.RECV_F, S.Kind.RECV_B
+_OPS: dict[int, tuple[list, list]] = {}  # id(lowered) -> (lowered, its ops): a cached schedule compiles once
+
+
+def _ops_of(sched: list[list[S.Action]]) -> list[list[tuple]]:
+    hit = _OPS.get(id(sched))
+    if hit is not None and hit[0] is sched:
+        return hit[1]
+    last = len(sched) - 1
+    ops = [[_compile(a, last) for a in acts] for acts in sched]
+    if len(_OPS) >= 64:
+        _OPS.clear()
+    _OPS[id(sched)] = (sched, ops)
+    return ops
+
+
+@functools.lru_cache(maxsize=16)
+def cached_build(name: str, num_stages: int, num_microbatches: int, recv_ahead: int | None) -> list[list[S.Action]]:
+    """:func:`schedule.build`, remembered: a grid builds each (schedule, size) once, not once per
+    network setting (generating and validating a 64 x 1024 schedule takes longer than running it).
+    The lists are shared between simulations, which only read them."""
+    return S.build(name, num_stages, num_microbatches, recv_ahead=recv_ahead)
 
 
 def ineligible(sim: Any, record: bool, auto: bool) -> str | None:
@@ -125,7 +157,7 @@ class _Eval:
         self.ctrl = control_bytes
         tr = sim.transport
         self.rdv_limit = tr.eager_limit_bytes if tr.send_mode == "rendezvous" else math.inf
-        self.ops = [[_compile(a, p - 1) for a in acts] for acts in sim.sched]
+        self.ops = _ops_of(sim.sched)
         self.wid: dict[tuple[int, int], int] = {}
         self.wires = []
         self.owner: list[int] = []
@@ -145,6 +177,8 @@ class _Eval:
         self.pos = [0] * p  # actions posted so far per rank (program position)
         self.out_w = [[self.wid[k] for k in ((r, r - 1), (r, r + 1)) if k in self.wid] for r in range(p)]
         self.msgs: dict[tuple, FastMsg] = {}
+        self.mstep: list[dict[tuple, FastMsg]] = [{} for _ in range(self.steps)]
+        self.nbytes = [(c.activation_bytes, c.gradient_bytes) for c in sim.comp]
         self.clock = [0.0] * p
         self.step = [0] * p
         self.pc = [0] * p
@@ -173,13 +207,14 @@ class _Eval:
 
     # ------------------------------------------------------------------ messages and wires
 
-    def msg(self, step: int, src: int, dst: int, tag: int) -> FastMsg:
-        key = (step, src, dst, tag)
-        m = self.msgs.get(key)
-        if m is None:
-            c = self.sim.comp[src]
-            nbytes = c.activation_bytes if tag % 2 == 0 else c.gradient_bytes
-            m = self.msgs[key] = FastMsg(key, src, dst, nbytes, nbytes > self.rdv_limit)
+    def msg(self, step: int, k: tuple[int, int, int]) -> FastMsg:
+        """The message of ``step`` with key (src, dst, tag), made on first use."""
+        src, dst, tag = k
+        m = FastMsg((step, src, dst, tag), src, dst, self.nbytes[src][tag & 1], False)
+        m.rdv = m.nbytes > self.rdv_limit
+        self.mstep[step][k] = m
+        if self.sim.record:
+            self.msgs[m.key] = m
         return m
 
     def dtime(self, m: FastMsg) -> float | None:
@@ -355,6 +390,7 @@ class _Eval:
     # ------------------------------------------------------------------ ranks
 
     def advance(self, r: int) -> None:
+        """Run rank r's program until it waits on a time not known yet (or ends)."""
         self.queued[r] = False
         ops = self.ops[r]
         n = len(ops)
@@ -362,61 +398,63 @@ class _Eval:
         st, pc = self.step[r], self.pc[r]
         steps, rank_mode, rec = self.steps, self.rank_mode, self.sim.record
         durf = self.sim.durations
-        base = self.base[r]
+        fdur, bdur = self.base[r][1], self.base[r][0]
         sends = self.sends[r]
+        busy, wait = self.busy[r], self.wait[r]
+        live, peak = self.live[r], self.peak[r]
+        pos0 = pos = self.pos[r]
+        D, C, wid = self.D, self.C, self.wid
+        ms = self.mstep[st] if st < steps else {}
         try:
             while st < steps:
                 if pc < n:
                     op = ops[pc]
                     code = op[0]
                     if code == _COMP:
-                        src = op[3]
-                        if src is not None:
-                            m = self.msg(st, src, r, op[4])
+                        k = op[3]
+                        if k is not None:
+                            m = ms.get(k) or self.msg(st, k)
                             d = m.done
                             if d is None:
                                 m.wdone = r
                                 return
                             if d > c:
-                                self.wait[r][st] += d - c
+                                wait[st] += d - c
                                 c = d
-                        dur = base[op[2]] if durf is None else durf(r, st, op[1])
+                        if durf is None:
+                            dur = fdur if op[2] else bdur
+                        else:
+                            dur = durf(r, st, str(op[1]))
                         t0 = c
                         c = c + dur
-                        self.busy[r][st] += c - t0
-                        self.live[r] += op[5]
-                        if self.live[r] > self.peak[r]:
-                            self.peak[r] = self.live[r]
+                        busy[st] += c - t0
+                        live += op[4]
+                        if live > peak:
+                            peak = live
                         if rec:
-                            self.trace.append(TraceEvent(r, op[1], t0, c, st))
+                            self.trace.append(TraceEvent(r, str(op[1]), t0, c, st))
                     elif code == _SEND:
-                        peer = op[1]
-                        m = self.msg(st, r, peer, op[2])
+                        m = ms.get(op[3]) or self.msg(st, op[3])
                         m.send_post = c
-                        m.spos = self.pos[r]
+                        m.spos = pos
                         if rank_mode:
                             m.prevs = self.lastsend[r]
                             self.lastsend[r] = m
-                        self.D[self.wid[(r, peer)]].append(m)
+                        D[wid[(r, op[2])]].append(m)
                         sends.append(m)
                     else:
-                        peer = op[1]
-                        m = self.msg(st, peer, r, op[2])
+                        m = ms.get(op[3]) or self.msg(st, op[3])
                         m.recv_post = c
-                        m.rpos = self.pos[r]
+                        m.rpos = pos
+                        if m.rdv:
+                            C[wid[(r, op[2])]].append(m)
                         if rank_mode:
                             m.prevr = self.lastrecv[r]
                             self.lastrecv[r] = m
                             self.rq[r].append(m)
-                        if m.rdv:
-                            self.C[self.wid[(r, peer)]].append(m)
-                        if rank_mode:
-                            self.clock[r] = c
                             self.complete(r)
-                    self.actions += 1
-                    self.pos[r] += 1
+                    pos += 1
                     pc += 1
-                    self.clock[r] = c
                 else:
                     si = self.si[r]
                     t0 = c
@@ -425,17 +463,17 @@ class _Eval:
                         if m.sent is None:
                             m.wsent = r
                             self.si[r] = si
-                            self.wait[r][st] += c - t0
+                            wait[st] += c - t0
                             return
                         if m.sent > c:
                             c = m.sent
                         si += 1
-                    self.wait[r][st] += c - t0
+                    wait[st] += c - t0
                     opt = self.sim.opt[r] if durf is None else durf(r, st, "OPT")
                     t0 = c
                     if opt > 0:
                         c = c + opt
-                    self.busy[r][st] += c - t0
+                    busy[st] += c - t0
                     if rec:
                         self.trace.append(TraceEvent(r, "OPT", t0, c, st))
                     self.step_ends[r].append(c)
@@ -443,10 +481,14 @@ class _Eval:
                     pc = 0
                     self.si[r] = 0
                     sends = self.sends[r] = []
-                    self.clock[r] = c
+                    if st < steps:
+                        ms = self.mstep[st]
         finally:
             self.clock[r] = c
             self.step[r], self.pc[r] = st, pc
+            self.live[r], self.peak[r] = live, peak
+            self.actions += pos - pos0
+            self.pos[r] = pos
             for x in self.out_w[r]:
                 self._dirty(x)
 
