@@ -693,11 +693,11 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule, durations)
     used = "simpy"
     if engine != "simpy":
-        why = fastpath.ineligible(sim, record, auto=engine == "auto")
-        if why is None and fastpath.run(sim, CONTROL_BYTES):
+        why = fastpath.ineligible(sim, record, auto=engine == "auto") or fastpath.run(sim, CONTROL_BYTES)
+        if why is None:
             used = "fast"
         elif engine == "fast":
-            raise ValueError(f"engine='fast' does not apply: {why or 'the wire order depends on timing'}")
+            raise ValueError(f"engine='fast' does not apply to this run: {why}")
     if used == "simpy":
         sim.run()
     last = steps - 1

@@ -136,16 +136,16 @@ def ineligible(sim: Any, record: bool, auto: bool) -> str | None:
     return None
 
 
-def run(sim: Any, control_bytes: int) -> bool:
+def run(sim: Any, control_bytes: int) -> str | None:
     """Evaluate ``sim`` (an unrun :class:`engine._Sim`) without an event loop and fill in
-    its results (step_ends, busy, wait, peak, actions, trace, msgs). Returns False,
-    leaving ``sim`` untouched, where the result would not be exactly SimPy's."""
+    its results (step_ends, busy, wait, peak, actions, trace, msgs); returns None. Where
+    the result would not be exactly SimPy's, leaves ``sim`` untouched and returns why."""
     try:
         out = _Eval(sim, control_bytes).go()
-    except _Fail:
-        return False
+    except _Fail as e:
+        return str(e)
     sim.step_ends, sim.busy, sim.wait, sim.peak, sim.actions, sim.trace, sim.msgs = out
-    return True
+    return None
 
 
 class _Eval:
