@@ -102,14 +102,16 @@ def cmd_simulate(args) -> int:
 GRID_STEPS = 2  # consecutive steps simulated per cell of `pipesim grid`
 
 
-def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transport, progress=True, steps=GRID_STEPS):
-    """Simulate every cell. Returns {(schedule, setting label, mbs): SimResult}."""
+def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transport, progress=True, steps=GRID_STEPS,
+             engine: str = "auto"):
+    """Simulate every cell. Returns {(schedule, setting label, mbs): SimResult}. ``engine``: as
+    :func:`engine.simulate` (``"auto"``: the exact fast path where it applies, else SimPy)."""
     cells = [(s, net, m) for s in schedules for net in settings for m in mbs_list]
     out = {}
     t0 = time.perf_counter()
     for i, (s, net, m) in enumerate(cells, 1):
         out[(s, net.label, m)] = E.simulate(prof, s, m, batch_size, net, transport=transport, steps=steps,
-                                            record=False)
+                                            record=False, engine=engine)
         if progress and sys.stderr.isatty():
             print(f"\r  simulating {i}/{len(cells)}", end="", file=sys.stderr, flush=True)
     if progress and sys.stderr.isatty():
