@@ -42,8 +42,10 @@ finds the order an event loop would and the check confirms it, or the run falls 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import gc
 import math
 from collections import deque
 from typing import Any
@@ -119,7 +121,21 @@ def cached_build(name: str, num_stages: int, num_microbatches: int, recv_ahead: 
     """:func:`schedule.build`, remembered: a grid builds each (schedule, size) once, not once per
     network setting (generating and validating a 64 x 1024 schedule takes longer than running it).
     The lists are shared between simulations, which only read them."""
-    return S.build(name, num_stages, num_microbatches, recv_ahead=recv_ahead)
+    with _no_gc():
+        return S.build(name, num_stages, num_microbatches, recv_ahead=recv_ahead)
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """Pause the cyclic garbage collector: building or evaluating a large schedule makes
+    hundreds of thousands of objects and no cycles, and each collection would scan them all."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def ineligible(sim: Any, record: bool, auto: bool) -> str | None:
@@ -141,7 +157,8 @@ def run(sim: Any, control_bytes: int) -> str | None:
     its results (step_ends, busy, wait, peak, actions, trace, msgs); returns None. Where
     the result would not be exactly SimPy's, leaves ``sim`` untouched and returns why."""
     try:
-        out = _Eval(sim, control_bytes).go()
+        with _no_gc():
+            out = _Eval(sim, control_bytes).go()
     except _Fail as e:
         return str(e)
     sim.step_ends, sim.busy, sim.wait, sim.peak, sim.actions, sim.trace, sim.msgs = out
