@@ -176,7 +176,7 @@ class _Eval:
         self.rdv_limit = tr.eager_limit_bytes if tr.send_mode == "rendezvous" else math.inf
         self.ops = _ops_of(sim.sched)
         self.wid: dict[tuple[int, int], int] = {}
-        self.wires = []
+        self.wires: list[Any] = []
         self.owner: list[int] = []
         for key, w in sim.wires.items():
             self.wid[key] = len(self.wires)
