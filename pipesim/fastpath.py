@@ -16,9 +16,9 @@ rank waits on a wire that cannot yet decide, it puts the earliest known transfer
 (what an event loop would do next) and goes on.
 
 The result is then checked: on each wire the transfers must have been put in
-non-decreasing time order, and two transfers of different streams at the *same*
-time (whose order in SimPy would depend on which event it happens to process first)
-are refused. A run that passes is exactly the SimPy run (the same order on every
+non-decreasing time order, and two transfers at the *same* time are refused unless
+both were put inside their posts, in program order (otherwise their order in SimPy
+would depend on which event it happens to process first). A run that passes is exactly the SimPy run (the same order on every
 wire gives the same maxima and sums; times agree to rounding, ~1e-12 s). A run that
 fails, or whose evaluation cannot go on (a schedule that deadlocks), returns ``None``
 and :func:`pipesim.engine.simulate` runs SimPy, which stays the reference.
@@ -188,7 +188,6 @@ class _Eval:
         self.D: list[deque] = [deque() for _ in range(nw)]
         self.C: list[deque] = [deque() for _ in range(nw)]
         self.last_t = [-math.inf] * nw
-        self.last_s = [-1] * nw
         self.last_sync = [False] * nw
         self.last_pos = [-1] * nw
         self.pos = [0] * p  # actions posted so far per rank (program position)
@@ -278,9 +277,13 @@ class _Eval:
 
     def _check(self, w: int, t: float, stream: int, sync: bool, pos: int) -> None:
         lt = self.last_t[w]
-        if t < lt or (t == lt and stream != self.last_s[w] and not (sync and self.last_sync[w] and pos > self.last_pos[w])):
+        if t < lt:
             raise _Fail("wire order depends on timing")
-        self.last_t[w], self.last_s[w], self.last_sync[w], self.last_pos[w] = t, stream, sync, pos
+        if t == lt and not (sync and self.last_sync[w] and pos > self.last_pos[w]):
+            # two transfers at the same time, not both put inside their posts in this order:
+            # SimPy's order would come from its event queue
+            raise _Fail("two transfers at the same time on one wire")
+        self.last_t[w], self.last_sync[w], self.last_pos[w] = t, sync, pos
 
     def _wake(self, r: int | None) -> None:
         if r is not None and not self.queued[r]:
