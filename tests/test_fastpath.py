@@ -8,6 +8,7 @@ engine="auto" runs SimPy and engine="fast" refuses.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from tests.helpers import uniform_profile
 
 GOLDEN = Path(__file__).parent / "golden"
 TOL = 1e-9
+# PIPESIM_FASTPATH_EXAMPLES=2000 for a longer search than the suite's
+EXAMPLES = int(os.environ.get("PIPESIM_FASTPATH_EXAMPLES", "60"))
 
 TRANSPORTS = [
     Transport(),  # gloo: link queues, rendezvous, receives at step start
@@ -92,7 +95,7 @@ def test_seed_grid_profile_takes_the_fast_path():
     assert used == {"fast"}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(p=st.integers(2, 5), m=st.integers(1, 7), sched=st.sampled_from(["gpipe", "1f1b"]),
        steps=st.integers(1, 3), tr=st.sampled_from(TRANSPORTS),
        f=st.lists(st.floats(1e-4, 0.1), min_size=5, max_size=5),
@@ -162,3 +165,17 @@ def test_deadlock_falls_back_and_is_reported():
 def test_unknown_engine_is_refused():
     with pytest.raises(ValueError, match="engine"):
         E.simulate(uniform_profile(2), "gpipe", 1, 2, engine="jax")
+
+
+def test_timing_dependent_wire_order_is_found_and_checked():
+    """The NCCL case of the engine's monotonicity paragraph: with 50 ms more delay a ready-notice
+    overtakes a gradient on the wire 2 -> 1. The fast path merges the wire's two streams by time,
+    so it gets both orders right, and SimPy's figures."""
+    stages = tuple(Stage({1: StageCompute(0.001, 0.002, act, grad)})
+                   for act, grad in ((10 ** 6, 0), (10 ** 6, 0), (0, 10 ** 6)))
+    links = {(a, c): Link(a, c, 0.0, 1e8) for a, c in ((0, 1), (1, 0), (1, 2), (2, 1))}
+    prof = Profile(stages, links)
+    tr = E.Transport.for_backend("nccl")
+    for net, want in (("bandwidth 10Mbps", 4.012), ("delay 50ms bandwidth 10Mbps", 3.658)):
+        _, fast = both(prof, "1f1b", 1, 2, net, transport=tr, steps=1, record=False)
+        assert fast.engine == "fast" and fast.step_time == pytest.approx(want, abs=1e-3)
