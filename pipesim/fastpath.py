@@ -90,18 +90,24 @@ def _compile(a: S.Action, last: int) -> tuple:
     if k is _B:
         return (_COMP, a, 0, (r + 1, r, mb2 + 1) if r < last else None, -1)
     if k is _SF:
-        return (_SEND, a, r + 1, (r, r + 1, mb2))
+        return (_SEND, a, _wire(r, r + 1), (r, r + 1, mb2))
     if k is _SB:
-        return (_SEND, a, r - 1, (r, r - 1, mb2 + 1))
+        return (_SEND, a, _wire(r, r - 1), (r, r - 1, mb2 + 1))
     if k is _RF:
-        return (_RECV, a, r - 1, (r - 1, r, mb2))
+        return (_RECV, a, _wire(r, r - 1), (r - 1, r, mb2))
     if k is _RB:
-        return (_RECV, a, r + 1, (r + 1, r, mb2 + 1))
+        return (_RECV, a, _wire(r, r + 1), (r + 1, r, mb2 + 1))
     raise _Fail(f"action kind {k!r} has no fast-path handler")
+
+
+def _wire(a: int, b: int) -> int:
+    """Index of the wire a -> b between neighbours (its reverse is ``index ^ 1``)."""
+    return 2 * a if b > a else 2 * b + 1
 
 
 _F, _B, _SF, _SB, _RF, _RB = S.Kind.F, S.Kind.B, S.Kind.SEND_F, S.Kind.SEND_B, S.Kind.RECV_F, S.Kind.RECV_B
 _OPS: dict[int, tuple[list, list]] = {}  # id(lowered) -> (lowered, its ops): a cached schedule compiles once
+_BUILT: dict[int, list] = {}  # the schedules cached_build made (a caller's own lists may change between calls)
 
 
 def _ops_of(sched: list[list[S.Action]]) -> list[list[tuple]]:
@@ -110,7 +116,9 @@ def _ops_of(sched: list[list[S.Action]]) -> list[list[tuple]]:
         return hit[1]
     last = len(sched) - 1
     ops = [[_compile(a, last) for a in acts] for acts in sched]
-    if len(_OPS) >= 64:
+    if _BUILT.get(id(sched)) is not sched:
+        return ops
+    if len(_OPS) >= 16:
         _OPS.clear()
     _OPS[id(sched)] = (sched, ops)
     return ops
@@ -122,7 +130,11 @@ def cached_build(name: str, num_stages: int, num_microbatches: int, recv_ahead: 
     network setting (generating and validating a 64 x 1024 schedule takes longer than running it).
     The lists are shared between simulations, which only read them."""
     with _no_gc():
-        return S.build(name, num_stages, num_microbatches, recv_ahead=recv_ahead)
+        low = S.build(name, num_stages, num_microbatches, recv_ahead=recv_ahead)
+    if len(_BUILT) >= 16:
+        _BUILT.clear()
+    _BUILT[id(low)] = low
+    return low
 
 
 @contextlib.contextmanager
@@ -175,15 +187,14 @@ class _Eval:
         tr = sim.transport
         self.rdv_limit = tr.eager_limit_bytes if tr.send_mode == "rendezvous" else math.inf
         self.ops = _ops_of(sim.sched)
-        self.wid: dict[tuple[int, int], int] = {}
         self.wires: list[Any] = []
         self.owner: list[int] = []
-        for key, w in sim.wires.items():
-            self.wid[key] = len(self.wires)
-            w2 = copy.copy(w)
-            w2.free_at = 0.0
-            self.wires.append(w2)
-            self.owner.append(key[0])
+        for r in range(p - 1):
+            for key in ((r, r + 1), (r + 1, r)):  # index _wire(*key)
+                w2 = copy.copy(sim.wires[key])
+                w2.free_at = 0.0
+                self.wires.append(w2)
+                self.owner.append(key[0])
         nw = len(self.wires)
         self.D: list[deque] = [deque() for _ in range(nw)]
         self.C: list[deque] = [deque() for _ in range(nw)]
@@ -191,7 +202,7 @@ class _Eval:
         self.last_sync = [False] * nw
         self.last_pos = [-1] * nw
         self.pos = [0] * p  # actions posted so far per rank (program position)
-        self.out_w = [[self.wid[k] for k in ((r, r - 1), (r, r + 1)) if k in self.wid] for r in range(p)]
+        self.out_w = [[_wire(r, q) for q in (r - 1, r + 1) if 0 <= q < p] for r in range(p)]
         self.msgs: dict[tuple, FastMsg] = {}
         self.mstep: list[dict[tuple, FastMsg]] = [{} for _ in range(self.steps)]
         self.nbytes = [(c.activation_bytes, c.gradient_bytes) for c in sim.comp]
@@ -314,7 +325,7 @@ class _Eval:
     def put_ctrl(self, w: int, m: FastMsg, t: float) -> None:
         self._check(w, t, 1, self.csync(m, t), m.rpos)
         _, m.notify = self.wires[w].put(t, self.ctrl)
-        self._dirty(self.wid[(m.src, m.dst)])
+        self._dirty(w ^ 1)
 
     def owner_lb(self, w: int) -> float:
         a = self.owner[w]
@@ -423,7 +434,7 @@ class _Eval:
         busy, wait = self.busy[r], self.wait[r]
         live, peak = self.live[r], self.peak[r]
         pos0 = pos = self.pos[r]
-        D, C, wid = self.D, self.C, self.wid
+        D, C = self.D, self.C
         ms = self.mstep[st] if st < steps else {}
         try:
             while st < steps:
@@ -460,14 +471,14 @@ class _Eval:
                         if rank_mode:
                             m.prevs = self.lastsend[r]
                             self.lastsend[r] = m
-                        D[wid[(r, op[2])]].append(m)
+                        D[op[2]].append(m)
                         sends.append(m)
                     else:
                         m = ms.get(op[3]) or self.msg(st, op[3])
                         m.recv_post = c
                         m.rpos = pos
                         if m.rdv:
-                            C[wid[(r, op[2])]].append(m)
+                            C[op[2]].append(m)
                         if rank_mode:
                             m.prevr = self.lastrecv[r]
                             self.lastrecv[r] = m
