@@ -199,8 +199,8 @@ class _Eval:
         self.D: list[deque] = [deque() for _ in range(nw)]
         self.C: list[deque] = [deque() for _ in range(nw)]
         self.last_t = [-math.inf] * nw
-        self.last_sync = [False] * nw
-        self.last_pos = [-1] * nw
+        self.last_m: list[Any] = [None] * nw  # the wire's last transfer, and whether it was data
+        self.last_d = [False] * nw
         self.pos = [0] * p  # actions posted so far per rank (program position)
         self.out_w = [[_wire(r, q) for q in (r - 1, r + 1) if 0 <= q < p] for r in range(p)]
         self.msgs: dict[tuple, FastMsg] = {}
@@ -286,15 +286,20 @@ class _Eval:
         pr = m.prevr
         return not self.rank_mode or pr is None or pr.done < t
 
-    def _check(self, w: int, t: float, stream: int, sync: bool, pos: int) -> None:
+    def _check(self, w: int, t: float, m: FastMsg, data: bool) -> None:
+        """Wire w puts m at t: after the wire's previous transfer, and a tie only in program order."""
         lt = self.last_t[w]
-        if t < lt:
-            raise _Fail("wire order depends on timing")
-        if t == lt and not (sync and self.last_sync[w] and pos > self.last_pos[w]):
-            # two transfers at the same time, not both put inside their posts in this order:
-            # SimPy's order would come from its event queue
-            raise _Fail("two transfers at the same time on one wire")
-        self.last_t[w], self.last_sync[w], self.last_pos[w] = t, sync, pos
+        if t <= lt:
+            if t < lt:
+                raise _Fail("wire order depends on timing")
+            pm, pd = self.last_m[w], self.last_d[w]
+            sync = self.dsync(m, t) if data else self.csync(m, t)
+            psync = self.dsync(pm, t) if pd else self.csync(pm, t)
+            if not (sync and psync and (m.spos if data else m.rpos) > (pm.spos if pd else pm.rpos)):
+                # two transfers at the same time, not both put inside their posts in this order:
+                # SimPy's order would come from its event queue
+                raise _Fail("two transfers at the same time on one wire")
+        self.last_t[w], self.last_m[w], self.last_d[w] = t, m, data
 
     def _wake(self, r: int | None) -> None:
         if r is not None and not self.queued[r]:
@@ -307,7 +312,8 @@ class _Eval:
             self.wl.append(w)
 
     def put_data(self, w: int, m: FastMsg, t: float) -> None:
-        m.sent, m.arr = self.wires_put_data(w, m, t)
+        self._check(w, t, m, True)
+        m.sent, m.arr = self.wires[w].put(t, m.nbytes)
         m.started = True
         self._wake(m.wsent)
         if self.rank_mode:
@@ -318,12 +324,8 @@ class _Eval:
             m.done = m.arrived = m.arr
             self._wake(m.wdone)
 
-    def wires_put_data(self, w: int, m: FastMsg, t: float) -> tuple[float, float]:
-        self._check(w, t, 0, self.dsync(m, t), m.spos)
-        return self.wires[w].put(t, m.nbytes)
-
     def put_ctrl(self, w: int, m: FastMsg, t: float) -> None:
-        self._check(w, t, 1, self.csync(m, t), m.rpos)
+        self._check(w, t, m, False)
         _, m.notify = self.wires[w].put(t, self.ctrl)
         self._dirty(w ^ 1)
 
