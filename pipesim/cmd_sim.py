@@ -9,6 +9,7 @@ import sys
 import time
 
 from . import engine as E
+from . import fastpath
 from . import network as N
 from . import profile as P
 from . import schedule as S
@@ -84,7 +85,7 @@ def cmd_simulate(args) -> int:
     E.check_size(prof.num_stages, args.micro_batch_size, args.batch_size, args.steps, names=SIZE_FLAGS)
     tr = transport_from(args, prof)
     res = E.simulate(prof, args.schedule, args.micro_batch_size, args.batch_size, setting,
-                     transport=tr, steps=args.steps, record=bool(args.trace))
+                     transport=tr, steps=args.steps, record=bool(args.trace), engine=args.engine)
     print(profile_note(prof, args.profile))
     print(f"{args.schedule}, micro-batch {args.micro_batch_size} x {res.num_microbatches}, "
           f"{prof.num_stages} stages, network: {setting.label}")
@@ -152,7 +153,7 @@ def cmd_grid(args) -> int:
                       names=("--micro-batch-sizes", "--batch-size", "steps"))  # the whole grid, before its first cell
     tr = transport_from(args, prof)
     t0 = time.perf_counter()
-    res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr, steps=GRID_STEPS)
+    res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr, steps=GRID_STEPS, engine=args.engine)
     wall = time.perf_counter() - t0
     print(f"<!-- {profile_note(prof, args.profile)}; batch {args.batch_size}; {prof.num_stages} stages; "
           f"step time seen by rank 0; {len(res)} cells simulated in {wall:.2f} s -->")
@@ -176,6 +177,12 @@ def cmd_grid(args) -> int:
     return 0
 
 
+def add_engine_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--engine", choices=fastpath.ENGINES, default="auto",
+                    help="auto: the exact fast path where it applies, else SimPy (the reference); "
+                         "simpy or fast to force one (default: auto)")
+
+
 def register(sub) -> None:
     ap = sub.add_parser("simulate", help="simulate one configuration and print the step time and its breakdown")
     ap.add_argument("--schedule", required=True, choices=list(S.GENERATORS))
@@ -186,6 +193,7 @@ def register(sub) -> None:
     ap.add_argument("--trace", help="write the simulated trace (.json Chrome/Perfetto, .csv, or both)")
     ap.add_argument("--steps", type=int, default=2, help="consecutive steps simulated; the last is reported")
     add_transport_args(ap)
+    add_engine_arg(ap)
     ap.set_defaults(func=cmd_simulate)
 
     ap = sub.add_parser("grid", help="simulate a grid of settings x micro-batch sizes x schedules (seed tables)")
@@ -197,6 +205,7 @@ def register(sub) -> None:
     ap.add_argument("--csv", help="also write the cells as CSV")
     ap.add_argument("--json", help="also write the cells as JSON")
     add_transport_args(ap)
+    add_engine_arg(ap)
     ap.set_defaults(func=cmd_grid)
 
 

@@ -180,3 +180,15 @@ def test_timing_dependent_wire_order_is_found_and_checked():
     for net, want in (("bandwidth 10Mbps", 4.012), ("delay 50ms bandwidth 10Mbps", 3.658)):
         _, fast = both(prof, "1f1b", 1, 2, net, transport=tr, steps=1, record=False)
         assert fast.engine == "fast" and fast.step_time == pytest.approx(want, abs=1e-3)
+
+
+def test_cli_engine_flag(capsys):
+    from loop.cli import main
+    out = {}
+    for eng in ("simpy", "fast"):
+        assert main(["simulate", "--schedule", "1f1b", "--micro-batch-size", "2", "--batch-size", "16",
+                     "--network", "delay 5ms", "--engine", eng]) == 0
+        out[eng] = capsys.readouterr().out
+    assert out["simpy"] == out["fast"]
+    assert main(["grid", "--micro-batch-sizes", "4", "--engine", "fast"]) == 0
+
