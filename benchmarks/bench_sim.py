@@ -1,9 +1,13 @@
-"""Simulator speed: the seed grid, and one large 1F1B simulation.
+"""Simulator speed: the seed grid, and one large 1F1B simulation, SimPy vs the fast path.
 
     python benchmarks/bench_sim.py [--repeats 3]
 
-Prints wall times (best of --repeats) and simulated actions per second.
-Targets (issue 2): seed grid < 1 s in total; 64 stages x 1024 micro-batches 1F1B < 5 s.
+Prints wall times (best of --repeats) of the SimPy engine (the reference) and the exact
+fast path (:mod:`pipesim.fastpath`) on the same work in the same process, and their
+ratio; the schedule cache is emptied before each timed run, so both include building
+the schedules once. Compare ratios rather than absolute times on a shared machine.
+Targets (issue 14): seed grid (60 simulations) < 0.2 s; 64 stages x 1024 micro-batches
+1F1B < 2 s.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import time
 
 from pipesim import engine as E
+from pipesim import fastpath
 from pipesim import network as N
 from pipesim import profile as P
 from pipesim.cmd_sim import run_grid
@@ -30,10 +35,20 @@ def big_profile(p: int) -> Profile:
 def best(fn, repeats):
     times, out = [], None
     for _ in range(repeats):
+        fastpath.cached_build.cache_clear()
         t0 = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t0)
     return min(times), out
+
+
+def compare(title: str, fn, repeats: int) -> None:
+    ts, rs = best(lambda: fn("simpy"), repeats)
+    tf, rf = best(lambda: fn("fast"), repeats)
+    acts = sum(r.actions for r in rs.values()) if isinstance(rs, dict) else rs.actions
+    used = {r.engine for r in rf.values()} if isinstance(rf, dict) else {rf.engine}
+    print(f"{title}: simpy {ts:.3f} s, fast path {tf:.3f} s (engine used: {', '.join(sorted(used))}), "
+          f"ratio {ts / tf:.1f}x; {acts:,} actions, {acts / tf:,.0f} actions/s on the fast path")
 
 
 def main() -> None:
@@ -43,15 +58,21 @@ def main() -> None:
     prof = P.load()
     settings = N.parse_grid("seed")
     tr = E.Transport.for_profile(prof)
-    t, res = best(lambda: run_grid(prof, settings, [1, 2, 4], ["gpipe", "1f1b"], 64, tr, progress=False), args.repeats)
-    acts = sum(r.actions for r in res.values())
-    print(f"seed grid: {len(res)} cells (2 schedules x 3 micro-batch sizes x 10 settings, batch 64, 3 stages, "
-          f"2 steps each): {t:.3f} s, {acts / t:,.0f} actions/s")
+    compare(f"seed grid, 60 cells (2 schedules x 3 micro-batch sizes x 10 settings, batch 64, 3 stages, 2 steps; "
+            f"{tr.describe()})",
+            lambda eng: run_grid(prof, settings, [1, 2, 4], ["gpipe", "1f1b"], 64, tr, progress=False, engine=eng),
+            args.repeats)
     big = big_profile(64)
     for sched in ("1f1b", "gpipe"):
-        t, r = best(lambda sched=sched: E.simulate(big, sched, 1, 1024, "delay 1ms", steps=1, record=False), max(1, args.repeats - 2))
-        print(f"{sched}: 64 stages x 1024 micro-batches, 1 step: {t:.3f} s, {r.actions:,} actions, "
-              f"{r.actions / t:,.0f} actions/s (step {r.step_time:.2f} s simulated)")
+        compare(f"{sched}: 64 stages x 1024 micro-batches, 1 step",
+                lambda eng, sched=sched: E.simulate(big, sched, 1, 1024, "delay 1ms", steps=1, record=False,
+                                                    engine=eng),
+                max(1, args.repeats - 2))
+    t0 = time.perf_counter()
+    fastpath.cached_build.cache_clear()
+    fastpath.cached_build("1f1b", 64, 1024, None)
+    print(f"of which building (generating, lowering, validating) the 1f1b 64 x 1024 schedule: "
+          f"{time.perf_counter() - t0:.3f} s")
 
 
 if __name__ == "__main__":

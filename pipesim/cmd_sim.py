@@ -9,6 +9,7 @@ import sys
 import time
 
 from . import engine as E
+from . import fastpath
 from . import network as N
 from . import profile as P
 from . import schedule as S
@@ -121,7 +122,8 @@ def cmd_simulate(args) -> int:
     check_schedules(prof.num_stages, [args.schedule], [args.micro_batch_size], args.batch_size, v)
     tr = transport_from(args, prof)
     res = E.simulate(prof, args.schedule, args.micro_batch_size, args.batch_size, setting,
-                     transport=tr, steps=args.steps, record=bool(args.trace), stages_per_rank=v)
+                     transport=tr, steps=args.steps, record=bool(args.trace), stages_per_rank=v,
+                     engine=args.engine)
     print(profile_note(prof, args.profile))
     stages = f"{prof.num_stages} stages" if v == 1 else f"{prof.num_stages} ranks x {v} stages"
     print(f"{args.schedule}, micro-batch {args.micro_batch_size} x {res.num_microbatches}, "
@@ -141,15 +143,16 @@ GRID_STEPS = 2  # consecutive steps simulated per cell of `pipesim grid`
 
 
 def run_grid(prof: P.Profile, settings, mbs_list, schedules, batch_size, transport, progress=True, steps=GRID_STEPS,
-             stages_per_rank: int = S.DEFAULT_STAGES_PER_RANK):
+             stages_per_rank: int = S.DEFAULT_STAGES_PER_RANK, engine: str = "auto"):
     """Simulate every cell. Returns {(schedule, setting label, mbs): SimResult}.
-    ``stages_per_rank`` applies to the interleaved schedules (:data:`pipesim.schedule.VIRTUAL`)."""
+    ``stages_per_rank`` applies to the interleaved schedules (:data:`pipesim.schedule.VIRTUAL`); ``engine``: as
+    :func:`engine.simulate` (``"auto"``: the exact fast path where it applies, else SimPy)."""
     cells = [(s, net, m) for s in schedules for net in settings for m in mbs_list]
     out = {}
     t0 = time.perf_counter()
     for i, (s, net, m) in enumerate(cells, 1):
         out[(s, net.label, m)] = E.simulate(prof, s, m, batch_size, net, transport=transport, steps=steps,
-                                            record=False, stages_per_rank=_v(s, stages_per_rank))
+                                            record=False, stages_per_rank=_v(s, stages_per_rank), engine=engine)
         if progress and sys.stderr.isatty():
             print(f"\r  simulating {i}/{len(cells)}", end="", file=sys.stderr, flush=True)
     if progress and sys.stderr.isatty():
@@ -194,7 +197,8 @@ def cmd_grid(args) -> int:
     check_schedules(prof.num_stages, schedules, mbs_list, args.batch_size, v)
     tr = transport_from(args, prof)
     t0 = time.perf_counter()
-    res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr, steps=GRID_STEPS, stages_per_rank=v)
+    res = run_grid(prof, settings, mbs_list, schedules, args.batch_size, tr, steps=GRID_STEPS, stages_per_rank=v,
+                   engine=args.engine)
     wall = time.perf_counter() - t0
     print(f"<!-- {profile_note(prof, args.profile)}; batch {args.batch_size}; {prof.num_stages} stages; "
           f"step time seen by rank 0; {len(res)} cells simulated in {wall:.2f} s -->")
@@ -218,6 +222,12 @@ def cmd_grid(args) -> int:
     return 0
 
 
+def add_engine_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--engine", choices=fastpath.ENGINES, default="auto",
+                    help="auto: the exact fast path where it applies, else SimPy (the reference); "
+                         "simpy or fast to force one (default: auto)")
+
+
 def register(sub) -> None:
     ap = sub.add_parser("simulate", help="simulate one configuration and print the step time and its breakdown")
     ap.add_argument("--schedule", required=True, choices=list(S.GENERATORS))
@@ -230,6 +240,7 @@ def register(sub) -> None:
     ap.add_argument("--stages-per-rank", type=int, default=None, metavar="V",
                     help=f"virtual stages per rank for {', '.join(S.VIRTUAL)} (default {S.DEFAULT_STAGES_PER_RANK})")
     add_transport_args(ap)
+    add_engine_arg(ap)
     ap.set_defaults(func=cmd_simulate)
 
     ap = sub.add_parser("grid", help="simulate a grid of settings x micro-batch sizes x schedules (seed tables)")
@@ -243,6 +254,7 @@ def register(sub) -> None:
     ap.add_argument("--csv", help="also write the cells as CSV")
     ap.add_argument("--json", help="also write the cells as JSON")
     add_transport_args(ap)
+    add_engine_arg(ap)
     ap.set_defaults(func=cmd_grid)
 
 

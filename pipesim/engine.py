@@ -87,7 +87,7 @@ from dataclasses import dataclass
 
 import simpy
 
-from . import limits
+from . import fastpath, limits
 from . import schedule as S
 from .network import NetworkSetting, shorten
 from .network import parse as parse_network
@@ -123,6 +123,7 @@ class SimResult:
     num_microbatches: int
     network: str
     actions: int = 0  # actions executed (for throughput figures)
+    engine: str = "simpy"  # which evaluator ran it: "simpy" or "fast" (pipesim.fastpath)
 
     def summary(self) -> str:
         lines = [f"step time (rank 0): {self.step_time:.4f} s   bubble: {100 * self.bubble_fraction:.1f}%",
@@ -707,7 +708,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
              network: str | NetworkSetting = "default", *, transport: Transport | None = None,
              steps: int = 2, record: bool = True, lowered: list[list[S.Action]] | None = None,
              durations: Durations | None = None, stages_per_rank: int | None = None,
-             placement: tuple[int, ...] | None = None) -> SimResult:
+             placement: tuple[int, ...] | None = None, engine: str = "auto") -> SimResult:
     """Simulate ``steps`` consecutive training steps and report the last one.
 
     The step time is rank 0's period over the last step (the time between the end of
@@ -724,10 +725,17 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     the profile's stages (:meth:`NetworkSetting.check_stages`), and the result: a step
     time that is not finite and positive or exceeds ``MAX_STEP_TIME_S`` is a
     ``ValueError`` naming what made it so.
+
+    ``engine``: ``"simpy"`` runs the event loop above (the reference); ``"fast"`` the exact
+    evaluator of :mod:`pipesim.fastpath` (a ``ValueError`` where it does not apply);
+    ``"auto"`` the fast one where it applies and agrees, else SimPy.
     """
+    if engine not in fastpath.ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(fastpath.ENGINES)}, got {engine!r}")
     p = profile.num_stages
     if lowered is None:
-        S.generate(schedule, 1, 1, 1)  # refuses an unknown name before the sizes
+        if schedule.lower() not in S.GENERATORS:  # an unknown name, refused before the sizes
+            raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(S.GENERATORS)}")
         v = S.stages_per_rank_of(schedule, stages_per_rank) if schedule.lower() in S.VIRTUAL else 1
         check_size(p, micro_batch_size, batch_size, steps, stages_per_rank=v, split=schedule.lower() in S.SPLIT_BACKWARD)
     else:
@@ -742,8 +750,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     setting.check_stages(p)
     transport = transport or Transport.for_profile(profile)
     if lowered is None:
-        lowered, placement = S.build_placed(schedule, p, m, recv_ahead=transport.recv_ahead,
-                                            stages_per_rank=stages_per_rank)
+        lowered, placement = fastpath.cached_build(schedule, p, m, transport.recv_ahead, stages_per_rank)
     else:
         if len(lowered) != p:
             raise ValueError(f"schedule has {len(lowered)} ranks but the profile has {p} stages")
@@ -751,7 +758,15 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
         S.validate(lowered, m, placement=placement)
     _check_slices(profile, micro_batch_size, m, steps, sum(len(r) for r in lowered) * steps)
     sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule, durations, placement)
-    sim.run()
+    used = "simpy"
+    if engine != "simpy":
+        why = fastpath.ineligible(sim, record, auto=engine == "auto") or fastpath.run(sim, CONTROL_BYTES)
+        if why is None:
+            used = "fast"
+        elif engine == "fast":
+            raise ValueError(f"engine='fast' does not apply to this run: {why}")
+    if used == "simpy":
+        sim.run()
     last = steps - 1
 
     def period(r: int) -> float:
@@ -770,4 +785,4 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     trace = sorted(sim.trace + sim.comm_trace(), key=lambda e: (e.start, e.rank)) if record else []
     return SimResult(step_time=step_time, ranks=ranks, bubble_fraction=bubble, trace=trace,
                      step_ends=sim.step_ends, schedule=schedule, micro_batch_size=micro_batch_size,
-                     num_microbatches=m, network=str(setting), actions=sim.actions)
+                     num_microbatches=m, network=str(setting), actions=sim.actions, engine=used)

@@ -4,15 +4,15 @@ What :func:`recommend` does, for one network setting:
 
 * **Candidates** (:func:`candidates`): every schedule of :data:`pipesim.schedule.GENERATORS`
   (or those asked for) x every micro-batch size the profile has (or those asked for)
-  that divides the batch size, x every stages-per-rank value for a generator whose
-  signature has a ``stages_per_rank`` parameter (a generator registered later is picked
-  up without edits here; it is simulated with that value if
-  :func:`pipesim.engine.simulate` takes it too, and left out with a note otherwise).
+  that divides the batch size, x every stages-per-rank value (default 2) for the schedules
+  with several stages per rank (:data:`pipesim.schedule.VIRTUAL`). A candidate whose
+  generator refuses its shape (interleaved 1F1B needs the micro-batches to split into
+  equal rounds over the ranks) is left out with a note.
 * **Step time**: each candidate simulated with :func:`pipesim.engine.simulate`, the same
   model and transport as ``pipesim grid`` (2 consecutive steps, rank 0's period).
 * **Memory** (:func:`activation_memory`): the peak, over the step, of the *boundary
   activations* each rank holds: for every micro-batch whose forward has run and whose
-  backward has not, the activation it received from the previous stage plus the one it
+  backward has not (its weight-gradient half W, where the backward is split), the activation it received from the previous stage plus the one it
   sent to the next (the profile's ``activation_bytes`` of stage r - 1 and of stage r at that
   micro-batch size). The profile records no more than these boundary tensors, so this is a
   **lower bound** on activation memory: what a stage keeps inside itself for its backward
@@ -34,7 +34,6 @@ memory but the boundary activations.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import re
 from collections.abc import Sequence
@@ -48,7 +47,7 @@ from .network import LinkOverride, NetworkSetting
 from .profile import Profile
 from .transport import Transport
 
-DEFAULT_STAGES_PER_RANK = (1, 2)
+DEFAULT_STAGES_PER_RANK = (2,)
 """Stages per rank tried for a generator that takes ``stages_per_rank``."""
 STEPS = 2  # consecutive steps simulated per candidate, as pipesim grid
 
@@ -104,14 +103,6 @@ class Candidate:
         return {} if self.stages_per_rank is None else {"stages_per_rank": self.stages_per_rank}
 
 
-def takes_stages_per_rank(fn) -> bool:
-    """Whether a generator (or :func:`pipesim.engine.simulate`) has a ``stages_per_rank`` parameter."""
-    try:
-        return "stages_per_rank" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def candidates(profile: Profile, batch_size: int, schedules: Sequence[str] | None = None,
                micro_batch_sizes: Sequence[int] | None = None,
                stages_per_rank: Sequence[int] = DEFAULT_STAGES_PER_RANK) -> tuple[list[Candidate], list[str]]:
@@ -142,19 +133,12 @@ def candidates(profile: Profile, batch_size: int, schedules: Sequence[str] | Non
                          f"(it has {', '.join(map(str, have))})")
     for v in stages_per_rank:
         limits.STAGES_PER_RANK.check(v, "--stages-per-rank")
-    engine_takes_v = takes_stages_per_rank(E.simulate)
     out: list[Candidate] = []
     for name in names:
-        gen = S.GENERATORS[name]
-        if not takes_stages_per_rank(gen):
+        if name not in S.VIRTUAL:
             out += [Candidate(name, m) for m in sizes]
-            continue
-        vs = sorted(set(stages_per_rank))
-        if not engine_takes_v:
-            notes.append(f"{name}: the engine takes no stages_per_rank yet; simulated with the generator's default only")
-            out += [Candidate(name, m) for m in sizes]
-            continue
-        out += [Candidate(name, m, v) for m in sizes for v in vs]
+        else:
+            out += [Candidate(name, m, v) for m in sizes for v in sorted(set(stages_per_rank))]
     return out, notes
 
 
@@ -173,23 +157,25 @@ def activation_memory(profile: Profile, cand: Candidate, batch_size: int) -> tup
     """Per rank: (peak boundary-activation bytes held, peak micro-batches in flight).
 
     Walks the generator's compute order: a forward adds the micro-batch's boundary
-    activations of the action's stage (its rank's stage when the stage is not one of the
-    profile's), its backward frees them. See the module docstring for what this counts."""
+    activations of the action's (virtual) stage (:meth:`Profile.virtual_compute` under the
+    schedule's placement), its backward frees them -- or, where the backward is split, its
+    weight-gradient half (W), which still needs them. See the module docstring for what this counts."""
     p, m = profile.num_stages, batch_size // cand.micro_batch_size
-    compute = S.GENERATORS[cand.schedule](p, m, **cand.generator_kwargs())
+    kw = cand.generator_kwargs()
+    compute = S.GENERATORS[cand.schedule](p, m, **kw)
+    placement = S.placement_for(cand.schedule, p, kw.get("stages_per_rank", 1))
+    comp = profile.virtual_compute(cand.micro_batch_size, placement)
+    held = [(comp[s - 1].activation_bytes if s > 0 else 0) + comp[s].activation_bytes for s in range(len(comp))]
+    split = S.split_backward(a for acts in compute for a in acts)
     peaks = S.peak_inflight(compute)
     out = []
-    for r, acts in enumerate(compute):
+    for acts in compute:
         live = peak = 0
         for a in acts:
-            if not a.kind.is_compute:
-                continue
-            stage = a.stage if a.stage < p else min(r, p - 1)
-            nb = _held_bytes(profile, stage, cand.micro_batch_size)
             if a.kind is S.Kind.F:
-                live += nb
-            elif a.kind is S.Kind.B:
-                live -= nb
+                live += held[a.stage]
+            elif a.kind is S.Kind.W or (a.kind is S.Kind.B and (a.stage, a.mb) not in split):
+                live -= held[a.stage]
             peak = max(peak, live)
         out.append(peak)
     return out, peaks
@@ -213,7 +199,7 @@ class Scored:
 
 def simulate(profile: Profile, cand: Candidate, batch_size: int, setting: NetworkSetting,
              transport: Transport | None = None, steps: int = STEPS) -> E.SimResult:
-    kw: dict[str, Any] = dict(cand.generator_kwargs()) if takes_stages_per_rank(E.simulate) else {}
+    kw: dict[str, Any] = dict(cand.generator_kwargs())
     return E.simulate(profile, cand.schedule, cand.micro_batch_size, batch_size, setting, transport=transport,
                       steps=steps, record=False, **kw)
 

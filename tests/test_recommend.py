@@ -29,13 +29,14 @@ def _kept(prof, batch, **kw):
 def test_ranking_is_sorted_and_matches_direct_simulations(setting):
     prof = P.load(None)
     net = N.parse(setting)
-    ranked = R.rank(prof, net, _kept(prof, 16), 16)
+    ranked = R.rank(prof, net, _kept(prof, 24), 24)   # 24: every schedule takes every size (3 ranks)
     assert len(ranked) == len(S.GENERATORS) * len(prof.micro_batch_sizes)
     times = [s.step_time for s in ranked]
     assert times == sorted(times)
     for s in ranked:
         c = s.candidate
-        direct = E.simulate(prof, c.schedule, c.micro_batch_size, 16, net, steps=2, record=False)
+        direct = E.simulate(prof, c.schedule, c.micro_batch_size, 24, net, steps=2, record=False,
+                            **c.generator_kwargs())
         assert s.step_time == direct.step_time
 
 
@@ -49,31 +50,24 @@ def test_candidates_cover_every_generator_and_only_dividing_sizes():
     assert [c.label for c in cands] == ["1f1b mbs 2", "1f1b mbs 8"]
 
 
-def test_a_generator_with_stages_per_rank_is_picked_up(monkeypatch):
-    def chunks(num_stages, num_microbatches, stages_per_rank=1):
-        return S.one_f_one_b(num_stages, num_microbatches)
-
-    monkeypatch.setitem(S.GENERATORS, "chunked", chunks)
+def test_stages_per_rank_are_candidates_of_the_interleaved_schedule_only(monkeypatch):
     prof = uniform_profile(3, mbs=(1,))
-    cands, notes = R.candidates(prof, 4, stages_per_rank=(1, 2))
-    # the engine takes no stages_per_rank today: the generator's default only, and a note says so
-    assert [c.label for c in cands if c.schedule == "chunked"] == ["chunked mbs 1"]
-    assert any("chunked" in n and "stages_per_rank" in n for n in notes)
-
+    cands, notes = R.candidates(prof, 6, stages_per_rank=(2, 3))
+    assert [c.label for c in cands if c.schedule == "interleaved1f1b"] == ["interleaved1f1b mbs 1 v 2",
+                                                                         "interleaved1f1b mbs 1 v 3"]
+    assert all(c.stages_per_rank is None for c in cands if c.schedule not in S.VIRTUAL)
+    assert not notes
     seen = []
     real = E.simulate
 
-    def simulate(*a, stages_per_rank=1, **kw):
-        seen.append(stages_per_rank)
+    def simulate(*a, **kw):
+        seen.append(kw.get("stages_per_rank"))
         return real(*a, **kw)
 
     monkeypatch.setattr(E, "simulate", simulate)
-    cands, notes = R.candidates(prof, 4, stages_per_rank=(1, 2))
-    assert [c.label for c in cands if c.schedule == "chunked"] == ["chunked mbs 1 v 1", "chunked mbs 1 v 2"]
-    assert not notes
-    kept, _ = R.split_by_memory(prof, cands, 4, None)
-    rec = R.recommend(prof, N.parse("default"), kept, 4)
-    assert 2 in seen
+    kept, _ = R.split_by_memory(prof, cands, 6, None)
+    rec = R.recommend(prof, N.parse("default"), kept, 6)
+    assert {2, 3} <= set(seen)
     assert "| v |" in R.table(rec, 10)
 
 
@@ -97,13 +91,16 @@ def test_activation_memory_is_boundary_activations_in_flight():
 
 def test_memory_limit_drops_exactly_the_candidates_over_it():
     prof = uniform_profile(3, nbytes=1000, mbs=(1, 2))
-    cands, _ = R.candidates(prof, 8)
+    cands, _ = R.candidates(prof, 8, schedules=["gpipe", "1f1b"])
     peaks = {c.label: max(R.activation_memory(prof, c, 8)[0]) for c in cands}
     # gpipe: 8 x 2000 and 4 x 4000 = 16000 on rank 1; 1f1b: 2 x 2000 = 4000 and 2 x 4000 = 8000
     assert peaks == {"gpipe mbs 1": 16000, "gpipe mbs 2": 16000, "1f1b mbs 1": 4000, "1f1b mbs 2": 8000}
     kept, dropped = R.split_by_memory(prof, cands, 8, 8000)
     assert sorted(c.label for c, _, _ in kept) == ["1f1b mbs 1", "1f1b mbs 2"]  # the limit itself is allowed
     assert sorted(c.label for c, _, _ in dropped) == ["gpipe mbs 1", "gpipe mbs 2"]
+    # ZB-H1 holds each activation until its W, which rank 1 runs one micro-batch later than its B
+    zb, = R.candidates(prof, 8, schedules=["zbh1"], micro_batch_sizes=[1])[0]
+    assert max(R.activation_memory(prof, zb, 8)[0]) == 6000 > peaks["1f1b mbs 1"]
 
 
 def test_the_command_leaves_out_candidates_over_the_limit(tmp_path, capsys):
