@@ -4,8 +4,9 @@ interleaved 1F1B and ZB-H1.
 A schedule is data. For each rank it is an ordered list of :class:`Action`. Both
 executors -- the SimPy model in :mod:`pipesim.engine` and the torch runtime in
 ``runtime/`` -- walk the same lists, so their traces can be compared action by action.
-The runtime executes only :data:`RUNTIME_SCHEDULES` (gpipe and 1f1b); the others are
-simulated only (:func:`check_runtime` refuses them in one line).
+The runtime executes all of them (``pipesim run``); the verbs that measure and compare
+a whole grid (validate, demo, sweep) take only :data:`RUNTIME_SCHEDULES`
+(:func:`check_runtime` refuses the others in one line).
 
 Stages and ranks. ``Action.stage`` is a (virtual) stage index ``0..S-1``; which rank
 runs stage ``s`` is the *placement*, a tuple ``placement[s] = rank``. With one stage
@@ -254,7 +255,8 @@ VIRTUAL = ("interleaved1f1b",)
 SPLIT_BACKWARD = ("zbh1",)
 """Schedules that split the backward into B and W."""
 RUNTIME_SCHEDULES = ("gpipe", "1f1b")
-"""What the torch runtime (``runtime/``) executes; the others are simulated only."""
+"""What validate, demo and sweep measure (``pipesim run`` executes every schedule); the
+others are simulated only there."""
 
 
 def check_runtime(name: str) -> None:

@@ -164,9 +164,13 @@ def test_cli_simulates_the_new_schedules(capsys):
      "--stages-per-rank 2 needs a schedule with several stages per rank (interleaved1f1b)"),
     (["grid", "--schedules", "gpipe,interleaved1f1b", "--batch-size", "64", "--network", "default"],
      "interleaved1f1b needs micro-batches a multiple of the ranks"),
-    (["run", "--local", "--schedule", "zbh1"], "schedule 'zbh1' is simulated only; the runtime runs gpipe and 1f1b"),
-    (["run", "--local", "--schedule", "interleaved1f1b"],
-     "schedule 'interleaved1f1b' is simulated only; the runtime runs gpipe and 1f1b"),
+    (["run", "--local", "--schedule", "interleaved1f1b", "--batch-size", "4"],
+     "interleaved1f1b needs micro-batches a multiple of the ranks: 4 micro-batches, 3 ranks "
+     "(--batch-size 4 / --micro-batch-size 1)"),
+    (["run", "--local", "--schedule", "zbh1", "--stages-per-rank", "2"],
+     "--stages-per-rank 2 needs a schedule with several stages per rank (interleaved1f1b)"),
+    (["run", "--local", "--schedule", "interleaved1f1b", "--stages-per-rank", "3", "--batch-size", "6"],
+     "--ranks x --stages-per-rank (3 x 3) must be at most the layers of --model cpu-small (6)"),
     (["validate", "--schedules", "1f1b,zbh1", "--out", "unused"],
      "schedule 'zbh1' is simulated only; the runtime runs gpipe and 1f1b"),
 ])
@@ -178,15 +182,15 @@ def test_cli_refuses_in_one_line(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_sweep_and_runtime_config_refuse_simulated_only_schedules():
+def test_runtime_config_takes_every_schedule_and_sweep_refuses_simulated_only_ones():
     import argparse
 
     from runtime.cli import add_rank_args, check_rank_args
 
     ap = argparse.ArgumentParser()
     add_rank_args(ap)
-    with pytest.raises(ValueError, match="simulated only"):
-        check_rank_args(ap.parse_args(["--schedule", "zbh1"]))
+    check_rank_args(ap.parse_args(["--schedule", "zbh1"]))  # the runtime runs them all
+    check_rank_args(ap.parse_args(["--schedule", "interleaved1f1b", "--stages-per-rank", "3"]))
     from pipesim.cmd_sim import parse_schedules
 
     assert parse_schedules("gpipe,ZBH1") == ["gpipe", "zbh1"]
