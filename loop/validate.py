@@ -35,6 +35,7 @@ from pipesim import engine as E
 from pipesim import limits
 from pipesim import network as N
 from pipesim import profile as P
+from pipesim import schedule as S
 from pipesim.cmd_sim import run_grid
 from pipesim.replay import replay
 from pipesim.trace import read_csv
@@ -137,8 +138,9 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     limits.RUN_STEPS.check(steps, "--steps")
     for net in settings:
         net.check_stages(ranks)
-    E.check_grid_size(ranks, micro_batch_sizes, batch_size, SIM_STEPS, len(schedules) * len(settings),
-                      names=("--micro-batch-sizes", "--batch-size", "steps"))
+    E.check_grid_size(ranks, micro_batch_sizes, batch_size, SIM_STEPS, len(settings),
+                      names=("--micro-batch-sizes", "--batch-size", "steps"),
+                      shapes=[(1, s in S.SPLIT_BACKWARD) for s in schedules])
     out = output_dir(out, "--out")  # an existing folder, or one made now (under the current one, or in an existing one)
     prof_path = out / "profile.json"
     # 1. calibrate
@@ -149,7 +151,9 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              f"(default network{', probe ' + window_probe if window_probe else ''})")
         run_local_calibration(ranks, model, list(micro_batch_sizes), out=prof_path, force=True,
                               repeats=calibrate_repeats, window_probe=window_probe,
-                              log_dir=out / "calibrate-logs", echo=False)
+                              log_dir=out / "calibrate-logs", echo=False,
+                              # B and W separately for the schedules that split the backward
+                              extra_args=["--split-backward"] if set(schedules) & set(S.SPLIT_BACKWARD) else [])
         (out / "speed.json").unlink(missing_ok=True)  # the speed reference belongs to this calibration
     else:
         _log(f"[1/4] reusing {prof_path} (pass --recalibrate to measure again)")

@@ -126,3 +126,21 @@ def test_split_backward_is_exact_in_process():
     stage_backward_weight(mid.parameters(), groups)
     for n, p in mid.named_parameters():
         torch.testing.assert_close(p.grad, ref[n], msg=n)
+
+
+def test_validate_measures_zbh1_with_a_split_backward_profile(tmp_path):
+    """validate takes zbh1: it calibrates B and W (--split-backward), measures the cell with
+    the runtime, replays its trace and compares it with the simulation."""
+    from loop import validate as V
+    from pipesim import profile as P
+
+    summ = V.validate(tmp_path, model="tiny", ranks=2, networks="default", micro_batch_sizes=(1,),
+                      schedules=("zbh1",), batch_size=4, steps=2, warmup=1, window_probe=None, calibrate_repeats=3,
+                      repeats=1, tiebreak_pct=None, cell_timeout_s=120, retries=0, figures=None)
+    prof = P.load(tmp_path / "profile.json")
+    assert all(st.compute[1].backward_input_s and st.compute[1].backward_weight_s for st in prof.stages)
+    comp = json.loads((tmp_path / "comparison.json").read_text())
+    assert [c["schedule"] for c in comp["cells"]] == ["zbh1"] and comp["cells"][0]["simulated_s"] > 0
+    runs = V.load_runs(tmp_path / "measured.jsonl")
+    assert all(r["replay_s"] > 0 for by in runs.values() for r in by.values())
+    assert summ is not None
