@@ -4,10 +4,8 @@ interleaved 1F1B and ZB-H1.
 A schedule is data. For each rank it is an ordered list of :class:`Action`. Both
 executors -- the SimPy model in :mod:`pipesim.engine` and the torch runtime in
 ``runtime/`` -- walk the same lists, so their traces can be compared action by action.
-The runtime executes all of them (``pipesim run``); the verbs that measure and compare
-a whole grid (validate, demo, sweep) take :data:`RUNTIME_SCHEDULES`, the schedules with
-one stage per rank (their measured cells do not record stages per rank yet;
-:func:`check_runtime` refuses interleaved1f1b there in one line).
+The torch runtime executes all of them (:data:`RUNTIME_SCHEDULES`; :func:`check_runtime`
+refuses, in one line, a schedule it would not run).
 
 Stages and ranks. ``Action.stage`` is a (virtual) stage index ``0..S-1``; which rank
 runs stage ``s`` is the *placement*, a tuple ``placement[s] = rank``. With one stage
@@ -255,16 +253,14 @@ VIRTUAL = ("interleaved1f1b",)
 """Schedules that take ``stages_per_rank`` (several stages per rank)."""
 SPLIT_BACKWARD = ("zbh1",)
 """Schedules that split the backward into B and W."""
-RUNTIME_SCHEDULES = ("gpipe", "1f1b", "zbh1")
-"""What validate, demo and sweep measure and compare: the schedules with one stage per rank
-(``pipesim run`` executes every schedule, interleaved1f1b included)."""
+RUNTIME_SCHEDULES = ("gpipe", "1f1b", "interleaved1f1b", "zbh1")
+"""What the torch runtime (``runtime/``) executes, and so what run, validate, demo and sweep take."""
 
 
 def check_runtime(name: str) -> None:
-    """Refuse, in one line, a schedule that validate, demo and sweep do not measure."""
+    """Refuse, in one line, a schedule the runtime does not execute."""
     if name.lower() not in RUNTIME_SCHEDULES:
-        raise ValueError(f"schedule {name!r} runs with pipesim run only; validate, demo and sweep measure "
-                         f"{', '.join(RUNTIME_SCHEDULES)} (their cells do not record stages per rank yet)")
+        raise ValueError(f"schedule {name!r} is simulated only; the runtime runs {', '.join(RUNTIME_SCHEDULES)}")
 
 
 def check_shape(name: str, num_ranks: int, num_microbatches: int, stages_per_rank: int = 1) -> None:

@@ -90,7 +90,6 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
 
 from pipesim.schedule import Action, Kind, build_placed, message_tag, split_backward
 from pipesim.trace import TraceEvent
@@ -224,6 +223,10 @@ class RankEngine:
         sched, self.placement = build_placed(cfg.schedule, world, self.m, self.recv_ahead, cfg.stages_per_rank)
         self.actions = sched[rank]
         self.split = split_backward(self.actions)  # (stage, mb) whose backward is split into B and W
+        if self.split:  # imported only when used: torch.distributed.pipelining sets up torch's compile caches
+            from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+
+            self._backward_input, self._backward_weight = stage_backward_input, stage_backward_weight
         # communication action -> (peer rank, tag): the rank owning the peer stage, the IR's message tag
         self.comm_peer: dict[Action, tuple[int, int]] = {}
         for a in self.actions:
@@ -379,7 +382,7 @@ class RankEngine:
             st.pending_w[key] = ("full", out, grad)
         else:
             x = st.inputs[key]
-            _, groups = stage_backward_input([out], None if grad is None else [grad], [x], mod.parameters())
+            _, groups = self._backward_input([out], None if grad is None else [grad], [x], mod.parameters())
             st.pending_w[key] = ("weight", groups, None)
         t1 = self._now_compute()
         st.compute.append((a, t0, t1))
@@ -395,7 +398,7 @@ class RankEngine:
         if how == "full":
             what.backward(grad)
         else:
-            stage_backward_weight(mod.parameters(), what)
+            self._backward_weight(mod.parameters(), what)
         t1 = self._now_compute()
         st.compute.append((a, t0, t1))
 

@@ -171,8 +171,11 @@ def test_cli_simulates_the_new_schedules(capsys):
      "--stages-per-rank 2 needs a schedule with several stages per rank (interleaved1f1b)"),
     (["run", "--local", "--schedule", "interleaved1f1b", "--stages-per-rank", "3", "--batch-size", "6"],
      "--ranks x --stages-per-rank (3 x 3) must be at most the layers of --model cpu-small (6)"),
-    (["validate", "--schedules", "1f1b,interleaved1f1b", "--out", "unused"],
-     "schedule 'interleaved1f1b' runs with pipesim run only; validate, demo and sweep measure gpipe, 1f1b, zbh1"),
+    (["validate", "--schedules", "1f1b,interleaved1f1b", "--batch-size", "4", "--out", "unused"],
+     "interleaved1f1b needs micro-batches a multiple of the ranks: 4 micro-batches, 3 ranks "
+     "(micro-batch size 1, batch size 4)"),
+    (["validate", "--schedules", "1f1b,zbh1", "--stages-per-rank", "2", "--out", "unused"],
+     "--stages-per-rank 2 needs a schedule with several stages per rank (interleaved1f1b)"),
 ])
 def test_cli_refuses_in_one_line(argv, message, capsys):
     from loop.cli import main
@@ -182,7 +185,7 @@ def test_cli_refuses_in_one_line(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_runtime_config_takes_every_schedule_and_sweep_refuses_simulated_only_ones():
+def test_runtime_config_and_sweep_take_every_schedule():
     import argparse
 
     from runtime.cli import add_rank_args, check_rank_args
@@ -194,6 +197,4 @@ def test_runtime_config_takes_every_schedule_and_sweep_refuses_simulated_only_on
     from pipesim.cmd_sim import parse_schedules
 
     assert parse_schedules("gpipe,ZBH1") == ["gpipe", "zbh1"]
-    assert parse_schedules("1f1b,zbh1", runtime_only=True) == ["1f1b", "zbh1"]
-    with pytest.raises(ValueError, match="runs with pipesim run only"):
-        parse_schedules("interleaved1f1b", runtime_only=True)
+    assert parse_schedules("1f1b,zbh1,interleaved1f1b", runtime_only=True) == ["1f1b", "zbh1", "interleaved1f1b"]

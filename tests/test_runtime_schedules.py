@@ -128,19 +128,32 @@ def test_split_backward_is_exact_in_process():
         torch.testing.assert_close(p.grad, ref[n], msg=n)
 
 
-def test_validate_measures_zbh1_with_a_split_backward_profile(tmp_path):
-    """validate takes zbh1: it calibrates B and W (--split-backward), measures the cell with
-    the runtime, replays its trace and compares it with the simulation."""
+def test_validate_measures_zbh1_and_interleaved(tmp_path):
+    """validate takes zbh1 and interleaved1f1b: it calibrates B and W (--split-backward) and the
+    virtual stages (--stages-per-rank 2), measures each cell with the runtime, replays its
+    trace and compares it with the simulation; pipesim compare reads the cells back."""
     from loop import validate as V
+    from loop.compare import compare
     from pipesim import profile as P
 
-    summ = V.validate(tmp_path, model="tiny", ranks=2, networks="default", micro_batch_sizes=(1,),
-                      schedules=("zbh1",), batch_size=4, steps=2, warmup=1, window_probe=None, calibrate_repeats=3,
-                      repeats=1, tiebreak_pct=None, cell_timeout_s=120, retries=0, figures=None)
+    V.validate(tmp_path, model="tiny6", ranks=2, networks="default", micro_batch_sizes=(1,),
+               schedules=("zbh1", "interleaved1f1b"), batch_size=4, steps=2, warmup=1, window_probe=None,
+               calibrate_repeats=3, repeats=1, tiebreak_pct=None, cell_timeout_s=120, retries=0, figures=None,
+               stages_per_rank=2)
     prof = P.load(tmp_path / "profile.json")
     assert all(st.compute[1].backward_input_s and st.compute[1].backward_weight_s for st in prof.stages)
+    assert all(st.virtual_stages is not None and len(st.virtual_stages) == 2 for st in prof.stages)
     comp = json.loads((tmp_path / "comparison.json").read_text())
-    assert [c["schedule"] for c in comp["cells"]] == ["zbh1"] and comp["cells"][0]["simulated_s"] > 0
+    assert [c["schedule"] for c in comp["cells"]] == ["zbh1", "interleaved1f1b"]
+    assert all(c["simulated_s"] > 0 for c in comp["cells"])
+    assert comp["cells"][1]["stages_per_rank"] == 2
     runs = V.load_runs(tmp_path / "measured.jsonl")
     assert all(r["replay_s"] > 0 for by in runs.values() for r in by.values())
-    assert summ is not None
+    res = json.loads((tmp_path / next(iter(runs["interleaved1f1b|default|1"].values()))["results"]).read_text())
+    assert res["stages_per_rank"] == 2
+    # the same cells, read back from measured.jsonl, simulate the same
+    again = compare([tmp_path / "measured.jsonl"], tmp_path / "profile.json", out=tmp_path / "again")
+    assert again is not None
+    doc = json.loads((tmp_path / "again" / "comparison.json").read_text())
+    assert {c["schedule"]: c["simulated_s"] for c in doc["cells"]} == pytest.approx(
+        {c["schedule"]: c["simulated_s"] for c in comp["cells"]}, rel=1e-9)
