@@ -18,7 +18,8 @@ stage ``r``. Phases, separated by barriers so that only the ranks being measured
 2. host contention (``--one-machine`` only, all ranks on one machine): for k = 2..N, ranks
    0..k-1 run forward+backward at the same time; the slowdown is the per-iteration
    time over the time alone;
-3. links: for each neighbour pair and direction, ping-pong latency and one-way
+3. links: for each neighbour pair and direction (and, with ``--stages-per-rank`` > 1,
+   the wrap-around pair last rank <-> rank 0 that interleaved 1F1B uses), ping-pong latency and one-way
    transfer time over message sizes from 4 bytes to beyond the activation size,
    fitted to ``latency + bytes*8/bandwidth``.
 
@@ -189,7 +190,10 @@ def run(args) -> int:
         vstages = [cut[k * world + rank].to(device=device, dtype=dtype) for k in range(v)]
     n_comp = 0 if args.links_only else world * max(1, min(args.rounds, args.repeats)) + 1
     n_cont = (world - 1) if (args.one_machine and not args.links_only) else 0
-    n_link = 2 * (world - 1)
+    # links: both directions of each neighbour pair; with virtual stages (loop placement) also the
+    # wrap-around pair, last rank <-> rank 0, that carries messages between stage k*world - 1 and k*world
+    pairs = [(s, s + 1) for s in range(world - 1)] + ([(world - 1, 0)] if v > 1 and world > 2 else [])
+    n_link = 2 * len(pairs)
     total = n_comp + n_cont + n_link
     step = [0]
 
@@ -278,8 +282,8 @@ def run(args) -> int:
         acts = [4 * max(args.mbs) * cfg.seq_len * cfg.d_model] * world   # fp32 activation of the largest micro-batch
     sizes = message_sizes(max(2 * max(acts), args.link_max_bytes))
     mine["links"] = []
-    for s in range(world - 1):
-        for src, dst in ((s, s + 1), (s + 1, s)):
+    for a, b in pairs:
+        for src, dst in ((a, b), (b, a)):
             progress(f"link {src}->{dst}: latency and {len(sizes)} message sizes "
                      f"({sizes[0]} B .. {sizes[-1] / 2**20:.1f} MiB)")
             dist.barrier()
