@@ -71,8 +71,10 @@ injects a fault; ``PIPESIM_CLOCK_SYNC=always`` runs the clock ping-pong on one h
 ``PIPESIM_GROUP_COMM=1`` uses the grouped NCCL-style posting on gloo;
 ``PIPESIM_SWITCH_INTERVAL`` sets the GIL switch interval (default 0.5 ms).
 
-Not modelled / not done: no activation recomputation, no data parallelism, dropout off; trace events are gathered at the end of the run (a crash keeps
-the per-step JSONL records but loses the trace).
+Not modelled / not done: no activation recomputation, no data parallelism, dropout off;
+trace events are gathered at the end of the run (a crash keeps the per-step JSONL
+records but loses the trace). The split-backward helpers come from a private torch
+module (``torch.distributed.pipelining._backward``); torch is pinned (2.13).
 """
 
 from __future__ import annotations
