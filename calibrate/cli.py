@@ -84,7 +84,8 @@ def _run(args) -> int:
                                      timeout_s=args.timeout, log_dir=args.log_dir,
                                      overhead_probe=not args.no_overhead_probe, overhead_method=args.overhead_method,
                                      extra_args=["--timing", args.timing, "--device", args.device, "--backend", args.backend,
-                                                 "--dtype", args.dtype])
+                                                 "--dtype", args.dtype, "--stages-per-rank", str(args.stages_per_rank)]
+                                     + (["--split-backward"] if args.split_backward else []))
     except LaunchError as e:
         print(f"pipesim calibrate: error: {e}", file=sys.stderr)
         return 1

@@ -9,6 +9,11 @@ Compute is timed exactly as the runtime runs a stage: the forward of the stage m
 (embedding on the first stage, head and loss on the last), and the backward as
 autograd from the output gradient received from the next stage (from the loss on the
 last stage), which also produces the input gradient sent back to the previous stage.
+With ``split`` (``--split-backward``), each repeat also times the backward split as the
+runtime splits it for ZB-H1: B, the input gradient only (torch.distributed.pipelining's
+``stage_backward_input``; nothing on the first stage, which has no input gradient), then
+W, the weight gradients from B's saved intermediates (``stage_backward_weight``; the
+whole backward on the first stage), after a fresh, untimed forward.
 
 Transfers use the runtime's ops: ``dist.isend``/``dist.irecv`` of contiguous tensors
 of the runtime's dtype, each waited on. The one-way time of an ``n``-byte message is a
@@ -94,10 +99,10 @@ class _CudaMarks:
 class StageBench:
     """One stage module with inputs shaped like the runtime's, for one micro-batch size."""
 
-    def __init__(self, stage, cfg, mbs: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, stage, cfg, mbs: int, device: torch.device, dtype: torch.dtype, split: bool = False):
         from runtime.model import synthetic_batch
 
-        self.stage, self.mbs = stage, mbs
+        self.stage, self.mbs, self.split = stage, mbs, split
         idx, targets = synthetic_batch(cfg, mbs, step=0)
         self.targets = targets.to(device) if stage.is_last else None
         if stage.is_first:
@@ -145,6 +150,32 @@ class StageBench:
             cpu.append(m.cpu_elapsed())
         return f, b
 
+    def run_split(self, clock: Clock, cpu: list | None = None) -> tuple[float, float]:
+        """A forward (not timed), then the split backward as the runtime runs it: B (input
+        gradient) and W (weight gradients), timed separately (seconds); CPU times to ``cpu``."""
+        from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+
+        if self.x.grad is not None:
+            self.x.grad = None
+        y = self.forward()
+        grads = None if self.stage.is_last else [self.grad_out]
+        m = clock.marks(3)
+        clock.sync()
+        m.mark(0)
+        if not self.stage.is_first:
+            _, groups = stage_backward_input([y], grads, [self.x], self.stage.parameters())
+        m.mark(1)
+        if self.stage.is_first:
+            self.backward(y)
+        else:
+            stage_backward_weight(self.stage.parameters(), groups)
+        m.mark(2)
+        bi, bw = (max(t, 1e-9) for t in m.elapsed())  # the first stage's B does nothing: a clock tick at most
+        if cpu is not None:
+            c = m.cpu_elapsed()
+            cpu.append(None if c is None else [max(t, 1e-9) for t in c])
+        return bi, bw
+
 
 def time_stages(benches: dict, clock: Clock, warmup: int, repeats: int) -> dict:
     """Forward/backward wall-time samples (and thread CPU-time samples on CPU) per micro-batch size.
@@ -157,12 +188,21 @@ def time_stages(benches: dict, clock: Clock, warmup: int, repeats: int) -> dict:
         for b in benches.values():
             b.run_once(clock)
     out = {m: {"forward": [], "backward": [], "cpu": []} for m in benches}
+    for m, b in benches.items():
+        if b.split:
+            out[m].update(backward_input=[], backward_weight=[], cpu_split=[])
+            for _ in range(warmup):
+                b.run_split(clock)
     with _no_gc():
         for _ in range(repeats):
             for m, b in benches.items():
                 f, bw = b.run_once(clock, out[m]["cpu"])
                 out[m]["forward"].append(f)
                 out[m]["backward"].append(bw)
+                if b.split:
+                    bi, bwt = b.run_split(clock, out[m]["cpu_split"])
+                    out[m]["backward_input"].append(bi)
+                    out[m]["backward_weight"].append(bwt)
     for b in benches.values():
         b.stage.zero_grad(set_to_none=True)
     return out
@@ -191,6 +231,16 @@ def summarize(samples: dict, timing: str = "wall") -> dict:
         r["backward_wall_s"] = median_spread(samples["backward"])[0]
         r["forward_cpu_s"] = median_spread(fc)[0]
         r["backward_cpu_s"] = median_spread(bc)[0]
+    if samples.get("backward_input"):  # split backward (B, W), the same statistics
+        split_cpu = [c for c in samples.get("cpu_split", []) if c is not None]
+        if timing == "cpu" and split_cpu:
+            bi, bw = [c[0] for c in split_cpu], [c[1] for c in split_cpu]
+        else:
+            bi, bw = samples["backward_input"], samples["backward_weight"]
+        r["backward_input_s"], r["backward_input_spread_s"] = median_spread(bi)
+        r["backward_weight_s"], r["backward_weight_spread_s"] = median_spread(bw)
+        r["backward_input_samples"] = samples["backward_input"]
+        r["backward_weight_samples"] = samples["backward_weight"]
     return r
 
 

@@ -119,4 +119,21 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
         raw["runs"].setdefault(schedule, {})[str(m)] = per
     desc = prof.description + (f"; runtime overhead per action probed ({probe_microbatches} micro-batches, "
                                f"{' and '.join(schedules)})")
-    return replace(prof, stages=tuple(stages), raw={**(prof.raw or {}), "overhead_probe": raw}, description=desc)
+    return virtual_overhead(replace(prof, stages=tuple(stages), raw={**(prof.raw or {}), "overhead_probe": raw},
+                                    description=desc))
+
+
+def virtual_overhead(prof: Profile) -> Profile:
+    """``prof`` with each rank's probed overhead per action (``overhead_s``,
+    ``overhead_by_schedule_s``) also on each of its ``virtual_stages``: the overhead belongs
+    to the rank's runtime, not to a stage, and the simulator adds it to every forward and
+    backward of every virtual stage (without it a measured virtual stage would carry none)."""
+    stages = []
+    for st in prof.stages:
+        if st.virtual_stages is not None:
+            vs = tuple({m: replace(c, overhead_s=st.compute[m].overhead_s,
+                                   overhead_by_schedule_s=st.compute[m].overhead_by_schedule_s)
+                        if m in st.compute else c for m, c in part.items()} for part in st.virtual_stages)
+            st = replace(st, virtual_stages=vs)
+        stages.append(st)
+    return replace(prof, stages=tuple(stages))

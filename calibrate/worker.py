@@ -9,11 +9,17 @@ or through ``pipesim calibrate --local`` (all ranks on this machine). Rank ``r``
 stage ``r``. Phases, separated by barriers so that only the ranks being measured work:
 
 1. compute: the ranks take turns; each times forward/backward of its own stage for
-   every micro-batch size and its optimizer step, with the other ranks idle;
+   every micro-batch size and its optimizer step, with the other ranks idle. Asked for,
+   also: ``--split-backward``, the backward split into B (input gradient) and W (weight
+   gradient) as the runtime runs ZB-H1 (``backward_input_s``/``backward_weight_s``);
+   ``--stages-per-rank V``, each of the rank's V virtual stages of interleaved 1F1B
+   (the model cut into ranks x V stages, stage s on rank s % ranks), into the profile's
+   ``virtual_stages`` (with their own B and W under ``--split-backward``);
 2. host contention (``--one-machine`` only, all ranks on one machine): for k = 2..N, ranks
    0..k-1 run forward+backward at the same time; the slowdown is the per-iteration
    time over the time alone;
-3. links: for each neighbour pair and direction, ping-pong latency and one-way
+3. links: for each neighbour pair and direction (and, with ``--stages-per-rank`` > 1,
+   the wrap-around pair last rank <-> rank 0 that interleaved 1F1B uses), ping-pong latency and one-way
    transfer time over message sizes from 4 bytes to beyond the activation size,
    fitted to ``latency + bytes*8/bandwidth``.
 
@@ -74,6 +80,12 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--contention-s", type=float, default=0.6,
                     help="seconds per host-contention level and micro-batch size (default 0.6)")
+    ap.add_argument("--split-backward", action="store_true",
+                    help="also time the backward split into B (input gradient) and W (weight gradient), as the "
+                         "runtime runs zbh1: the profile's backward_input_s / backward_weight_s")
+    ap.add_argument("--stages-per-rank", type=int, default=1, metavar="V",
+                    help="also time each of the V virtual stages a rank runs under interleaved1f1b (the model cut "
+                         "into ranks x V stages, loop placement): the profile's virtual_stages (default 1: none)")
 
 
 def check_args(args) -> None:
@@ -88,6 +100,8 @@ def check_args(args) -> None:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     if not args.contention_s > 0:
         raise ValueError(f"--contention-s must be > 0, got {args.contention_s}")
+    if args.stages_per_rank < 1:
+        raise ValueError(f"--stages-per-rank must be >= 1, got {args.stages_per_rank}")
     from runtime.model import DEFAULT_CPU_PRESET, get_config
 
     args.model = args.model or DEFAULT_CPU_PRESET
@@ -117,7 +131,7 @@ def run(args) -> int:
     import torch.distributed as dist
 
     from pipesim.util import output_path, write_json_atomic
-    from runtime.model import build_stage, split_layers
+    from runtime.model import build_stage, build_stages, split_layers
 
     from . import measure
     from .fit import message_sizes
@@ -126,9 +140,10 @@ def run(args) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cfg = args.cfg
-    if cfg.layers < world:
+    v = args.stages_per_rank
+    if cfg.layers < world * v:
         raise SystemExit(f"calibrate.worker: error: model {cfg.name} has {cfg.layers} layers, "
-                         f"cannot split over {world} ranks")
+                         f"cannot split over {world} ranks" + (f" x {v} stages per rank" if v > 1 else ""))
     torch.set_num_threads(args.threads)
     if args.device == "auto":
         dev_type = "cuda" if torch.cuda.is_available() else "cpu"
@@ -173,9 +188,17 @@ def run(args) -> int:
 
     partition = split_layers(cfg.layers, world)
     stage = build_stage(cfg, world, rank).to(device=device, dtype=dtype)
+    # interleaved 1F1B: the virtual stages this rank runs (loop placement: stage s on rank s % world)
+    vstages = []
+    if v > 1:
+        _, cut = build_stages(cfg, world * v)
+        vstages = [cut[k * world + rank].to(device=device, dtype=dtype) for k in range(v)]
     n_comp = 0 if args.links_only else world * max(1, min(args.rounds, args.repeats)) + 1
     n_cont = (world - 1) if (args.one_machine and not args.links_only) else 0
-    n_link = 2 * (world - 1)
+    # links: both directions of each neighbour pair; with virtual stages (loop placement) also the
+    # wrap-around pair, last rank <-> rank 0, that carries messages between stage k*world - 1 and k*world
+    pairs = [(s, s + 1) for s in range(world - 1)] + ([(world - 1, 0)] if v > 1 and world > 2 else [])
+    n_link = 2 * len(pairs)
     total = n_comp + n_cont + n_link
     step = [0]
 
@@ -196,7 +219,11 @@ def run(args) -> int:
     # ---------------------------------------------------------------- 1. compute, one rank at a time
     benches = {}
     if not args.links_only:
-        benches = {m: measure.StageBench(stage, cfg, m, device, dtype) for m in args.mbs}
+        split = args.split_backward
+        benches = {m: measure.StageBench(stage, cfg, m, device, dtype, split=split) for m in args.mbs}
+        vbenches = {(j, m): measure.StageBench(vs, cfg, m, device, dtype, split=split)
+                    for j, vs in enumerate(vstages) for m in args.mbs}
+        vpooled: dict = {k: {"forward": [], "backward": [], "cpu": []} for k in vbenches}
         optimizer = torch.optim.AdamW(stage.parameters(), lr=1e-3, weight_decay=0.0)   # as the runtime
         # rounds of turns (stage 0, 1, .., N-1, 0, 1, ..): a disturbance that lasts a while lands on
         # several stages a little rather than on one stage entirely
@@ -211,8 +238,13 @@ def run(args) -> int:
                 if rank == s:
                     got = measure.time_stages(benches, clock, args.warmup if rnd == 0 else 1, per_round[rnd])
                     for m, d in got.items():
-                        for k, v in d.items():
-                            pooled[m][k].extend(v)
+                        for k, xs in d.items():
+                            pooled[m].setdefault(k, []).extend(xs)
+                    if vbenches:
+                        got = measure.time_stages(vbenches, clock, args.warmup if rnd == 0 else 1, per_round[rnd])
+                        for key, d in got.items():
+                            for k, xs in d.items():
+                                vpooled[key].setdefault(k, []).extend(xs)
                 dist.barrier()
         progress("optimizer step of each stage (one rank at a time)")
         for s in range(world):
@@ -227,6 +259,15 @@ def run(args) -> int:
             r["activation_bytes"] = benches[m].output_bytes()
             r["gradient_bytes"] = benches[m].input_grad_bytes()
         mine["compute"] = comp
+        if vbenches:
+            virt = []
+            for j in range(v):
+                vc = {m: measure.summarize(vpooled[(j, m)], args.timing) for m in args.mbs}
+                for m, r in vc.items():
+                    r["activation_bytes"] = vbenches[(j, m)].output_bytes()
+                    r["gradient_bytes"] = vbenches[(j, m)].input_grad_bytes()
+                virt.append(vc)
+            mine["virtual"] = virt
     # ---------------------------------------------------------------- 2. host contention (one machine)
     if n_cont:
         mine["contention"] = {}
@@ -246,8 +287,8 @@ def run(args) -> int:
         acts = [4 * max(args.mbs) * cfg.seq_len * cfg.d_model] * world   # fp32 activation of the largest micro-batch
     sizes = message_sizes(max(2 * max(acts), args.link_max_bytes))
     mine["links"] = []
-    for s in range(world - 1):
-        for src, dst in ((s, s + 1), (s + 1, s)):
+    for a, b in pairs:
+        for src, dst in ((a, b), (b, a)):
             progress(f"link {src}->{dst}: latency and {len(sizes)} message sizes "
                      f"({sizes[0]} B .. {sizes[-1] / 2**20:.1f} MiB)")
             dist.barrier()
@@ -345,6 +386,8 @@ def _settings(args, wall_s: float, loadavg: dict) -> dict:
     return {"repeats": args.repeats, "warmup": args.warmup, "link_repeats": args.link_repeats,
             "network": args.network_label, "spread": "interquartile range (p75 - p25)",
             "rounds": args.rounds, "timing": args.timing,
+            **({"split_backward": True} if getattr(args, "split_backward", False) else {}),
+            **({"stages_per_rank": args.stages_per_rank} if getattr(args, "stages_per_rank", 1) > 1 else {}),
             "optimizer": "torch.optim.AdamW(lr=1e-3, weight_decay=0), as the runtime", "wall_s": round(wall_s, 2),
             "link_method": "ping-pong of n bytes out and 4 bytes back, minus half a 4-byte round trip, "
                            "lower quartile of the repeats; latency = half the 4-byte round trip; bandwidth = "
@@ -417,19 +460,38 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, wall_s
     links, raw_links = _fit_links(gathered)
     raw: dict = {"settings": _settings(args, wall_s, loadavg), "links": raw_links}
     stages, raw_comp = [], []
-    for g, (a, b) in zip(gathered, partition):
-        comp = {}
-        rc = {}
-        for m, r in sorted(g["compute"].items()):
+    def compute_of(measured: dict) -> tuple[dict, dict]:
+        comp, rc = {}, {}
+        for m, r in sorted(measured.items()):
             comp[int(m)] = StageCompute(forward_s=r["forward_s"], backward_s=r["backward_s"],
                                         activation_bytes=r["activation_bytes"], gradient_bytes=r["gradient_bytes"],
-                                        forward_spread_s=r["forward_spread_s"], backward_spread_s=r["backward_spread_s"])
+                                        forward_spread_s=r["forward_spread_s"], backward_spread_s=r["backward_spread_s"],
+                                        backward_input_s=r.get("backward_input_s"),
+                                        backward_weight_s=r.get("backward_weight_s"))
             rc[str(m)] = {"forward_samples_s": r["forward_samples"], "backward_samples_s": r["backward_samples"]}
             if "forward_cpu_s" in r:   # thread CPU time: the compute without time other processes took
                 for k in ("forward_wall_s", "backward_wall_s", "forward_cpu_s", "backward_cpu_s"):
                     rc[str(m)][k] = r[k]
-        stages.append(Stage(compute=comp, layers=b - a, optimizer_s=g["optimizer_s"]))
-        raw_comp.append({"rank": g["rank"], "optimizer_spread_s": g["optimizer_spread_s"], "samples": rc})
+            if "backward_input_s" in r:   # split backward (B, W)
+                for k in ("backward_input_samples", "backward_weight_samples"):
+                    rc[str(m)][k + "_s"] = r[k]
+                for k in ("backward_input_spread_s", "backward_weight_spread_s"):
+                    rc[str(m)][k] = r[k]
+        return comp, rc
+
+    from runtime.model import split_layers
+
+    v = getattr(args, "stages_per_rank", 1)
+    for g, (a, b) in zip(gathered, partition):
+        comp, rc = compute_of(g["compute"])
+        virtual, raw_virtual = None, None
+        if g.get("virtual"):
+            pairs = [compute_of(vc) for vc in g["virtual"]]
+            virtual = tuple(p[0] for p in pairs)
+            raw_virtual = [p[1] for p in pairs]
+        stages.append(Stage(compute=comp, layers=b - a, optimizer_s=g["optimizer_s"], virtual_stages=virtual))
+        raw_comp.append({"rank": g["rank"], "optimizer_spread_s": g["optimizer_spread_s"], "samples": rc,
+                         **({"virtual_samples": raw_virtual} if raw_virtual else {})})
     raw["compute"] = raw_comp
     host = None
     if args.one_machine and world > 1:
@@ -461,7 +523,9 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, wall_s
                                  "slowdown[k] = median over micro-batch sizes of the mean over ranks",
                        "ratios": per}
     return Profile(stages=tuple(stages), links=links, source="measured", description=desc,
-                   model={**cfg.to_dict(), "stages": world, "partition": [list(p) for p in partition]},
+                   model={**cfg.to_dict(), "stages": world, "partition": [list(p) for p in partition],
+                          **({"stages_per_rank": v, "virtual_partition": [list(p) for p in split_layers(cfg.layers, world * v)]}
+                             if v > 1 else {})},
                    device=dev, host=host, transport=Transport.for_backend(backend), raw=raw)
 
 

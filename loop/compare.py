@@ -31,6 +31,8 @@ from loop import report as R
 from pipesim import engine as E
 from pipesim import network as N
 from pipesim import profile as P
+from pipesim import schedule as S
+from pipesim.schedule import DEFAULT_STAGES_PER_RANK
 from pipesim.util import output_path, write_json_atomic, write_text_atomic
 
 SIM_STEPS = 3  # consecutive steps simulated; the last one is reported (steady state, as measured)
@@ -50,6 +52,14 @@ def setting_of(label: str) -> N.NetworkSetting:
 
 def cell_name(cell: dict) -> str:
     return f"{R.cell_name(cell)}, batch {cell['batch_size']}"
+
+
+def stages_of(cell: dict) -> int:
+    """The virtual stages per rank a cell ran with: its ``stages_per_rank``, else the command
+    line's default for an interleaved schedule, else 1."""
+    if cell["schedule"] not in S.VIRTUAL:
+        return 1
+    return int(cell.get("stages_per_rank") or DEFAULT_STAGES_PER_RANK)
 
 
 def why_not(prof: P.Profile, cell: dict, net: N.NetworkSetting) -> str | None:
@@ -94,7 +104,8 @@ def build_rows(prof: P.Profile, cells: Sequence[dict], transport: E.Transport | 
             else:
                 try:
                     sim = E.simulate(prof, c["schedule"], c["micro_batch_size"], c["batch_size"], net,
-                                     transport=transport, steps=steps, record=False).step_time
+                                     transport=transport, steps=steps, record=False,
+                                     stages_per_rank=stages_of(c)).step_time
                 except (ValueError, RuntimeError) as e:
                     why = f"cannot simulate: {e}"
         if sim is None:
@@ -108,6 +119,7 @@ def build_rows(prof: P.Profile, cells: Sequence[dict], transport: E.Transport | 
                      "step_spread_pct": c.get("step_spread_pct"),
                      "noise_pct": M.run_spread_pct(runs) if len(runs) > 1 else None,
                      "batch_size": c["batch_size"], "source": c.get("source", ""),
+                     **({"stages_per_rank": c["stages_per_rank"]} if "stages_per_rank" in c else {}),
                      **{k: c[k] for k in M.RUN_EXTRAS if k in c}})
     return rows
 

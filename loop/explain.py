@@ -58,12 +58,14 @@ def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, agains
     batch, warmup = int(run["batch_size"]), _warmup(out / run["results"]) if run.get("results") else 1
     net = C.setting_of(run["network"])
     transport = E.Transport.for_profile(prof)
+    v = C.stages_of(run)
     if against == "replay":
-        rp = replay(prof, measured, schedule, mbs, batch, net, warmup=warmup, transport=transport, record=True)
+        rp = replay(prof, measured, schedule, mbs, batch, net, warmup=warmup, transport=transport, record=True,
+                    stages_per_rank=v)
         sim_trace, what = rp.result.trace, "the run replayed with its own compute"
         ex = X.explain(measured, sim_trace, warmup=warmup, simulated_step=X.median_step(measured, warmup))
     else:
-        res = E.simulate(prof, schedule, mbs, batch, net, transport=transport, steps=SIM_STEPS)
+        res = E.simulate(prof, schedule, mbs, batch, net, transport=transport, steps=SIM_STEPS, stages_per_rank=v)
         sim_trace, what = res.trace, "the simulation from the profile"
         ex = X.explain(measured, sim_trace, warmup=warmup)
     head = (f"Explain {schedule}, {run['network']}, mbs {mbs}: run {run.get('run', 0)} (median of "

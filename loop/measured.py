@@ -11,7 +11,10 @@ Every reader returns a list of *measured cells*, dicts with the keys
 * ``step_spread_pct``: half the p10-p90 range over the median, median over runs (None
   without a spread);
 * ``source``: where it was read (file, or files joined by ``; ``);
-* ``ranks``: the number of ranks it ran on, where the file says (else None).
+* ``ranks``: the number of ranks it ran on, where the file says (else None);
+* ``stages_per_rank``: the virtual stages per rank of an interleaved schedule, where the
+  file says (measured.jsonl, result files); absent otherwise (the simulation then takes
+  the command line's default, :data:`pipesim.cmd_sim.DEFAULT_STAGES_PER_RANK`).
 
 Several runs of one cell (the same schedule, network, micro-batch size and batch size),
 in one file or several, become one cell whose time is the median of the runs, as
@@ -37,7 +40,7 @@ import re
 import statistics
 from pathlib import Path
 
-from pipesim.schedule import GENERATORS
+from pipesim.schedule import GENERATORS, VIRTUAL
 
 CSV_COLUMNS = ["schedule", "network", "micro_batch_size", "batch_size", "step_time_s"]
 CSV_OPTIONAL = ["step_time_p10_s", "step_time_p90_s"]
@@ -90,15 +93,19 @@ RUN_EXTRAS = ("replay_s", "drift_pct")
 
 
 def run_record(schedule: str, network: str, mbs: int, batch: int, median: float, p10: float | None = None,
-               p90: float | None = None, source: str = "", ranks: int | None = None, **extras) -> dict:
-    """One run of one cell (:func:`group_runs` turns runs into cells); ``extras``: see RUN_EXTRAS."""
+               p90: float | None = None, source: str = "", ranks: int | None = None,
+               stages_per_rank: int | None = None, **extras) -> dict:
+    """One run of one cell (:func:`group_runs` turns runs into cells); ``extras``: see RUN_EXTRAS.
+    ``stages_per_rank`` is kept for interleaved schedules only (the others run one)."""
     return {"schedule": schedule, "network": network, "micro_batch_size": mbs, "batch_size": batch,
             "median": median, "p10": p10, "p90": p90, "source": source, "ranks": ranks,
+            **({"stages_per_rank": stages_per_rank} if stages_per_rank is not None and schedule in VIRTUAL else {}),
             **{k: v for k, v in extras.items() if k in RUN_EXTRAS and v is not None}}
 
 
 def cell_key(rec: dict) -> tuple:
-    return rec["schedule"], norm_label(rec["network"]), rec["micro_batch_size"], rec["batch_size"]
+    return (rec["schedule"], norm_label(rec["network"]), rec["micro_batch_size"], rec["batch_size"],
+            rec.get("stages_per_rank"))
 
 
 def cell_from_runs(runs: list[dict]) -> dict:
@@ -118,6 +125,7 @@ def cell_from_runs(runs: list[dict]) -> dict:
             if both else None,
             "source": "; ".join(dict.fromkeys(r["source"] for r in runs)),
             "ranks": ranks.pop() if len(ranks) == 1 else None,
+            **({"stages_per_rank": first["stages_per_rank"]} if "stages_per_rank" in first else {}),
             **{k: statistics.median(r[k] for r in runs) for k in RUN_EXTRAS if all(k in r for r in runs)}}
 
 
@@ -177,7 +185,8 @@ def measured_jsonl_runs(path: str | Path, notes: list[str] | None = None) -> lis
         med = _seconds(_need(rec, "median", where), f"{where}, median")
         p10 = _seconds(rec["p10"], f"{where}, p10") if rec.get("p10") is not None else None
         p90 = _seconds(rec["p90"], f"{where}, p90") if rec.get("p90") is not None else None
-        r = run_record(sched, str(net), mbs, batch, med, p10, p90, str(path),
+        v = _positive_int(rec["stages_per_rank"], f"{where}, stages_per_rank") if rec.get("stages_per_rank") else None
+        r = run_record(sched, str(net), mbs, batch, med, p10, p90, str(path), stages_per_rank=v,
                        **{k: rec[k] for k in RUN_EXTRAS if isinstance(rec.get(k), (int, float))})
         runs[(*cell_key(r), rec.get("run", 0))] = r
     if cut and notes is not None:
@@ -223,7 +232,9 @@ def result_run(path: Path) -> dict:
     p10 = _seconds(st["p10"], f"{where}, step_time.p10") if st.get("p10") is not None else None
     p90 = _seconds(st["p90"], f"{where}, step_time.p90") if st.get("p90") is not None else None
     ranks = _positive_int(doc["ranks"], f"{where}, ranks") if doc.get("ranks") is not None else None
-    return run_record(sched, doc.get("network") or "default", mbs, batch, med, p10, p90, str(path), ranks)
+    v = _positive_int(doc["stages_per_rank"], f"{where}, stages_per_rank") if doc.get("stages_per_rank") else None
+    return run_record(sched, doc.get("network") or "default", mbs, batch, med, p10, p90, str(path), ranks,
+                      stages_per_rank=v)
 
 
 def read_results(paths: str | Path | list, notes: list[str] | None = None) -> list[dict]:

@@ -65,7 +65,10 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", default="out/sweep", help="folder for measured.jsonl and the runs (default %(default)s)")
     ap.add_argument("--network", default="seed", help="'seed' or settings separated by ',' (default %(default)s)")
     ap.add_argument("--model", default="cpu-small", help="model preset (default %(default)s)")
-    ap.add_argument("--schedules", default="gpipe,1f1b")
+    ap.add_argument("--schedules", default="gpipe,1f1b",
+                    help="any of gpipe, 1f1b, interleaved1f1b, zbh1 (default %(default)s)")
+    ap.add_argument("--stages-per-rank", type=int, default=None, metavar="V",
+                    help="virtual stages per rank for interleaved1f1b (default 2)")
     ap.add_argument("--micro-batch-sizes", default="1,2,4")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=30, help="measured steps per run (default %(default)s)")
@@ -101,10 +104,11 @@ class Plan:
     """The grid, checked: settings x schedules x micro-batch sizes x repeats."""
 
     def __init__(self, ns: argparse.Namespace):
-        from pipesim.cmd_sim import parse_schedules
+        from pipesim.cmd_sim import parse_schedules, stages_per_rank
 
         self.settings = N.parse_grid(ns.network)
         self.schedules = list(parse_schedules(ns.schedules, runtime_only=True))
+        self.stages_per_rank = stages_per_rank(ns, self.schedules)  # interleaved schedules only
         self.mbs = parse_int_list(ns.micro_batch_sizes, "--micro-batch-sizes", unique_sorted=True)
         for name in ("batch_size", "steps", "repeats", "threads"):
             if getattr(ns, name) < 1:
@@ -129,10 +133,20 @@ class Plan:
                     if max(a, b) >= world:
                         raise ValueError(f"network setting {st.label!r} names link {a}-{b}, but the job has "
                                          f"{world} ranks (0..{world - 1})")
+        from pipesim.cmd_sim import check_schedules
+
+        check_schedules(world, self.schedules, self.mbs, self.batch_size, self.stages_per_rank)
+
+    def stages(self, world: int) -> int:
+        """Stages the model is cut into at most (ranks x V with an interleaved schedule)."""
+        from pipesim.schedule import VIRTUAL
+
+        return world * (self.stages_per_rank if any(s in VIRTUAL for s in self.schedules) else 1)
 
     def fingerprint(self, ns: argparse.Namespace) -> str:
         """What every rank must agree on."""
         doc = {"settings": [s.label for s in self.settings], "cells": self.cells, "batch": self.batch_size,
+               "stages_per_rank": self.stages_per_rank,
                "repeats": self.repeats, "tiebreak": self.tiebreak_pct,
                **{k: getattr(ns, k) for k in ("model", "steps", "warmup", "device", "backend", "threads")}}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
@@ -251,7 +265,7 @@ def sweep_rank(ns: argparse.Namespace) -> int:
         plan.check_world(world)
         from runtime.model import get_config, split_layers
 
-        split_layers(get_config(ns.model).layers, world)
+        split_layers(get_config(ns.model).layers, plan.stages(world))
     except ValueError as e:
         print(f"pipesim sweep: error: {e}", file=sys.stderr, flush=True)
         return 2
@@ -418,10 +432,14 @@ def _leave(dist) -> None:
 
 def _one_run(ns, out: Path, rank: int, st: N.NetworkSetting, schedule: str, mbs: int, r_idx: int, run_cell,
              RunConfig) -> dict | None:
+    from pipesim.cmd_sim import stages_per_rank
+    from pipesim.schedule import VIRTUAL
+
     d = run_dir(out, schedule, st.label, mbs, r_idx)
     d.mkdir(parents=True, exist_ok=True)   # on every machine: each appends its own steps
     res_path = d / "results.json"
-    cfg = RunConfig(schedule=schedule, model=ns.model, micro_batch_size=mbs, batch_size=ns.batch_size,
+    v = stages_per_rank(ns, [schedule]) if schedule in VIRTUAL else 1
+    cfg = RunConfig(schedule=schedule, stages_per_rank=v, model=ns.model, micro_batch_size=mbs, batch_size=ns.batch_size,
                     steps=ns.steps, warmup=ns.warmup, device=ns.device, backend=ns.backend, threads=ns.threads,
                     op_timeout_s=ns.op_timeout, out=str(res_path) if rank == 0 else None,
                     steps_log=str(d / "steps.jsonl"), network=st.label)
@@ -438,7 +456,7 @@ def _one_run(ns, out: Path, rank: int, st: N.NetworkSetting, schedule: str, mbs:
             "micro_batch_size": mbs, "batch_size": ns.batch_size, "median": stt["median"], "p10": stt["p10"],
             "p90": stt["p90"], "n": stt["n"], "wall_s": time.time() - t0, "results": str(res_path.relative_to(out)),
             "trace": None, "source": "sweep", "model": ns.model, "ranks": res["ranks"], "steps": ns.steps,
-            "device": ns.device, "backend": res["backend"]}
+            "device": ns.device, "backend": res["backend"], **({"stages_per_rank": v} if schedule in VIRTUAL else {})}
 
 
 # ---------------------------------------------------------------------------------------------- on the local testbed
@@ -477,10 +495,11 @@ def _local(ns: argparse.Namespace) -> int:
     from runtime.launch import LaunchError
     from testbed import available
 
-    Plan(ns).check_world(ns.ranks)
+    plan = Plan(ns)
+    plan.check_world(ns.ranks)
     from runtime.model import get_config, split_layers
 
-    split_layers(get_config(ns.model).layers, ns.ranks)
+    split_layers(get_config(ns.model).layers, plan.stages(ns.ranks))
     output_dir(ns.out, "--out")  # refused outside the current folder, before the testbed is looked at
     ok, why = available()
     if not ok:
@@ -501,7 +520,7 @@ def _local(ns: argparse.Namespace) -> int:
     return 0
 
 
-RANK_FLAGS = ["network", "model", "schedules", "micro_batch_sizes", "batch_size", "steps", "warmup", "repeats",
+RANK_FLAGS = ["network", "model", "schedules", "stages_per_rank", "micro_batch_sizes", "batch_size", "steps", "warmup", "repeats",
               "tiebreak_pct", "device", "backend", "threads", "iface", "netem_limit", "state_dir", "op_timeout"]
 
 

@@ -35,8 +35,10 @@ from pipesim import engine as E
 from pipesim import limits
 from pipesim import network as N
 from pipesim import profile as P
-from pipesim.cmd_sim import run_grid
+from pipesim import schedule as S
+from pipesim.cmd_sim import check_schedules, run_grid
 from pipesim.replay import replay
+from pipesim.schedule import DEFAULT_STAGES_PER_RANK
 from pipesim.trace import read_csv
 from pipesim.trace import write as write_trace
 from pipesim.util import append_jsonl, output_dir, quantile, read_jsonl, write_json_atomic
@@ -93,9 +95,11 @@ def setting_for_run(net: N.NetworkSetting) -> str | None:
 
 def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.NetworkSetting, mbs: int, batch: int,
                  steps: int, warmup: int, timeout_s: float, trace: bool, run: int | str = 0,
-                 profile: P.Profile | None = None, transport: E.Transport | None = None) -> dict:
+                 profile: P.Profile | None = None, transport: E.Transport | None = None,
+                 stages_per_rank: int = 1) -> dict:
     """One run of a cell. Its trace is always kept (CSV; also Chrome JSON with ``trace``); with a
-    ``profile``, the run is replayed with its own compute durations (``replay_s``)."""
+    ``profile``, the run is replayed with its own compute durations (``replay_s``).
+    ``stages_per_rank``: for interleaved schedules (ignored by the others)."""
     from runtime.launch import run_local
     from runtime.speed import speed_probe
 
@@ -107,6 +111,9 @@ def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.Networ
             "--steps", str(steps), "--warmup", str(warmup), "--out", str(res_path),
             "--steps-log", str(cell_dir / "steps.jsonl"), "--op-timeout", str(max(10.0, timeout_s / 2)),
             "--network", net.label, "--trace", str(cell_dir / ("trace" if trace else "trace.csv"))]
+    v = stages_per_rank if schedule in S.VIRTUAL else 1
+    if schedule in S.VIRTUAL:
+        argv += ["--stages-per-rank", str(v)]
     speed = speed_probe()
     t0 = time.time()
     launched = run_local("runtime", argv, ranks, network=setting_for_run(net), timeout_s=timeout_s,
@@ -115,10 +122,11 @@ def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.Networ
     st = res["step_time"]
     rec = {"median": st["median"], "p10": st["p10"], "p90": st["p90"], "n": st["n"], "wall_s": time.time() - t0,
            "results": str(res_path.relative_to(out)), "trace": str((cell_dir / "trace.csv").relative_to(out)),
-           "usage": launched.usage, "speed_ms": speed["median_ms"]}
+           "usage": launched.usage, "speed_ms": speed["median_ms"],
+           **({"stages_per_rank": v} if schedule in S.VIRTUAL else {})}
     if profile is not None:
         rp = replay(profile, read_csv(cell_dir / "trace.csv"), schedule, mbs, batch, net, warmup=warmup,
-                    transport=transport)
+                    transport=transport, stages_per_rank=v)
         rec["replay_s"] = rp.step_time
     return rec
 
@@ -128,8 +136,13 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              steps: int = 30, warmup: int = 2, figures: str | Path | None = "figures", timeline_cell=None,
              window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
              calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0,
-             retries: int = RETRIES, refuse_noisy: bool = False, overhead_method: str = "cpu") -> R.Summary:
+             retries: int = RETRIES, refuse_noisy: bool = False, overhead_method: str = "cpu",
+             stages_per_rank: int = DEFAULT_STAGES_PER_RANK) -> R.Summary:
+    """Calibrate, simulate, measure and compare a grid on this machine (see the module
+    docstring). ``stages_per_rank``: the v of interleaved schedules (calibrated per
+    virtual stage, run, simulated and replayed with it)."""
     settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
+    v = stages_per_rank
     if repeats < 1 or steps < 1:
         raise ValueError(f"--repeats and --steps must be at least 1, got {repeats} and {steps}")
     # everything the simulation would refuse, refused before minutes of calibration
@@ -137,8 +150,10 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     limits.RUN_STEPS.check(steps, "--steps")
     for net in settings:
         net.check_stages(ranks)
-    E.check_grid_size(ranks, micro_batch_sizes, batch_size, SIM_STEPS, len(schedules) * len(settings),
-                      names=("--micro-batch-sizes", "--batch-size", "steps"))
+    E.check_grid_size(ranks, micro_batch_sizes, batch_size, SIM_STEPS, len(settings),
+                      names=("--micro-batch-sizes", "--batch-size", "steps"),
+                      shapes=[(v if s in S.VIRTUAL else 1, s in S.SPLIT_BACKWARD) for s in schedules])
+    check_schedules(ranks, schedules, micro_batch_sizes, batch_size, v)
     out = output_dir(out, "--out")  # an existing folder, or one made now (under the current one, or in an existing one)
     if figures:
         figures = output_dir(figures, "--figures")
@@ -151,7 +166,10 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              f"(default network{', probe ' + window_probe if window_probe else ''})")
         run_local_calibration(ranks, model, list(micro_batch_sizes), out=prof_path, force=True,
                               repeats=calibrate_repeats, window_probe=window_probe, overhead_method=overhead_method,
-                              log_dir=out / "calibrate-logs", echo=False)
+                              log_dir=out / "calibrate-logs", echo=False,
+                              # B and W separately for the schedules that split the backward
+                              extra_args=(["--split-backward"] if set(schedules) & set(S.SPLIT_BACKWARD) else [])
+                              + (["--stages-per-rank", str(v)] if set(schedules) & set(S.VIRTUAL) else []))
         (out / "speed.json").unlink(missing_ok=True)  # the speed reference belongs to this calibration
     else:
         _log(f"[1/4] reusing {prof_path} (pass --recalibrate to measure again)")
@@ -162,7 +180,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     cells = [(s, net, m) for s in schedules for net in settings for m in micro_batch_sizes]
     t0 = time.perf_counter()
     grid = run_grid(prof, settings, micro_batch_sizes, schedules, batch_size, transport, progress=False,
-                    steps=SIM_STEPS)
+                    steps=SIM_STEPS, stages_per_rank=v)
     sims = {_cell_key(*k): r.step_time for k, r in grid.items()}
     _log(f"[2/4] simulated {len(cells)} cells in {time.perf_counter() - t0:.2f} s from {prof_path}")
     write_json_atomic(out / "simulated.json", {"profile": str(prof_path), "batch_size": batch_size,
@@ -185,7 +203,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
             for attempt in range(retries + 1):
                 meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
                                     trace=(s, net.label, m) == tuple(tl), run=i_run, profile=prof,
-                                    transport=transport)
+                                    transport=transport, stages_per_rank=v)
                 rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
                        "batch_size": batch_size, **meas}
                 if meas.get("speed_ms"):
@@ -225,13 +243,14 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         s, label, m = tl
         _log(f"[3/4] one traced run of {s}, {label}, mbs {m} for the timeline figure")
         measure_cell(out, model, ranks, s, next(n for n in settings if n.label == label), m, batch_size, steps,
-                     warmup, cell_timeout_s, trace=True, run="trace")
+                     warmup, cell_timeout_s, trace=True, run="trace", stages_per_rank=v)
     # 4. compare (loop/compare.py, as pipesim compare and pipesim plot)
     measured = []
     for s, net, m in cells:
         recs = [runs[key_of((s, net, m))][i] for i in sorted(runs[key_of((s, net, m))])]
         measured.append(M.cell_from_runs([M.run_record(s, net.label, m, batch_size, x["median"], x["p10"], x["p90"],
-                                                       str(mpath), replay_s=x.get("replay_s"),
+                                                       str(mpath), stages_per_rank=x.get("stages_per_rank"),
+                                                       replay_s=x.get("replay_s"),
                                                        drift_pct=x.get("drift_pct")) for x in recs]))
     skipped: list[str] = []
     rows = C.build_rows(prof, measured, transport, simulated={k: r.step_time for k, r in grid.items()},
@@ -330,7 +349,8 @@ def make_figures(out: Path, prof: P.Profile, rows, figures, tl, transport, title
     if trace_csv is not None and row is not None:
         measured = read_csv(trace_csv)
         steps = sorted({e.step for e in measured})
-        sim = E.simulate(prof, s, m, row["batch_size"], C.setting_of(label), transport=transport, steps=SIM_STEPS)
+        sim = E.simulate(prof, s, m, row["batch_size"], C.setting_of(label), transport=transport, steps=SIM_STEPS,
+                         stages_per_rank=C.stages_of(row))
         write_trace(sim.trace, out / "sim_trace.json")
         paths.append(plots.timelines(sim.trace, measured, Path(figures) / "timeline.png",
                                      title=f"{s}, {label}, mbs {m}", sim_step=SIM_STEPS - 1,

@@ -22,7 +22,10 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
     ap.add_argument("--ranks", type=int, default=3)
     ap.add_argument("--network", default=networks, help="'seed' or settings separated by ',' (default %(default)r)")
     ap.add_argument("--micro-batch-sizes", default=mbs)
-    ap.add_argument("--schedules", default="gpipe,1f1b")
+    ap.add_argument("--schedules", default="gpipe,1f1b",
+                    help="any of gpipe, 1f1b, interleaved1f1b, zbh1 (default %(default)s)")
+    ap.add_argument("--stages-per-rank", type=int, default=None, metavar="V",
+                    help="virtual stages per rank for interleaved1f1b (default 2)")
     ap.add_argument("--batch-size", type=int, default=batch)
     ap.add_argument("--steps", type=int, default=steps, help="measured steps per run (after 2 warm-up steps)")
     ap.add_argument("--repeats", type=int, default=repeats,
@@ -45,7 +48,7 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
 def _run(ns: argparse.Namespace, demo: bool) -> int:
     from loop.validate import validate
     from pipesim import network as N
-    from pipesim.cmd_sim import parse_schedules
+    from pipesim.cmd_sim import parse_schedules, stages_per_rank
     from runtime.launch import LaunchError
     from testbed import available
 
@@ -64,9 +67,11 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
             print("no default-network cell to measure without the testbed", file=sys.stderr)
             return 2
         networks = kept
+    schedules = tuple(parse_schedules(ns.schedules, runtime_only=True))
+    v = stages_per_rank(ns, schedules)
     try:
-        validate(ns.out, model=ns.model, ranks=ns.ranks, networks=networks,
-                 micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=tuple(parse_schedules(ns.schedules, runtime_only=True)),
+        validate(ns.out, model=ns.model, ranks=ns.ranks, networks=networks, stages_per_rank=v,
+                 micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=schedules,
                  batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None, repeats=ns.repeats,
                  tiebreak_pct=ns.tiebreak_pct, recalibrate=ns.recalibrate, window_probe=ns.window_probe or None,
                  overhead_method=ns.overhead_method,

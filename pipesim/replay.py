@@ -77,9 +77,10 @@ class Replay:
 
 def replay(profile: Profile, events: Iterable[TraceEvent], schedule: str, micro_batch_size: int, batch_size: int,
            network: str | NetworkSetting = "default", *, warmup: int = 0, transport: E.Transport | None = None,
-           record: bool = False, with_gaps: bool = True) -> Replay:
+           record: bool = False, with_gaps: bool = True, stages_per_rank: int = 1) -> Replay:
     """Simulate the run of ``events`` (a measured trace: all its steps) with its own compute durations
-    (and, with ``with_gaps``, the rank's own time between actions; see :func:`durations_from_trace`)."""
+    (and, with ``with_gaps``, the rank's own time between actions; see :func:`durations_from_trace`).
+    ``stages_per_rank``: the run's virtual stages per rank (interleaved schedules; the run's results say it)."""
     durs = durations_from_trace(events, with_gaps)
     steps = 1 + max(step for _, step, _ in durs)
     first = max(warmup, 1)
@@ -96,7 +97,7 @@ def replay(profile: Profile, events: Iterable[TraceEvent], schedule: str, micro_
             raise ValueError(f"trace has no {action} of rank {rank} in step {step}; was it cut short?") from None
 
     res = E.simulate(profile, schedule, micro_batch_size, batch_size, network, transport=transport, steps=steps,
-                     record=record, durations=lookup)
+                     record=record, durations=lookup, stages_per_rank=stages_per_rank)
     ends = res.step_ends[0]
     periods = [ends[k] - ends[k - 1] for k in range(first, steps)]
     return Replay(statistics.median(periods), periods, steps, res)

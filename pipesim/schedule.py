@@ -4,8 +4,8 @@ interleaved 1F1B and ZB-H1.
 A schedule is data. For each rank it is an ordered list of :class:`Action`. Both
 executors -- the SimPy model in :mod:`pipesim.engine` and the torch runtime in
 ``runtime/`` -- walk the same lists, so their traces can be compared action by action.
-The runtime executes only :data:`RUNTIME_SCHEDULES` (gpipe and 1f1b); the others are
-simulated only (:func:`check_runtime` refuses them in one line).
+The torch runtime executes all of them (:data:`RUNTIME_SCHEDULES`; :func:`check_runtime`
+refuses, in one line, a schedule it would not run).
 
 Stages and ranks. ``Action.stage`` is a (virtual) stage index ``0..S-1``; which rank
 runs stage ``s`` is the *placement*, a tuple ``placement[s] = rank``. With one stage
@@ -260,14 +260,14 @@ VIRTUAL = ("interleaved1f1b",)
 """Schedules that take ``stages_per_rank`` (several stages per rank)."""
 SPLIT_BACKWARD = ("zbh1",)
 """Schedules that split the backward into B and W."""
-RUNTIME_SCHEDULES = ("gpipe", "1f1b")
-"""What the torch runtime (``runtime/``) executes; the others are simulated only."""
+RUNTIME_SCHEDULES = ("gpipe", "1f1b", "interleaved1f1b", "zbh1")
+"""What the torch runtime (``runtime/``) executes, and so what run, validate, demo and sweep take."""
 
 
 def check_runtime(name: str) -> None:
     """Refuse, in one line, a schedule the runtime does not execute."""
     if name.lower() not in RUNTIME_SCHEDULES:
-        raise ValueError(f"schedule {name!r} is simulated only; the runtime runs {' and '.join(RUNTIME_SCHEDULES)}")
+        raise ValueError(f"schedule {name!r} is simulated only; the runtime runs {', '.join(RUNTIME_SCHEDULES)}")
 
 
 DEFAULT_STAGES_PER_RANK = 2

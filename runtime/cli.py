@@ -18,16 +18,33 @@ from pathlib import Path
 from pipesim import limits as L
 from pipesim.network import parse as parse_network
 from pipesim.network import shorten
-from pipesim.schedule import GENERATORS, check_runtime
+from pipesim.schedule import GENERATORS, VIRTUAL, check_shape
 from pipesim.util import output_dir, output_path
 
 DEFAULT_CPU_PRESET = "cpu-small"  # mirrors runtime.model.DEFAULT_CPU_PRESET (importing it would import torch)
+DEFAULT_STAGES_PER_RANK = 2  # as pipesim simulate's --stages-per-rank (pipesim.cmd_sim.DEFAULT_STAGES_PER_RANK)
+
+
+def stages_per_rank(ns: argparse.Namespace) -> int:
+    """The virtual stages per rank a run uses: ``--stages-per-rank`` (refused for a schedule that
+    runs one stage per rank, unless 1), else 2 for interleaved schedules and 1 for the others."""
+    v = getattr(ns, "stages_per_rank", None)
+    if v is None:
+        return DEFAULT_STAGES_PER_RANK if ns.schedule in VIRTUAL else 1
+    if v < 1:
+        raise ValueError(f"--stages-per-rank must be a positive integer, got {v}")
+    if v != 1 and ns.schedule not in VIRTUAL:
+        raise ValueError(f"--stages-per-rank {v} needs a schedule with several stages per rank ({', '.join(VIRTUAL)})")
+    return v
 
 
 def add_rank_args(ap: argparse.ArgumentParser) -> None:
     """Arguments every rank takes (shared by ``pipesim run`` and ``python -m runtime``)."""
     ap.add_argument("--model", default=DEFAULT_CPU_PRESET, help="model preset (default %(default)s)")
     ap.add_argument("--schedule", default="1f1b", choices=list(GENERATORS))
+    ap.add_argument("--stages-per-rank", type=int, default=None, metavar="V",
+                    help=f"virtual stages per rank for {', '.join(VIRTUAL)} (default {DEFAULT_STAGES_PER_RANK}; "
+                         "the other schedules run one)")
     ap.add_argument("--micro-batch-size", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=4, help="default %(default)s: the CPU preset's batch (README)")
     ap.add_argument("--steps", type=int, default=5, help="measured steps (after the warm-up)")
@@ -53,7 +70,7 @@ def add_rank_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--network", default=None, help="network setting (recorded; applied by the launcher)")
 
 
-RANK_FLAGS = ["model", "schedule", "micro_batch_size", "batch_size", "steps", "warmup", "optimizer", "lr", "seed",
+RANK_FLAGS = ["model", "schedule", "stages_per_rank", "micro_batch_size", "batch_size", "steps", "warmup", "optimizer", "lr", "seed",
               "device", "backend", "threads", "recv_ahead", "recv_stamp", "op_timeout", "trace", "out", "steps_log", "save_params", "network"]
 
 
@@ -69,7 +86,7 @@ def rank_argv(ns: argparse.Namespace) -> list[str]:
 def check_rank_args(ns: argparse.Namespace) -> None:
     """Refuse, naming the flag, what every rank would refuse (or fail on inside torch): checked by
     the launcher before any process starts, and by each rank again (no torch needed)."""
-    check_runtime(ns.schedule)  # zbh1, interleaved1f1b: simulated only
+    stages_per_rank(ns)
     L.MICRO_BATCH_SIZE.check(ns.micro_batch_size, "--micro-batch-size")
     L.BATCH_SIZE.check(ns.batch_size, "--batch-size")
     if ns.batch_size % ns.micro_batch_size:
@@ -93,7 +110,7 @@ def config_from_args(ns: argparse.Namespace):
     check_rank_args(ns)
     from runtime.engine import RunConfig
 
-    return RunConfig(schedule=ns.schedule, model=ns.model, micro_batch_size=ns.micro_batch_size,
+    return RunConfig(schedule=ns.schedule, stages_per_rank=stages_per_rank(ns), model=ns.model, micro_batch_size=ns.micro_batch_size,
                      batch_size=ns.batch_size, steps=ns.steps, warmup=ns.warmup, optimizer=ns.optimizer, lr=ns.lr,
                      seed=ns.seed, device=ns.device, backend=ns.backend, threads=ns.threads, recv_ahead=ns.recv_ahead, recv_stamp=ns.recv_stamp,
                      op_timeout_s=ns.op_timeout, trace=ns.trace, out=ns.out, steps_log=ns.steps_log,
@@ -125,10 +142,18 @@ def _check_run_args(ns: argparse.Namespace) -> None:
         layers = get_config(ns.model).layers
     except ValueError as e:
         raise ValueError(f"--model: {e}") from None
+    v = stages_per_rank(ns)
     try:
-        split_layers(layers, ns.ranks)
+        split_layers(layers, ns.ranks * v)
     except ValueError:
-        raise ValueError(f"--ranks must be at most the layers of --model {ns.model} ({layers}), got {ns.ranks}") from None
+        if v == 1:
+            raise ValueError(f"--ranks must be at most the layers of --model {ns.model} ({layers}), got {ns.ranks}") from None
+        raise ValueError(f"--ranks x --stages-per-rank ({ns.ranks} x {v}) must be at most the layers of --model "
+                         f"{ns.model} ({layers})") from None
+    try:
+        check_shape(ns.schedule, ns.ranks, ns.batch_size // ns.micro_batch_size, v)
+    except ValueError as e:
+        raise ValueError(f"{e} (--batch-size {ns.batch_size} / --micro-batch-size {ns.micro_batch_size})") from None
     config_from_args(ns)
     for f in ("out", "steps_log", "trace"):  # last: may create a folder under the current one
         if getattr(ns, f):

@@ -1,17 +1,32 @@
 """Execute one rank's lowered action list with torch.distributed point-to-point operations.
 
-What is executed is exactly ``pipesim.schedule.build(name, p, m, recv_ahead)[rank]``,
-in program order, through a dispatch table from action kind to handler (an unknown
-kind is an error). Semantics, which the simulator replays:
+What is executed is exactly ``pipesim.schedule.build_placed(name, p, m, recv_ahead,
+stages_per_rank)`` for this rank, in program order, through a dispatch table from action
+kind to handler (an unknown kind is an error). The model is cut into one stage per
+(virtual) stage of the placement (``p * v`` runs of consecutive layers for interleaved
+1F1B, ``p`` otherwise); a rank holds the module of every stage placed on it, and each
+compute action runs the module of ``action.stage``. Semantics, which the simulator
+replays:
 
-* ``RECV_F`` / ``RECV_B`` post ``irecv(buf, src=peer, tag=action.tag)`` and return.
+* ``RECV_F`` / ``RECV_B`` post ``irecv(buf, src=rank of the peer stage, tag)`` and
+  return; ``tag`` is :func:`pipesim.schedule.message_tag` (``action.tag`` with one stage
+  per rank).
 * ``F`` waits for the work of its ``RECV_F`` (stage > 0), runs the stage's forward;
   on the last stage the loss of the micro-batch is scaled by ``1/m`` so that the
-  accumulated gradient is that of the full-batch mean loss.
-* ``SEND_F`` / ``SEND_B`` post ``isend(..., dst=peer, tag=action.tag)`` right after
-  the compute that produced the tensor and return.
+  accumulated gradient is that of the full-batch mean loss. When the previous stage
+  runs on the same rank, its output is handed over in memory (no message).
+* ``SEND_F`` / ``SEND_B`` post ``isend(..., dst=rank of the peer stage, tag)`` right
+  after the compute that produced the tensor and return.
 * ``B`` waits for the work of its ``RECV_B`` (stage < last), runs the backward;
   gradients accumulate in ``.grad`` over the micro-batches.
+* Split backward (a ``W`` exists for the stage and micro-batch, e.g. ``zbh1``): ``B``
+  computes only the input gradient, with torch.distributed.pipelining's own
+  ``stage_backward_input`` (``autograd.grad`` to the stage input, keeping the graph and
+  capturing the gradients at the intermediates the weights hang off), and the send
+  that follows carries it; ``W`` later computes the weight gradients from those
+  intermediates with ``stage_backward_weight``, accumulates them into ``.grad`` and
+  frees the graph. On the first stage there is no input gradient: its ``B`` only takes
+  the received gradient, and its ``W`` runs the whole backward (as torch does).
 * At the end of a step the rank waits for all its sends, then runs the optimizer
   once and zeroes the gradients (the ``OPT`` event). There is no barrier between
   steps.
@@ -56,9 +71,10 @@ injects a fault; ``PIPESIM_CLOCK_SYNC=always`` runs the clock ping-pong on one h
 ``PIPESIM_GROUP_COMM=1`` uses the grouped NCCL-style posting on gloo;
 ``PIPESIM_SWITCH_INTERVAL`` sets the GIL switch interval (default 0.5 ms).
 
-Not modelled / not done: no activation recomputation, no data parallelism, one stage
-per rank, dropout off; trace events are gathered at the end of the run (a crash keeps
-the per-step JSONL records but loses the trace).
+Not modelled / not done: no activation recomputation, no data parallelism, dropout off;
+trace events are gathered at the end of the run (a crash keeps the per-step JSONL
+records but loses the trace). The split-backward helpers come from a private torch
+module (``torch.distributed.pipelining._backward``); torch is pinned (2.13).
 """
 
 from __future__ import annotations
@@ -77,12 +93,12 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from pipesim.schedule import Action, Kind, build, check_runtime
+from pipesim.schedule import Action, Kind, build_placed, message_tag, split_backward
 from pipesim.trace import TraceEvent
 from pipesim.transport import Transport
 from pipesim.util import append_jsonl, backend_for, quantile, write_json_atomic
 from runtime.launch import BLAME_PREFIX
-from runtime.model import build_stage, get_config, synthetic_batch
+from runtime.model import build_stages, get_config, synthetic_batch
 
 
 @dataclass
@@ -108,6 +124,7 @@ class RunConfig:
     steps_log: str | None = None
     save_params: str | None = None
     network: str | None = None
+    stages_per_rank: int = 1  # virtual stages per rank (interleaved schedules)
 
     def __post_init__(self) -> None:
         for f in ("micro_batch_size", "batch_size", "steps"):
@@ -128,6 +145,8 @@ class RunConfig:
             raise ValueError("backend nccl needs --device cuda")
         if self.recv_stamp not in ("watcher", "inline"):
             raise ValueError(f"recv_stamp must be watcher or inline, got {self.recv_stamp!r}")
+        if not isinstance(self.stages_per_rank, int) or self.stages_per_rank < 1:
+            raise ValueError(f"stages_per_rank must be a positive integer, got {self.stages_per_rank!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
 
@@ -203,12 +222,31 @@ class RankEngine:
         self.inline_recv = cfg.recv_stamp == "inline" and not self.nccl  # NCCL: wait() does not block the CPU
         self.mcfg = get_config(cfg.model)
         self.m = cfg.num_microbatches
-        check_runtime(cfg.schedule)  # this engine executes F, B and their messages with one stage per rank
-        self.actions = build(cfg.schedule, world, self.m, self.recv_ahead)[rank]
+        sched, self.placement = build_placed(cfg.schedule, world, self.m, self.recv_ahead, cfg.stages_per_rank)
+        self.actions = sched[rank]
+        self.split = split_backward(self.actions)  # (stage, mb) whose backward is split into B and W
+        if self.split:  # imported only when used: torch.distributed.pipelining sets up torch's compile caches
+            from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+
+            self._backward_input, self._backward_weight = stage_backward_input, stage_backward_weight
+        # communication action -> (peer rank, tag): the rank owning the peer stage, the IR's message tag
+        self.comm_peer: dict[Action, tuple[int, int]] = {}
+        for a in self.actions:
+            if a.kind.is_compute:
+                continue
+            fwd = a.kind in (Kind.SEND_F, Kind.RECV_F)
+            sender = a.stage if a.kind.is_send else a.peer
+            self.comm_peer[a] = (self.placement[a.peer], message_tag(sender, a.mb, fwd, self.placement))
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.cuda else torch.device(cfg.device)
-        self.stage = build_stage(self.mcfg, world, rank, seed=cfg.seed).to(self.device)
-        self.stage.train()
-        params = [p for p in self.stage.parameters()]
+        _, all_stages = build_stages(self.mcfg, len(self.placement), seed=cfg.seed)
+        self.my_stages = [s for s, r in enumerate(self.placement) if r == rank]
+        # the module of each (virtual) stage this rank runs
+        self.mods = {s: all_stages[s].to(self.device) for s in self.my_stages}
+        self.stage = self.mods[self.my_stages[0]]  # the first of them (the only one with one stage per rank)
+        params = []
+        for s in self.my_stages:
+            self.mods[s].train()
+            params += list(self.mods[s].parameters())
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=cfg.lr)
         else:
@@ -217,7 +255,7 @@ class RankEngine:
         # gloo moves host memory only: on cuda, messages are staged through host tensors
         self.comm_device = self.device if (self.nccl or not self.cuda) else torch.device("cpu")
         self.handlers = {
-            Kind.F: self._forward, Kind.B: self._backward,
+            Kind.F: self._forward, Kind.B: self._backward, Kind.W: self._weight,
             Kind.SEND_F: self._send_act, Kind.SEND_B: self._send_grad,
             Kind.RECV_F: self._recv_act, Kind.RECV_B: self._recv_grad,
         }
@@ -248,6 +286,9 @@ class RankEngine:
             w.start()
         return w
 
+    def _peer_rank(self, a: Action) -> int:
+        return self.comm_peer[a][0]
+
     def _wait(self, work, rec: _Rec, what: str) -> None:
         """Wait for a posted work. gloo: a work may be waited on by one thread only (a second
         waiter would never wake), so the watcher waits and this thread waits for its stamp.
@@ -273,7 +314,8 @@ class RankEngine:
         except Exception as e:
             err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if err:
-            raise PeerTimeout(action.peer, f"rank {self.rank}: {what} {action} (peer rank {action.peer}) failed: {err}")
+            peer = self._peer_rank(action)
+            raise PeerTimeout(peer, f"rank {self.rank}: {what} {action} (peer rank {peer}) failed: {err}")
 
     def _now_compute(self):
         if self.cuda:
@@ -286,59 +328,87 @@ class RankEngine:
     # communication handlers return (op, tensor, peer, tag, rec); compute handlers run.
     def _recv_act(self, a: Action):
         buf = torch.empty(self.act_shape, device=self.comm_device)
-        return dist.irecv, buf, a, "recv", ("act", a.mb)
+        return dist.irecv, buf, a, "recv", ("act", a.stage, a.mb)
 
     def _recv_grad(self, a: Action):
         buf = torch.empty(self.act_shape, device=self.comm_device)
-        return dist.irecv, buf, a, "recv", ("grad", a.mb)
+        return dist.irecv, buf, a, "recv", ("grad", a.stage, a.mb)
 
     def _send_act(self, a: Action):
-        return dist.isend, self.st.outputs[a.mb].detach().to(self.comm_device).contiguous(), a, "send", None
+        return dist.isend, self.st.outputs[(a.stage, a.mb)].detach().to(self.comm_device).contiguous(), a, "send", None
 
     def _send_grad(self, a: Action):
-        x = self.st.inputs.pop(a.mb)
+        x = self.st.inputs.pop((a.stage, a.mb))
         return dist.isend, x.grad.to(self.comm_device).contiguous(), a, "send", None
 
+    def _local(self, s: int) -> bool:
+        """Stage ``s`` exists and runs on this rank (a neighbour handed over in memory)."""
+        return 0 <= s < len(self.placement) and self.placement[s] == self.rank
+
     def _forward(self, a: Action):
-        st = self.st
-        if self.rank > 0:
-            buf, work, rec = st.recvs.pop(("act", a.mb))
+        st, mod, key = self.st, self.mods[a.stage], (a.stage, a.mb)
+        if mod.is_first:
+            x = st.idx[a.mb]
+        elif self._local(a.stage - 1):
+            x = st.outputs[(a.stage - 1, a.mb)].detach().requires_grad_(True)
+        else:
+            buf, work, rec = st.recvs.pop(("act", a.stage, a.mb))
             self._wait(work, rec, "waiting for")
             x = buf.to(self.device).requires_grad_(True)
-        else:
-            x = st.idx[a.mb]
         t0 = self._now_compute()
-        if self.stage.is_last:
-            out = self.stage(x, st.tgt[a.mb]) / self.m
+        if mod.is_last:
+            out = mod(x, st.tgt[a.mb]) / self.m
         else:
-            out = self.stage(x)
+            out = mod(x)
         t1 = self._now_compute()
         st.compute.append((a, t0, t1))
-        st.inputs[a.mb] = x
-        st.outputs[a.mb] = out
+        st.inputs[key] = x
+        st.outputs[key] = out
 
     def _backward(self, a: Action):
-        st = self.st
-        out = st.outputs.pop(a.mb)
-        if not self.stage.is_last:
-            buf, work, rec = st.recvs.pop(("grad", a.mb))
-            self._wait(work, rec, "waiting for")
-            t0 = self._now_compute()
-            out.backward(buf.to(self.device))
+        st, mod, key = self.st, self.mods[a.stage], (a.stage, a.mb)
+        out = st.outputs.pop(key)
+        grad = None
+        if mod.is_last:
+            st.loss.append(out.detach().clone())
+        elif self._local(a.stage + 1):
+            grad = st.local_grads.pop(key)
         else:
-            t0 = self._now_compute()
-            out.backward()
-            st.loss.append(out.detach())
+            buf, work, rec = st.recvs.pop(("grad", a.stage, a.mb))
+            self._wait(work, rec, "waiting for")
+            grad = buf.to(self.device)
+        t0 = self._now_compute()
+        if key not in self.split:
+            out.backward(grad)
+        elif mod.is_first:  # no input gradient to compute: W runs the whole backward
+            st.pending_w[key] = ("full", out, grad)
+        else:
+            x = st.inputs[key]
+            _, groups = self._backward_input([out], None if grad is None else [grad], [x], mod.parameters())
+            st.pending_w[key] = ("weight", groups, None)
         t1 = self._now_compute()
         st.compute.append((a, t0, t1))
-        if self.rank == 0:
-            st.inputs.pop(a.mb, None)
+        if mod.is_first:
+            st.inputs.pop(key, None)
+        elif self._local(a.stage - 1):
+            st.local_grads[(a.stage - 1, a.mb)] = st.inputs.pop(key).grad
+
+    def _weight(self, a: Action):
+        st, mod, key = self.st, self.mods[a.stage], (a.stage, a.mb)
+        how, what, grad = st.pending_w.pop(key)
+        t0 = self._now_compute()
+        if how == "full":
+            what.backward(grad)
+        else:
+            self._backward_weight(mod.parameters(), what)
+        t1 = self._now_compute()
+        st.compute.append((a, t0, t1))
 
     def _post(self, specs: list) -> None:
         """Post communication actions (one group under NCCL) and hand them to the watchers."""
         st = self.st
         if self.group_comm:
-            ops = [dist.P2POp(op, t, peer=a.peer, tag=a.tag) for op, t, a, _, _ in specs]
+            ops = [dist.P2POp(op, t, peer=self.comm_peer[a][0], tag=self.comm_peer[a][1]) for op, t, a, _, _ in specs]
             now = time.time()
             works = dist.batch_isend_irecv(ops)
             if len(works) != len(specs):  # coalesced into one work: it stands for all of them
@@ -347,11 +417,12 @@ class RankEngine:
             works, now = [], None
             for op, t, a, _, _ in specs:
                 now = time.time()
-                works.append(op(t, a.peer, tag=a.tag))
+                peer, tag = self.comm_peer[a]
+                works.append(op(t, peer, tag=tag))
         for (_op, t, a, direction, key), work in zip(specs, works):
             rec = _Rec(a, now if self.group_comm else time.time(), t.numel() * t.element_size())
             if direction == "send" or not self.inline_recv:
-                self._watcher(a.peer, direction).q.put((work, rec))
+                self._watcher(self._peer_rank(a), direction).q.put((work, rec))
             st.comm.append(rec)
             if direction == "recv":
                 st.recvs[key] = (t, work, rec)
@@ -406,7 +477,7 @@ class RankEngine:
         self.events.append(TraceEvent(self.rank, "OPT", conv(t_opt0) + off, conv(t_opt1) + off, step, 0))
         for rec in st.comm:
             if not rec.done.wait(self.cfg.op_timeout_s):
-                raise PeerTimeout(rec.action.peer, f"rank {self.rank}: watcher never saw {rec.action} complete")
+                raise PeerTimeout(self._peer_rank(rec.action), f"rank {self.rank}: watcher never saw {rec.action} complete")
             self.events.append(TraceEvent(self.rank, str(rec.action), rec.start + off, rec.end + off, step, rec.bytes))
         self.step_ends.append(end + off)
         ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -453,7 +524,8 @@ class RankEngine:
 
 class _StepState:
     def __init__(self):
-        self.inputs, self.outputs, self.recvs = {}, {}, {}
+        self.inputs, self.outputs, self.recvs = {}, {}, {}  # keyed by (stage, mb) / (what, stage, mb)
+        self.local_grads, self.pending_w = {}, {}  # input gradients handed over on this rank; B's state for W
         self.sends, self.comm, self.compute, self.loss = [], [], [], []
         self.idx = self.tgt = None
 
@@ -533,8 +605,11 @@ def run_cell(cfg: RunConfig) -> dict | None:
         for step in range(total):
             _fault_hook(rank, step)
             if cfg.save_params and step == 1:  # parameters after exactly one step (for the tests)
-                torch.save({k: v.detach().cpu() for k, v in eng.stage.state_dict().items()},
-                           f"{cfg.save_params}.rank{rank}.pt")
+                for s, mod in eng.mods.items():
+                    torch.save({k: v.detach().cpu() for k, v in mod.state_dict().items()}, f"{cfg.save_params}.stage{s}.pt")
+                if len(eng.mods) == 1:
+                    torch.save({k: v.detach().cpu() for k, v in eng.stage.state_dict().items()},
+                               f"{cfg.save_params}.rank{rank}.pt")
             t_prev = eng.step_ends[-1] if eng.step_ends else None
             loss = eng.run_step(step)
             end = eng.step_ends[-1]
@@ -562,6 +637,7 @@ def run_cell(cfg: RunConfig) -> dict | None:
         result = {
             "format": "pipesim-run", "version": 1,
             "model": mcfg.to_dict(), "schedule": cfg.schedule, "ranks": world,
+            "stages_per_rank": cfg.stages_per_rank, "placement": list(eng.placement),
             "micro_batch_size": cfg.micro_batch_size, "batch_size": cfg.batch_size,
             "num_microbatches": cfg.num_microbatches, "steps": cfg.steps, "warmup": cfg.warmup,
             "backend": eng.backend, "device": cfg.device, "threads": cfg.threads,

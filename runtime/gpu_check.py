@@ -1,11 +1,12 @@
 """Prepared check of the CUDA path (run it on a CUDA machine; a few minutes at most).
 
     python -m runtime.gpu_check [--ranks 2,3] [--timeout 240]
+    python -m runtime.gpu_check --model tiny6 --schedules zbh1,interleaved1f1b   # split backward, virtual stages
 
-For each rank count and both schedules it runs the runtime with ``--device cuda`` on
+For each rank count and schedule (default gpipe and 1f1b) it runs the runtime with ``--device cuda`` on
 the GPUs present (ranks share cuda:0 when there is one GPU) and checks that after one
 SGD step every rank's parameters equal those of the unpartitioned model trained on
-the same batch on the same GPU (atol 1e-5, rtol 1e-4; TF32 off), that the per-step
+the same batch on the same GPU, stage by stage (atol 1e-5, rtol 1e-4; TF32 off), that the per-step
 losses match, and that the trace has every action. It tries the NCCL backend first;
 NCCL refuses two ranks on one GPU in some versions ("Duplicate GPU detected"), so
 when that happens on a single-GPU machine it says so and checks the CUDA compute path
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BATCH, MBS, LR, STEPS = 8, 2, 0.5, 4
+BATCH, MBS, LR, STEPS = 12, 2, 0.5, 4  # 6 micro-batches: a multiple of 2 and 3 ranks (interleaved)
 
 
 def _reference(model: str, ranks: int):
@@ -52,7 +53,7 @@ def _reference(model: str, ranks: int):
 def check(ranks: int, schedule: str, backend: str, model: str, timeout: float, work: Path) -> str:
     import torch
 
-    from pipesim.schedule import build
+    from pipesim.schedule import VIRTUAL, build_placed
     from pipesim.trace import read_csv
     from runtime.launch import run_local
     from runtime.model import split_layers
@@ -63,26 +64,27 @@ def check(ranks: int, schedule: str, backend: str, model: str, timeout: float, w
             "--optimizer", "sgd", "--lr", LR, "--warmup", 1, "--steps", STEPS - 1, "--device", "cuda",
             "--backend", backend, "--out", out, "--trace", d / "trace", "--save-params", params,
             "--op-timeout", timeout / 3]
+    v = 2 if schedule in VIRTUAL else 1  # the runtime's default for interleaved schedules
     t0 = time.time()
     run_local("runtime", [str(a) for a in args], ranks, timeout_s=timeout, log_dir=d / "logs", echo=False,
               env={"NCCL_DEBUG": "WARN"})
     wall = time.time() - t0
     cfg, after_one, ref_losses = _reference(model, ranks)
     worst = 0.0
-    for r, (a, _) in enumerate(split_layers(cfg.layers, ranks)):
-        for k, v in torch.load(f"{params}.rank{r}.pt").items():
+    for s, (a, _) in enumerate(split_layers(cfg.layers, ranks * v)):
+        for k, got in torch.load(f"{params}.stage{s}.pt").items():
             key = k
             if k.startswith("blocks."):
                 i, rest = k.split(".", 2)[1:]
                 key = f"blocks.{a + int(i)}.{rest}"
-            torch.testing.assert_close(v, after_one[key], atol=1e-5, rtol=1e-4)
-            worst = max(worst, (v - after_one[key]).abs().max().item())
+            torch.testing.assert_close(got, after_one[key], atol=1e-5, rtol=1e-4)
+            worst = max(worst, (got - after_one[key]).abs().max().item())
     res = json.loads(out.read_text())
     for got, want in zip(res["losses"], ref_losses):
         if abs(got - want) > 1e-4 * abs(want) + 1e-5:
             raise AssertionError(f"losses differ: {res['losses']} vs {ref_losses}")
     events = read_csv(d / "trace.csv")
-    sched = build(schedule, ranks, BATCH // MBS, res["recv_ahead"])
+    sched, _ = build_placed(schedule, ranks, BATCH // MBS, res["recv_ahead"], v)
     for r in range(ranks):
         got = sorted(e.action for e in events if e.rank == r and e.step == 2 and e.action != "OPT")
         if got != sorted(str(a) for a in sched[r]):
@@ -95,7 +97,8 @@ def check(ranks: int, schedule: str, backend: str, model: str, timeout: float, w
 def main() -> int:
     ap = argparse.ArgumentParser(description="Check the runtime's CUDA path (NCCL, streams, CUDA events).")
     ap.add_argument("--ranks", default="2,3")
-    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--model", default="tiny", help="tiny6 for interleaved1f1b on 3 ranks (ranks x 2 stages)")
+    ap.add_argument("--schedules", default="gpipe,1f1b", help="any of gpipe, 1f1b, zbh1, interleaved1f1b")
     ap.add_argument("--timeout", type=float, default=90, help="per case; ranks give up on a peer after a third of it")
     ns = ap.parse_args()
     import torch
@@ -109,7 +112,7 @@ def main() -> int:
     ok = failed = 0
     nccl_refused = False
     for ranks in [int(x) for x in ns.ranks.split(",")]:
-        for schedule in ("gpipe", "1f1b"):
+        for schedule in ns.schedules.split(","):
             nccl_failed = False
             if not nccl_refused:
                 try:

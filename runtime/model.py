@@ -50,6 +50,8 @@ PRESETS = {
     "cpu-small": GPTConfig("cpu-small", layers=6, d_model=128, heads=4, seq_len=128, vocab=1024),
     # For fast correctness tests.
     "tiny": GPTConfig("tiny", layers=3, d_model=32, heads=2, seq_len=16, vocab=64),
+    # The same with 6 layers: enough for 3 ranks x 2 virtual stages (interleaved 1F1B tests).
+    "tiny6": GPTConfig("tiny6", layers=6, d_model=32, heads=2, seq_len=16, vocab=64),
 }
 DEFAULT_CPU_PRESET = "cpu-small"
 

@@ -290,3 +290,77 @@ def test_overhead_probe_trace_method_reads_the_launches_traces(monkeypatch):
     assert pr.raw["overhead_probe"]["used"] == "trace"
     with pytest.raises(ValueError, match="method"):
         probe(base, 3, "tiny", [1], method="wall")
+
+
+def test_local_calibration_measures_virtual_stages_and_split_backward(tmp_path):
+    """``--stages-per-rank 2 --split-backward`` fills each rank's virtual_stages and the B/W
+    split of every stage; the simulator then takes its compute from them."""
+    import dataclasses
+
+    from pipesim import engine as E
+    from pipesim.schedule import loop_placement
+
+    out = tmp_path / "profile.json"
+    r = _cli("--local", "--ranks", "3", "--model", "tiny6", "--micro-batch-sizes", "1", "--repeats", "3",
+             "--rounds", "1", "--warmup", "1", "--link-repeats", "3", "--contention-s", "0.1", "--link-max-bytes",
+             "65536", "--no-overhead-probe", "--stages-per-rank", "2", "--split-backward", "--out", str(out),
+             timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    p = prof.load(out)
+    assert p.model["stages_per_rank"] == 2 and p.model["virtual_partition"] == [[i, i + 1] for i in range(6)]
+    assert set(p.links) == {(0, 1), (1, 0), (1, 2), (2, 1), (2, 0), (0, 2)}  # and the wrap-around pair
+    for rank, st in enumerate(p.stages):
+        c = st.compute[1]
+        assert c.backward_input_s and c.backward_weight_s  # measured, not derived
+        assert st.virtual_stages is not None and len(st.virtual_stages) == 2
+        for j, vs in enumerate(st.virtual_stages):
+            stage = j * 3 + rank
+            vc = vs[1]
+            assert vc.forward_s > 0 and vc.backward_s > 0 and vc.backward_input_s and vc.backward_weight_s
+            if stage == 0:  # no input gradient: B does nothing, W is the whole backward
+                assert vc.backward_input_s < 0.2 * vc.backward_weight_s
+                assert vc.gradient_bytes == 0
+            else:
+                assert vc.gradient_bytes == 1 * 16 * 32 * 4
+            assert vc.activation_bytes == (0 if stage == 5 else 1 * 16 * 32 * 4)
+    raw = json.loads(out.read_text())["raw"]
+    assert raw["settings"]["split_backward"] is True and raw["settings"]["stages_per_rank"] == 2
+    # the simulator's compute per virtual stage is the measured one
+    placement = loop_placement(3, 2)
+    vc = p.virtual_compute(1, placement)
+    assert [c.forward_s for c in vc] == [p.stages[r].virtual_stages[s // 3][1].forward_s
+                                         for s, r in enumerate(placement)]
+    assert p.stages[1].compute[1].backward_split() == (p.stages[1].compute[1].backward_input_s,
+                                                        p.stages[1].compute[1].backward_weight_s)
+    # and it changes what is simulated (against the same profile without the new fields)
+    plain = dataclasses.replace(p, host=None, stages=tuple(
+        dataclasses.replace(st, virtual_stages=None, compute={m: dataclasses.replace(c, backward_input_s=None,
+                                                                                    backward_weight_s=None)
+                                                              for m, c in st.compute.items()})
+        for st in p.stages))
+    measured = dataclasses.replace(p, host=None)
+    for sched, v in (("zbh1", 1), ("interleaved1f1b", 2)):
+        a = E.simulate(measured, sched, 1, 6, steps=1, stages_per_rank=v, record=False).step_time
+        b = E.simulate(plain, sched, 1, 6, steps=1, stages_per_rank=v, record=False).step_time
+        assert a > 0 and b > 0 and a != b
+
+
+def test_overhead_probe_reaches_the_virtual_stages():
+    """The rank's probed overhead per action goes onto each of its virtual stages too (a measured
+    virtual stage carries none of its own; without it interleaved1f1b was predicted 27% short)."""
+    import dataclasses
+
+    from calibrate.overhead import virtual_overhead
+
+    base = uniform_profile(2, mbs=(1,))
+    stages = []
+    for st in base.stages:
+        c = dataclasses.replace(st.compute[1], overhead_s=0.002, overhead_by_schedule_s={"gpipe": 0.002, "1f1b": 0.003})
+        half = dataclasses.replace(st.compute[1], forward_s=0.5, backward_s=1.0)
+        stages.append(dataclasses.replace(st, compute={1: c}, virtual_stages=({1: half}, {1: half})))
+    got = virtual_overhead(dataclasses.replace(base, stages=tuple(stages)))
+    for st in got.stages:
+        for part in st.virtual_stages:
+            assert part[1].overhead_s == 0.002 and part[1].overhead_by_schedule_s == {"gpipe": 0.002, "1f1b": 0.003}
+            assert part[1].forward_s == 0.5  # the measured compute is kept
+    assert virtual_overhead(base) == base  # nothing to do without virtual stages

@@ -166,11 +166,18 @@ def test_cli_simulates_the_new_schedules(capsys):
      "--stages-per-rank 2 needs a schedule with several stages per rank (interleaved1f1b)"),
     (["grid", "--schedules", "gpipe,interleaved1f1b", "--batch-size", "64", "--network", "default"],
      "64 micro-batches on 3 ranks do not split into 21"),
-    (["run", "--local", "--schedule", "zbh1"], "schedule 'zbh1' is simulated only; the runtime runs gpipe and 1f1b"),
-    (["run", "--local", "--schedule", "interleaved1f1b"],
-     "schedule 'interleaved1f1b' is simulated only; the runtime runs gpipe and 1f1b"),
-    (["validate", "--schedules", "1f1b,zbh1", "--out", "unused"],
-     "schedule 'zbh1' is simulated only; the runtime runs gpipe and 1f1b"),
+    (["run", "--local", "--schedule", "interleaved1f1b", "--batch-size", "16"],
+     "interleaved1f1b splits the micro-batches into max(1, m // p) equal rounds, as torch's ScheduleInterleaved1F1B "
+     "does: 16 micro-batches on 3 ranks do not split into 5"),
+    (["run", "--local", "--schedule", "zbh1", "--stages-per-rank", "2"],
+     "--stages-per-rank 2 needs a schedule with several stages per rank (interleaved1f1b)"),
+    (["run", "--local", "--schedule", "interleaved1f1b", "--stages-per-rank", "3", "--batch-size", "6"],
+     "--ranks x --stages-per-rank (3 x 3) must be at most the layers of --model cpu-small (6)"),
+    (["validate", "--schedules", "1f1b,interleaved1f1b", "--batch-size", "16", "--out", "unused"],
+     "interleaved1f1b splits the micro-batches into max(1, m // p) equal rounds, as torch's ScheduleInterleaved1F1B "
+     "does: 16 micro-batches on 3 ranks do not split into 5"),
+    (["validate", "--schedules", "1f1b,zbh1", "--stages-per-rank", "2", "--out", "unused"],
+     "--stages-per-rank 2 needs a schedule with several stages per rank (interleaved1f1b)"),
 ])
 def test_cli_refuses_in_one_line(argv, message, capsys):
     from loop.cli import main
@@ -180,20 +187,19 @@ def test_cli_refuses_in_one_line(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_sweep_and_runtime_config_refuse_simulated_only_schedules():
+def test_runtime_config_and_sweep_take_every_schedule():
     import argparse
 
     from runtime.cli import add_rank_args, check_rank_args
 
     ap = argparse.ArgumentParser()
     add_rank_args(ap)
-    with pytest.raises(ValueError, match="simulated only"):
-        check_rank_args(ap.parse_args(["--schedule", "zbh1"]))
+    check_rank_args(ap.parse_args(["--schedule", "zbh1"]))  # the runtime runs them all
+    check_rank_args(ap.parse_args(["--schedule", "interleaved1f1b", "--stages-per-rank", "3"]))
     from pipesim.cmd_sim import parse_schedules
 
     assert parse_schedules("gpipe,ZBH1") == ["gpipe", "zbh1"]
-    with pytest.raises(ValueError, match="simulated only"):
-        parse_schedules("interleaved1f1b", runtime_only=True)
+    assert parse_schedules("1f1b,zbh1,interleaved1f1b", runtime_only=True) == ["1f1b", "zbh1", "interleaved1f1b"]
 
 
 def test_wrap_around_link_takes_link_1_0_unless_the_profile_lists_it():
