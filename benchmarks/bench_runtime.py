@@ -26,25 +26,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
-def worker(ns: argparse.Namespace) -> None:
-    """One rank of the torch.distributed.pipelining baseline."""
-    from datetime import timedelta
+def with_logits(stage):
+    """The last stage as torch's schedules want it: returning logits (their loss_fn computes the loss)."""
+    from torch import nn
 
-    import torch
-    import torch.distributed as dist
-    import torch.nn as nn
-    import torch.nn.functional as F
-    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
-
-    from runtime.model import build_stage, get_config, synthetic_batch
-
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    torch.set_num_threads(ns.threads)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=120))
-    cfg = get_config(ns.model)
-    stage = build_stage(cfg, world, rank, seed=0)
-
-    class Logits(nn.Module):  # the last stage returns logits; the schedule's loss_fn computes the loss
+    class Logits(nn.Module):
         def __init__(self, st):
             super().__init__()
             self.st = st
@@ -57,8 +43,28 @@ def worker(ns: argparse.Namespace) -> None:
                 x = blk(x)
             return st.head.lm(st.head.ln(x))
 
+    return Logits(stage)
+
+
+def worker(ns: argparse.Namespace) -> None:
+    """One rank of the torch.distributed.pipelining baseline."""
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+    from runtime.model import build_stage, get_config, synthetic_batch
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    torch.set_num_threads(ns.threads)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=120))
+    cfg = get_config(ns.model)
+    stage = build_stage(cfg, world, rank, seed=0)
+
     last = rank == world - 1
-    mod = Logits(stage) if last else stage
+    mod = with_logits(stage) if last else stage
     loss_fn = lambda logits, tgt: F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1))  # noqa: E731
     m = ns.batch_size // ns.micro_batch_size
     pstage = PipelineStage(mod, rank, world, torch.device("cpu"))

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_runtime import _summary  # noqa: E402
+from benchmarks.bench_runtime import _summary, with_logits  # noqa: E402
 
 TORCH_CLASS = {"gpipe": "ScheduleGPipe", "1f1b": "Schedule1F1B", "interleaved1f1b": "ScheduleInterleaved1F1B",
                "zbh1": "ScheduleInterleavedZeroBubble"}
@@ -51,7 +51,6 @@ def worker(ns: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
     import torch.distributed.pipelining as pp
-    import torch.nn as nn
     import torch.nn.functional as F
 
     from runtime.model import build_stages, get_config, synthetic_batch
@@ -64,21 +63,8 @@ def worker(ns: argparse.Namespace) -> None:
     n = world * v
     _, cut = build_stages(cfg, n, seed=0)
 
-    class Logits(nn.Module):  # the last stage returns logits; the schedule's loss_fn computes the loss
-        def __init__(self, st):
-            super().__init__()
-            self.st = st
-
-        def forward(self, x):
-            st = self.st
-            if st.embed is not None:
-                x = st.embed(x)
-            for blk in st.blocks:
-                x = blk(x)
-            return st.head.lm(st.head.ln(x))
-
     ids = [k * world + rank for k in range(v)]  # loop placement, as ours
-    mods = [Logits(cut[s]) if s == n - 1 else cut[s] for s in ids]
+    mods = [with_logits(cut[s]) if s == n - 1 else cut[s] for s in ids]
     loss_fn = lambda logits, tgt: F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1))  # noqa: E731
     m = ns.batch_size // ns.micro_batch_size
     stages = [pp.PipelineStage(mod, s, n, torch.device("cpu")) for mod, s in zip(mods, ids)]

@@ -18,4 +18,27 @@ def uniform_profile(p, f=1.0, b=2.0, latency=0.0, bandwidth=1e30, nbytes=0, wind
     return Profile(stages=stages, links=links, host=host, device={"backend": backend})
 
 
-__all__ = ["uniform_profile", "Host"]
+def unpartitioned_reference(model: str, batch: int, steps: int, lr: float, stages: int = 1):
+    """The unpartitioned model trained ``steps`` steps with SGD on the runtime's synthetic batches:
+    (config, its parameters after one step, the losses). The runtime's tests compare against it."""
+    import torch
+
+    from runtime.model import build_stages, get_config, synthetic_batch
+
+    cfg = get_config(model)
+    full, _ = build_stages(cfg, stages, seed=0)
+    opt = torch.optim.SGD(full.parameters(), lr=lr)
+    losses, after_one = [], None
+    for step in range(steps):
+        idx, tgt = synthetic_batch(cfg, batch, step)
+        loss = full(idx, tgt)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step == 0:
+            after_one = {k: v.detach().clone() for k, v in full.state_dict().items()}
+    return cfg, after_one, losses
+
+
+__all__ = ["uniform_profile", "Host", "unpartitioned_reference"]

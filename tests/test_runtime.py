@@ -20,27 +20,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import unpartitioned_reference  # noqa: E402
+
 from runtime.launch import LaunchError, run_local  # noqa: E402
-from runtime.model import build_stages, get_config, synthetic_batch  # noqa: E402
 
 BATCH, MBS, LR, STEPS = 8, 2, 0.5, 5
 
 
 def _reference(ranks: int):
-    cfg = get_config("tiny")
-    full, _ = build_stages(cfg, ranks, seed=0)
-    opt = torch.optim.SGD(full.parameters(), lr=LR)
-    losses, after_one = [], None
-    for step in range(STEPS):
-        idx, tgt = synthetic_batch(cfg, BATCH, step)
-        loss = full(idx, tgt)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if step == 0:
-            after_one = {k: v.detach().clone() for k, v in full.state_dict().items()}
-    return cfg, after_one, losses
+    return unpartitioned_reference("tiny", BATCH, STEPS, LR, stages=ranks)
 
 
 @pytest.mark.parametrize("ranks", [2, 3])

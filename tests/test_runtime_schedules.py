@@ -17,6 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import unpartitioned_reference  # noqa: E402
+
 from runtime.launch import run_local  # noqa: E402
 from runtime.model import build_stages, get_config, split_layers, synthetic_batch  # noqa: E402
 
@@ -24,20 +26,7 @@ BATCH, LR, STEPS = 12, 0.5, 3
 
 
 def _reference(model: str, mbs: int):
-    cfg = get_config(model)
-    full, _ = build_stages(cfg, 1, seed=0)
-    opt = torch.optim.SGD(full.parameters(), lr=LR)
-    losses, after_one = [], None
-    for step in range(STEPS):
-        idx, tgt = synthetic_batch(cfg, BATCH, step)
-        loss = full(idx, tgt)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if step == 0:
-            after_one = {k: v.detach().clone() for k, v in full.state_dict().items()}
-    return cfg, after_one, losses
+    return unpartitioned_reference(model, BATCH, STEPS, LR)
 
 
 CASES = [  # schedule, ranks, stages per rank, model, micro-batch size
