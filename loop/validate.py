@@ -22,6 +22,7 @@ Nothing here imports torch; the ranks do.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -96,10 +97,13 @@ def setting_for_run(net: N.NetworkSetting) -> str | None:
 def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.NetworkSetting, mbs: int, batch: int,
                  steps: int, warmup: int, timeout_s: float, trace: bool, run: int | str = 0,
                  profile: P.Profile | None = None, transport: E.Transport | None = None,
-                 stages_per_rank: int = 1) -> dict:
+                 stages_per_rank: int = 1, compute_probe=None, compute_ref: dict | None = None) -> dict:
     """One run of a cell. Its trace is always kept (CSV; also Chrome JSON with ``trace``); with a
     ``profile``, the run is replayed with its own compute durations (``replay_s``).
-    ``stages_per_rank``: for interleaved schedules (ignored by the others)."""
+    ``stages_per_rank``: for interleaved schedules (ignored by the others). With a
+    ``compute_probe`` (:class:`calibrate.drift.ComputeProbe`), the model's compute is probed
+    right before the launch (``compute_probe_s``) and, against ``compute_ref`` (the same probe
+    right after calibration), gives the run's ``compute_drift``."""
     from runtime.launch import run_local
     from runtime.speed import speed_probe
 
@@ -115,6 +119,7 @@ def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.Networ
     if schedule in S.VIRTUAL:
         argv += ["--stages-per-rank", str(v)]
     speed = speed_probe()
+    probed = compute_probe.measure(mbs) if compute_probe is not None else None
     t0 = time.time()
     launched = run_local("runtime", argv, ranks, network=setting_for_run(net), timeout_s=timeout_s,
                          log_dir=cell_dir / "logs", echo=False)
@@ -124,6 +129,12 @@ def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.Networ
            "results": str(res_path.relative_to(out)), "trace": str((cell_dir / "trace.csv").relative_to(out)),
            "usage": launched.usage, "speed_ms": speed["median_ms"],
            **({"stages_per_rank": v} if schedule in S.VIRTUAL else {})}
+    if probed is not None:
+        from calibrate.drift import compute_drift
+
+        rec["compute_probe_s"] = probed["per_rank_s"]
+        if compute_ref is not None:
+            rec["compute_drift"] = compute_drift(probed, compute_ref)
     if profile is not None:
         rp = replay(profile, read_csv(cell_dir / "trace.csv"), schedule, mbs, batch, net, warmup=warmup,
                     transport=transport, stages_per_rank=v)
@@ -137,7 +148,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
              calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0,
              retries: int = RETRIES, refuse_noisy: bool = False, overhead_method: str = "cpu",
-             stages_per_rank: int = DEFAULT_STAGES_PER_RANK) -> R.Summary:
+             stages_per_rank: int = DEFAULT_STAGES_PER_RANK, track_compute: bool = True) -> R.Summary:
     """Calibrate, simulate, measure and compare a grid on this machine (see the module
     docstring). ``stages_per_rank``: the v of interleaved schedules (calibrated per
     virtual stage, run, simulated and replayed with it)."""
@@ -170,11 +181,13 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                               # B and W separately for the schedules that split the backward
                               extra_args=(["--split-backward"] if set(schedules) & set(S.SPLIT_BACKWARD) else [])
                               + (["--stages-per-rank", str(v)] if set(schedules) & set(S.VIRTUAL) else []))
-        (out / "speed.json").unlink(missing_ok=True)  # the speed reference belongs to this calibration
+        for ref in ("speed.json", "compute_probe.json"):   # the speed references belong to this calibration
+            (out / ref).unlink(missing_ok=True)
     else:
         _log(f"[1/4] reusing {prof_path} (pass --recalibrate to measure again)")
     prof = P.load(prof_path)
     speed_ref = _speed_reference(out)
+    cprobe, cref = _compute_reference(out, model, ranks, micro_batch_sizes) if track_compute else (None, {})
     # 2. simulate from the profile only
     transport = E.Transport.for_profile(prof)
     cells = [(s, net, m) for s in schedules for net in settings for m in micro_batch_sizes]
@@ -203,7 +216,14 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
             for attempt in range(retries + 1):
                 meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
                                     trace=(s, net.label, m) == tuple(tl), run=i_run, profile=prof,
-                                    transport=transport, stages_per_rank=v)
+                                    transport=transport, stages_per_rank=v, compute_probe=cprobe,
+                                    compute_ref=cref.get(str(m)))
+                if meas.get("compute_drift"):
+                    # the prediction from the profile scaled by the machine's compute speed just before
+                    # this run (the most recent measurement of it, never a step time)
+                    meas["tracked_s"] = E.simulate(prof.compute_scaled(meas["compute_drift"]), s, m, batch_size, net,
+                                                   transport=transport, steps=SIM_STEPS, record=False,
+                                                   stages_per_rank=v if s in S.VIRTUAL else 1).step_time
                 rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
                        "batch_size": batch_size, **meas}
                 if meas.get("speed_ms"):
@@ -225,6 +245,8 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
             _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: measured {meas['median']:.3f} s "
                  f"(p10-p90 {meas['p10']:.3f}-{meas['p90']:.3f}), simulated {sims[key]:.3f} s, {err:+.1f}%"
                  f"{rerr}" + (f", drift {rec['drift_pct']:+.0f}%" if "drift_pct" in rec else "")
+                 + (f", compute x{meas['compute_drift']:.2f} (tracked "
+                    f"{100 * (meas['tracked_s'] - meas['median']) / meas['median']:+.1f}%)" if "tracked_s" in meas else "")
                  + f"  [{meas['wall_s']:.0f} s]")
 
     for r in range(repeats):
@@ -251,7 +273,9 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         measured.append(M.cell_from_runs([M.run_record(s, net.label, m, batch_size, x["median"], x["p10"], x["p90"],
                                                        str(mpath), stages_per_rank=x.get("stages_per_rank"),
                                                        replay_s=x.get("replay_s"),
-                                                       drift_pct=x.get("drift_pct")) for x in recs]))
+                                                       drift_pct=x.get("drift_pct"),
+                                                       compute_drift=x.get("compute_drift"),
+                                                       tracked_s=x.get("tracked_s")) for x in recs]))
     skipped: list[str] = []
     rows = C.build_rows(prof, measured, transport, simulated={k: r.step_time for k, r in grid.items()},
                         skipped=skipped)
@@ -330,6 +354,25 @@ def _speed_reference(out: Path) -> float:
     ref = speed_probe()
     write_json_atomic(path, ref)
     return float(ref["median_ms"])
+
+
+def _compute_reference(out: Path, model: str, ranks: int, micro_batch_sizes) -> tuple:
+    """The compute probe (:mod:`calibrate.drift`) and its reference per micro-batch size, taken
+    right after calibration and kept in ``<out>/compute_probe.json`` (a resumed validation
+    compares with the same reference)."""
+    from calibrate.drift import ComputeProbe
+
+    probe = ComputeProbe(model, ranks)
+    path = out / "compute_probe.json"
+    ref = json.loads(path.read_text()) if path.exists() else {}
+    missing = [m for m in micro_batch_sizes if str(m) not in ref]
+    for m in missing:   # three probes, the median per rank: every drift of the validation is against it
+        takes = [probe.measure(m) for _ in range(3)]
+        ref[str(m)] = {**takes[-1], "per_rank_s": [statistics.median(t["per_rank_s"][r] for t in takes)
+                                                   for r in range(ranks)], "takes": len(takes)}
+    if missing:
+        write_json_atomic(path, ref)
+    return probe, ref
 
 
 def _trace_csv(out: Path, schedule: str, label: str, mbs: int) -> Path | None:

@@ -234,6 +234,32 @@ class Profile:
                 out[s] = c
         return [c for c in out if c is not None]
 
+    def compute_scaled(self, factor: float) -> Profile:
+        """This profile with every computation taking ``factor`` times as long: forward,
+        backward (and its B and W parts), the optimizer step and the runtime's overhead
+        per action, of every stage and virtual stage. Links and the host model are kept.
+
+        What a validation uses when it tracks the machine's speed: the compute probe
+        before a run over the same probe right after calibration (``calibrate.drift``)."""
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ValueError(f"compute scale factor must be a positive number, got {factor!r}")
+
+        def sc(c: StageCompute) -> StageCompute:
+            return replace(c, forward_s=c.forward_s * factor, backward_s=c.backward_s * factor,
+                           forward_spread_s=c.forward_spread_s * factor, backward_spread_s=c.backward_spread_s * factor,
+                           overhead_s=c.overhead_s * factor,
+                           overhead_by_schedule_s=None if c.overhead_by_schedule_s is None else
+                           {k: x * factor for k, x in c.overhead_by_schedule_s.items()},
+                           backward_input_s=None if c.backward_input_s is None else c.backward_input_s * factor,
+                           backward_weight_s=None if c.backward_weight_s is None else c.backward_weight_s * factor)
+
+        stages = tuple(replace(st, compute={m: sc(c) for m, c in st.compute.items()},
+                               optimizer_s=st.optimizer_s * factor,
+                               virtual_stages=None if st.virtual_stages is None else
+                               tuple({m: sc(c) for m, c in part.items()} for part in st.virtual_stages))
+                       for st in self.stages)
+        return replace(self, stages=stages)
+
     @property
     def micro_batch_sizes(self) -> list[int]:
         sizes = set(self.stages[0].compute)

@@ -1,0 +1,97 @@
+"""Tracking the machine's speed: the model's compute probe (calibrate.drift), the profile
+scaled by it (Profile.compute_scaled), and the tracked prediction's summary line."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from loop import report as R
+from pipesim import engine as E
+from pipesim.profile import Host, StageCompute
+from tests.helpers import uniform_profile
+
+
+def test_compute_scaled_scales_every_computation_and_nothing_else():
+    prof = uniform_profile(3, f=1.0, b=2.0, latency=0.5, bandwidth=1e9, nbytes=1000, opt=0.25, mbs=(1, 2))
+    st = prof.stages[0]
+    c = st.compute[2]
+    rich = type(st)(compute={2: StageCompute(1.0, 2.0, 10, 20, 0.1, 0.2, overhead_s=0.05,
+                                             overhead_by_schedule_s={"1f1b": 0.04}, backward_input_s=1.2,
+                                             backward_weight_s=0.8)},
+                    optimizer_s=0.3, virtual_stages=({2: c}, {2: c}))
+    prof2 = type(prof)(stages=(rich, *prof.stages[1:]), links=prof.links, host=prof.host, device=prof.device)
+    s = prof2.compute_scaled(1.5)
+    got = s.stages[0].compute[2]
+    assert (got.forward_s, got.backward_s, got.overhead_s) == pytest.approx((1.5, 3.0, 0.075))
+    assert (got.backward_input_s, got.backward_weight_s) == pytest.approx((1.8, 1.2))
+    assert got.overhead_by_schedule_s == pytest.approx({"1f1b": 0.06})
+    assert (got.forward_spread_s, got.backward_spread_s) == pytest.approx((0.15, 0.3))
+    assert (got.activation_bytes, got.gradient_bytes) == (10, 20)   # message sizes are not compute
+    assert s.stages[0].optimizer_s == pytest.approx(0.45)
+    assert s.stages[0].virtual_stages[1][2].forward_s == pytest.approx(1.5 * c.forward_s)
+    assert s.links == prof2.links and s.host == prof2.host
+    assert prof2.stages[0].compute[2].forward_s == 1.0   # the original is untouched
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zbh1"])
+def test_scaled_compute_scales_a_compute_bound_step_exactly(schedule):
+    prof = uniform_profile(3, f=0.01, b=0.02, opt=0.005, mbs=(1,))   # no latency, no bandwidth limit
+    one = E.simulate(prof, schedule, 1, 6, "default", steps=3, record=False).step_time
+    two = E.simulate(prof.compute_scaled(1.7), schedule, 1, 6, "default", steps=3, record=False).step_time
+    assert two == pytest.approx(1.7 * one, rel=1e-9)
+
+
+def test_scaled_compute_leaves_the_network_part_alone():
+    # a latency-bound step: a 2x slower machine is far from 2x slower
+    prof = uniform_profile(3, f=0.001, b=0.002, latency=0.05, mbs=(1,))
+    one = E.simulate(prof, "gpipe", 1, 4, "default", steps=3, record=False).step_time
+    two = E.simulate(prof.compute_scaled(2.0), "gpipe", 1, 4, "default", steps=3, record=False).step_time
+    assert one < two < 1.2 * one
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_compute_scaled_refuses_a_bad_factor(bad):
+    with pytest.raises(ValueError, match="compute scale factor must be a positive number"):
+        uniform_profile(2).compute_scaled(bad)
+
+
+def test_compute_drift_is_the_median_ratio_over_ranks():
+    from calibrate.drift import compute_drift
+
+    ref = {"per_rank_s": [1.0, 2.0, 4.0]}
+    assert compute_drift({"per_rank_s": [1.1, 2.0, 8.0]}, ref) == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="cannot be compared"):
+        compute_drift({"per_rank_s": [1.0]}, ref)
+
+
+def test_the_compute_probe_times_each_ranks_stage_on_its_core():
+    pytest.importorskip("torch")
+    from calibrate.drift import ComputeProbe
+
+    before = os.sched_getaffinity(0)
+    probe = ComputeProbe("tiny", 3, reps=3)
+    r1, r4 = probe.measure(1), probe.measure(4)
+    assert len(r1["per_rank_s"]) == 3 and all(t > 0 for t in r1["per_rank_s"])
+    assert os.sched_getaffinity(0) == before   # the launcher's own affinity is given back
+    # four times the tokens take longer on every stage (the same stage modules, real compute)
+    assert sum(r4["per_rank_s"]) > sum(r1["per_rank_s"])
+
+
+def test_the_tracked_line_comes_before_the_prediction_line():
+    cells = [{"schedule": "gpipe", "network": "default", "micro_batch_size": 1, "simulated_s": 1.0,
+              "measured_s": 1.25, "tracked_s": 1.2, "compute_drift": 1.2},
+             {"schedule": "gpipe", "network": "delay 1ms", "micro_batch_size": 1, "simulated_s": 1.0,
+              "measured_s": 1.0, "tracked_s": 1.1, "compute_drift": 1.1}]
+    summ = R.summarize(cells)
+    lines = summ.lines()
+    assert lines[-1] == "MAPE: gpipe 10.0%, worst 20.0% (gpipe, default, mbs 1)"
+    assert lines[-2] == ("Prediction tracking the machine (the profile's compute x the model's compute probe before "
+                         "each run, x1.15, cells x1.10 to x1.20): MAPE gpipe 7.0%, worst 10.0% (gpipe, delay 1ms, mbs 1)")
+    assert "| compute x | tracked err |" in R.comparison_table(cells)
+
+
+def test_host_is_kept_when_scaling():
+    prof = uniform_profile(3, host=Host(cores=2, slowdown={1: 1.0, 2: 1.0, 3: 1.6}, placement=(0, 1, 0)))
+    assert prof.compute_scaled(1.2).host == prof.host
