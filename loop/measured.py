@@ -2,7 +2,7 @@
 
 Every reader returns a list of *measured cells*, dicts with the keys
 
-* ``schedule`` (``gpipe`` / ``1f1b``), ``network`` (the setting's label as written),
+* ``schedule`` (a name of :data:`pipesim.schedule.GENERATORS`), ``network`` (the setting's label as written),
   ``micro_batch_size``, ``batch_size``;
 * ``measured_s``: the cell's step time, the median of its runs' values;
 * ``measured_lo_s`` / ``measured_hi_s``: the runs' median p10 / p90 of steps (None when
@@ -24,7 +24,8 @@ in one file or several, become one cell whose time is the median of the runs, as
 * :func:`read_results`: ``pipesim run --out`` result files, or a folder of them;
 * :func:`read_csv`: a CSV with the columns in :data:`CSV_COLUMNS` (+ :data:`CSV_OPTIONAL`);
 * :func:`read_markdown`: tables in the seed's layout (``### Gpipe ...`` / ``### 1F1B ...``
-  headings, a row per network setting, a ``Micro batch size: N`` column per size).
+  headings, also ``### Interleaved 1F1B ...`` / ``### ZB-H1 ...``, a row per network
+  setting, a ``Micro batch size: N`` column per size).
 
 :func:`read` picks the reader by suffix. Bad input raises ``ValueError`` (or
 ``FileNotFoundError``) with one line that names the file and the place; cells a file
@@ -310,7 +311,11 @@ def csv_runs(path: str | Path, batch_size: int | None = None, notes: list[str] |
 _MBS_COL = re.compile(r"micro[\s-]*batch[\s-]*size\s*:?\s*(\d+)", re.I)
 _VALUE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(s|sec|ms)?", re.I)  # a bare number: seconds
 _UNFILLED = {"", "s", "-", "?", "—"}
-_HEADINGS = [(re.compile(r"\bgpipe\b", re.I), "gpipe"), (re.compile(r"\b1f1b\b", re.I), "1f1b")]
+# the headings pipesim grid writes (pipesim.cmd_sim.SCHEDULE_TITLES), interleaved before plain 1F1B
+_HEADINGS = [(re.compile(r"\binterleaved[\s_-]*1f1b\b", re.I), "interleaved1f1b"),
+             (re.compile(r"\bzb[\s_-]*h1\b", re.I), "zbh1"),
+             (re.compile(r"\bgpipe\b", re.I), "gpipe"), (re.compile(r"\b1f1b\b", re.I), "1f1b")]
+_HEADINGS_SAID = "'### Gpipe ...', '### 1F1B ...', '### Interleaved 1F1B ...' or '### ZB-H1 ...'"
 
 
 def _cells(line: str) -> list[str]:
@@ -328,7 +333,8 @@ def read_markdown(path: str | Path, batch_size: int | None = None, notes: list[s
 
 
 def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[str] | None = None) -> list[dict]:
-    """Tables in the seed's layout: under a ``### Gpipe ...`` or ``### 1F1B ...`` heading, a
+    """Tables in the seed's layout: under a ``### Gpipe ...`` or ``### 1F1B ...`` heading (or
+    ``### Interleaved 1F1B ...``, ``### ZB-H1 ...``, as ``pipesim grid`` writes them), a
     header ``| Network setting | Micro batch size: 1 | ... |``, then a row per setting
     with cells like ``8.97 s`` (``ms`` also read). The tables do not say the batch size:
     ``batch_size`` (``--batch-size``) must. Unfilled cells (``s``, empty) and unreadable
@@ -361,8 +367,8 @@ def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[s
             found = [_MBS_COL.search(c) for c in cells[1:]]
             if any(found):
                 if heading is None:
-                    raise ValueError(f"{path}, line {i}: a table of micro-batch sizes outside a '### Gpipe ...' "
-                                     "or '### 1F1B ...' heading; the heading names the schedule")
+                    raise ValueError(f"{path}, line {i}: a table of micro-batch sizes outside a schedule heading "
+                                     f"({_HEADINGS_SAID}); the heading names the schedule")
                 cols = [int(m.group(1)) if m else None for m in found]
             continue
         if all(re.fullmatch(r":?-+:?", c) for c in cells if c):
@@ -397,7 +403,7 @@ def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[s
     if not runs:
         raise ValueError(f"{path}: no filled cell in its tables ({unfilled} unfilled, {len(unreadable)} unreadable)"
                          if unfilled or unreadable else
-                         f"{path}: no table in the seed's layout ('### Gpipe ...' / '### 1F1B ...' headings, "
+                         f"{path}: no table in the seed's layout ({_HEADINGS_SAID} headings, "
                          "'| Network setting | Micro batch size: 1 | ...' header)")
     return runs
 

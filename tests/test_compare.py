@@ -110,7 +110,7 @@ def test_markdown_needs_the_batch_size_and_a_schedule_heading(tmp_path):
     with pytest.raises(ValueError, match="pass --batch-size"):
         M.read([path])
     path.write_text(SEED.split("### 1F1B")[0].replace("### Gpipe based pipeline", "### Results"))
-    with pytest.raises(ValueError, match="outside a '### Gpipe ...' or '### 1F1B ...' heading"):
+    with pytest.raises(ValueError, match="outside a schedule heading \\('### Gpipe ...', '### 1F1B ...', "):
         M.read([path], batch_size=64)
     path.write_text("### 1F1B\n| Network setting | Micro batch size: 2 |\n|---|---|\n| delay 5ms | 850 ms |\n"
                     "| default | 0.5 |\n| bandwidth 1Gbps | s |\n")
@@ -120,6 +120,19 @@ def test_markdown_needs_the_batch_size_and_a_schedule_heading(tmp_path):
     path.write_text("### 1F1B\n| Network setting | Micro batch size: 2 |\n|---|---|\n| delay 5ms | s |\n")
     with pytest.raises(ValueError, match="no filled cell"):
         M.read([path], batch_size=8)
+
+
+def test_markdown_of_every_schedule_pipesim_grid_writes_is_read_as_that_schedule(tmp_path):
+    from pipesim.cmd_sim import SCHEDULE_TITLES, markdown_tables
+
+    nets = [N.parse("default"), N.parse("delay 5ms")]
+    values = {(s, n.label, m): 1.0 + i for i, s in enumerate(SCHEDULE_TITLES) for n in nets for m in (1, 2)}
+    path = tmp_path / "grid.md"
+    path.write_text(markdown_tables(values, nets, [1, 2], list(SCHEDULE_TITLES)))
+    cells = M.read([path], batch_size=8)
+    # "### Interleaved 1F1B based pipeline" is interleaved1f1b (not 1f1b), "### ZB-H1 ..." is zbh1
+    assert {(c["schedule"], c["measured_s"]) for c in cells} == {(s, 1.0 + i) for i, s in enumerate(SCHEDULE_TITLES)}
+    assert len(cells) == 4 * 2 * 2
 
 
 CSV_HEAD = "schedule,network,micro_batch_size,batch_size,step_time_s,step_time_p10_s,step_time_p90_s\n"
