@@ -2,7 +2,7 @@
 
 Every reader returns a list of *measured cells*, dicts with the keys
 
-* ``schedule`` (``gpipe`` / ``1f1b``), ``network`` (the setting's label as written),
+* ``schedule`` (a name of :data:`pipesim.schedule.GENERATORS`), ``network`` (the setting's label as written),
   ``micro_batch_size``, ``batch_size``;
 * ``measured_s``: the cell's step time, the median of its runs' values;
 * ``measured_lo_s`` / ``measured_hi_s``: the runs' median p10 / p90 of steps (None when
@@ -13,8 +13,9 @@ Every reader returns a list of *measured cells*, dicts with the keys
 * ``source``: where it was read (file, or files joined by ``; ``);
 * ``ranks``: the number of ranks it ran on, where the file says (else None);
 * ``stages_per_rank``: the virtual stages per rank of an interleaved schedule, where the
-  file says (measured.jsonl, result files); absent otherwise (the simulation then takes
-  the command line's default, :data:`pipesim.cmd_sim.DEFAULT_STAGES_PER_RANK`).
+  file says (measured.jsonl, result files, a CSV's ``stages_per_rank`` column, a markdown
+  table's ``Stages per rank`` column); absent otherwise (the simulation then takes the
+  command line's default, :data:`pipesim.schedule.DEFAULT_STAGES_PER_RANK`).
 
 Several runs of one cell (the same schedule, network, micro-batch size and batch size),
 in one file or several, become one cell whose time is the median of the runs, as
@@ -24,7 +25,8 @@ in one file or several, become one cell whose time is the median of the runs, as
 * :func:`read_results`: ``pipesim run --out`` result files, or a folder of them;
 * :func:`read_csv`: a CSV with the columns in :data:`CSV_COLUMNS` (+ :data:`CSV_OPTIONAL`);
 * :func:`read_markdown`: tables in the seed's layout (``### Gpipe ...`` / ``### 1F1B ...``
-  headings, a row per network setting, a ``Micro batch size: N`` column per size).
+  headings, also ``### Interleaved 1F1B ...`` / ``### ZB-H1 ...``, a row per network
+  setting, a ``Micro batch size: N`` column per size).
 
 :func:`read` picks the reader by suffix. Bad input raises ``ValueError`` (or
 ``FileNotFoundError``) with one line that names the file and the place; cells a file
@@ -43,7 +45,8 @@ from pathlib import Path
 from pipesim.schedule import GENERATORS, VIRTUAL
 
 CSV_COLUMNS = ["schedule", "network", "micro_batch_size", "batch_size", "step_time_s"]
-CSV_OPTIONAL = ["step_time_p10_s", "step_time_p90_s"]
+CSV_OPTIONAL = ["step_time_p10_s", "step_time_p90_s", "stages_per_rank"]
+MD_STAGES_COLUMN = "Stages per rank"   # the markdown tables' column of stages per rank (any case, _ or -)
 SUFFIXES = {".jsonl": "measured.jsonl", ".json": "pipesim run result", ".csv": "CSV", ".md": "markdown table"}
 MAX_LISTED = 5  # unreadable cells named one by one in a note, at most
 
@@ -73,6 +76,19 @@ def _positive_int(value, where: str) -> int:
     if not math.isfinite(f) or f < 1 or f != int(f):
         raise ValueError(f"{where}: {value!r} is not a positive integer")
     return int(f)
+
+
+def _stages_per_rank(value, schedule: str, where: str) -> int | None:
+    """An optional stages-per-rank cell (CSV, markdown): None when empty; refused in one line
+    when not a positive integer, or other than 1 for a schedule that runs one stage per rank."""
+    text = "" if value is None else str(value).strip()
+    if text in ("", "-", "\u2014"):
+        return None
+    v = _positive_int(text, where)
+    if v != 1 and schedule not in VIRTUAL:
+        raise ValueError(f"{where}: {v} stages per rank given for {schedule}, which runs one stage per rank; "
+                         f"leave it empty or write 1 (several stages per rank: {', '.join(VIRTUAL)})")
+    return v
 
 
 def _seconds(value, where: str) -> float:
@@ -261,7 +277,8 @@ def read_csv(path: str | Path, batch_size: int | None = None, notes: list[str] |
 
 def csv_runs(path: str | Path, batch_size: int | None = None, notes: list[str] | None = None) -> list[dict]:
     """A CSV with a header row: ``schedule, network, micro_batch_size, batch_size,
-    step_time_s`` (seconds), optionally ``step_time_p10_s, step_time_p90_s``. Without a
+    step_time_s`` (seconds), optionally ``step_time_p10_s, step_time_p90_s`` and
+    ``stages_per_rank`` (interleaved schedules; empty: the default, 2). Without a
     ``batch_size`` column, ``batch_size`` (``--batch-size``) gives it. Rows of the same cell
     are runs of it."""
     path = Path(path)
@@ -301,7 +318,8 @@ def csv_runs(path: str | Path, batch_size: int | None = None, notes: list[str] |
             lo = _seconds(row["step_time_p10_s"], at("step_time_p10_s"))
         if (row.get("step_time_p90_s") or "").strip():
             hi = _seconds(row["step_time_p90_s"], at("step_time_p90_s"))
-        runs.append(run_record(sched, net, mbs, batch, med, lo, hi, str(path)))
+        v = _stages_per_rank(row.get("stages_per_rank"), sched, at("stages_per_rank"))
+        runs.append(run_record(sched, net, mbs, batch, med, lo, hi, str(path), stages_per_rank=v))
     if not runs:
         raise ValueError(f"{path}: no rows under the header")
     return runs
@@ -310,9 +328,14 @@ def csv_runs(path: str | Path, batch_size: int | None = None, notes: list[str] |
 # ----------------------------------------------------------------------------- markdown (the seed's layout)
 
 _MBS_COL = re.compile(r"micro[\s-]*batch[\s-]*size\s*:?\s*(\d+)", re.I)
+_STAGES_COL = re.compile(r"stages[\s_-]*per[\s_-]*rank", re.I)
 _VALUE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(s|sec|ms)?", re.I)  # a bare number: seconds
 _UNFILLED = {"", "s", "-", "?", "—"}
-_HEADINGS = [(re.compile(r"\bgpipe\b", re.I), "gpipe"), (re.compile(r"\b1f1b\b", re.I), "1f1b")]
+# the headings pipesim grid writes (pipesim.cmd_sim.SCHEDULE_TITLES), interleaved before plain 1F1B
+_HEADINGS = [(re.compile(r"\binterleaved[\s_-]*1f1b\b", re.I), "interleaved1f1b"),
+             (re.compile(r"\bzb[\s_-]*h1\b", re.I), "zbh1"),
+             (re.compile(r"\bgpipe\b", re.I), "gpipe"), (re.compile(r"\b1f1b\b", re.I), "1f1b")]
+_HEADINGS_SAID = "'### Gpipe ...', '### 1F1B ...', '### Interleaved 1F1B ...' or '### ZB-H1 ...'"
 
 
 def _cells(line: str) -> list[str]:
@@ -330,9 +353,12 @@ def read_markdown(path: str | Path, batch_size: int | None = None, notes: list[s
 
 
 def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[str] | None = None) -> list[dict]:
-    """Tables in the seed's layout: under a ``### Gpipe ...`` or ``### 1F1B ...`` heading, a
+    """Tables in the seed's layout: under a ``### Gpipe ...`` or ``### 1F1B ...`` heading (or
+    ``### Interleaved 1F1B ...``, ``### ZB-H1 ...``, as ``pipesim grid`` writes them), a
     header ``| Network setting | Micro batch size: 1 | ... |``, then a row per setting
-    with cells like ``8.97 s`` (``ms`` also read). The tables do not say the batch size:
+    with cells like ``8.97 s`` (``ms`` also read). An optional ``Stages per rank`` column
+    gives an interleaved row's stages per rank (empty: the default, 2); other schedules
+    take only 1 there. The tables do not say the batch size:
     ``batch_size`` (``--batch-size``) must. Unfilled cells (``s``, empty) and unreadable
     ones (``11.x s``) are skipped and counted in ``notes``."""
     path = Path(path)
@@ -345,6 +371,7 @@ def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[s
     unreadable: list[str] = []
     heading: tuple[str, str] | None = None   # (schedule, as the heading writes it)
     cols: list[int | None] | None = None      # micro-batch size per column of the current table
+    vcol: int | None = None                   # the current table's stages-per-rank column
     for i, line in enumerate(text.splitlines(), 1):
         s = line.strip()
         if s.startswith("#"):
@@ -363,9 +390,11 @@ def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[s
             found = [_MBS_COL.search(c) for c in cells[1:]]
             if any(found):
                 if heading is None:
-                    raise ValueError(f"{path}, line {i}: a table of micro-batch sizes outside a '### Gpipe ...' "
-                                     "or '### 1F1B ...' heading; the heading names the schedule")
+                    raise ValueError(f"{path}, line {i}: a table of micro-batch sizes outside a schedule heading "
+                                     f"({_HEADINGS_SAID}); the heading names the schedule")
                 cols = [int(m.group(1)) if m else None for m in found]
+                vcols = [j for j, c in enumerate(cells[1:], 1) if _STAGES_COL.fullmatch(c)]
+                vcol = vcols[0] if vcols else None
             continue
         if all(re.fullmatch(r":?-+:?", c) for c in cells if c):
             continue   # the |---| line
@@ -373,6 +402,10 @@ def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[s
         label = cells[0]
         if not label:
             continue
+        spr = None
+        if vcol is not None:
+            spr = _stages_per_rank(cells[vcol] if vcol < len(cells) else "", heading[0],
+                                 f"{path}, line {i}, column {MD_STAGES_COLUMN!r}")
         for c, m in zip(cells[1:], cols):
             if m is None:
                 continue
@@ -387,7 +420,7 @@ def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[s
             if not sec > 0:
                 unreadable.append(f"{c!r} at {heading[1]}, {label}, mbs {m}")
                 continue
-            runs.append(run_record(heading[0], label, m, batch_size, sec, source=f"{path}:{i}"))
+            runs.append(run_record(heading[0], label, m, batch_size, sec, source=f"{path}:{i}", stages_per_rank=spr))
     if notes is not None and (unfilled or unreadable):
         parts = []
         if unfilled:
@@ -399,7 +432,7 @@ def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[s
     if not runs:
         raise ValueError(f"{path}: no filled cell in its tables ({unfilled} unfilled, {len(unreadable)} unreadable)"
                          if unfilled or unreadable else
-                         f"{path}: no table in the seed's layout ('### Gpipe ...' / '### 1F1B ...' headings, "
+                         f"{path}: no table in the seed's layout ({_HEADINGS_SAID} headings, "
                          "'| Network setting | Micro batch size: 1 | ...' header)")
     return runs
 

@@ -164,17 +164,26 @@ SCHEDULE_TITLES = {"gpipe": "Gpipe based pipeline", "1f1b": "1F1B based pipeline
                    "interleaved1f1b": "Interleaved 1F1B based pipeline", "zbh1": "ZB-H1 based pipeline"}
 
 
-def markdown_tables(values, settings, mbs_list, schedules, fmt=lambda v: f"{v:.2f} s") -> str:
-    """The seed's two tables: one per schedule, a row per setting, a column per micro-batch size."""
+STAGES_COLUMN = "Stages per rank"
+"""The column an interleaved schedule's table gets (``pipesim compare`` reads it back)."""
+
+
+def markdown_tables(values, settings, mbs_list, schedules, fmt=lambda v: f"{v:.2f} s",
+                    stages_per_rank: int | None = None) -> str:
+    """The seed's two tables: one per schedule, a row per setting, a column per micro-batch size.
+    With ``stages_per_rank``, the tables of the interleaved schedules (:data:`pipesim.schedule.VIRTUAL`)
+    also get a "Stages per rank" column after the setting."""
     width = max(len("Network setting"), *(len(s.label) for s in settings))
     out = []
     for s in schedules:
+        heads = [f"Micro batch size: {m}" for m in mbs_list]
+        extra = [STAGES_COLUMN] if stages_per_rank is not None and s in S.VIRTUAL else []
         out.append(f"### {SCHEDULE_TITLES.get(s, s)}")
-        head = "| " + "Network setting".ljust(width) + " | " + " | ".join(f"Micro batch size: {m}" for m in mbs_list) + " |"
-        out.append(head)
-        out.append("|" + "-" * (width + 2) + "|" + "|".join("-" * (len(f"Micro batch size: {m}") + 2) for m in mbs_list) + "|")
+        out.append("| " + "Network setting".ljust(width) + " | " + " | ".join(extra + heads) + " |")
+        out.append("|" + "-" * (width + 2) + "|" + "|".join("-" * (len(h) + 2) for h in extra + heads) + "|")
         for net in settings:
-            cells = [fmt(values[(s, net.label, m)]).ljust(len(f"Micro batch size: {m}")) for m in mbs_list]
+            cells = [str(stages_per_rank).ljust(len(h)) for h in extra]
+            cells += [fmt(values[(s, net.label, m)]).ljust(len(h)) for m, h in zip(mbs_list, heads)]
             out.append("| " + net.label.ljust(width) + " | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
@@ -202,9 +211,9 @@ def cmd_grid(args) -> int:
     wall = time.perf_counter() - t0
     print(f"<!-- {profile_note(prof, args.profile)}; batch {args.batch_size}; {prof.num_stages} stages; "
           f"step time seen by rank 0; {len(res)} cells simulated in {wall:.2f} s -->")
-    print(markdown_tables({k: v.step_time for k, v in res.items()}, settings, mbs_list, schedules))
+    print(markdown_tables({k: v.step_time for k, v in res.items()}, settings, mbs_list, schedules, stages_per_rank=v))
     rows = [{"schedule": s, "network": lbl, "micro_batch_size": m, "batch_size": args.batch_size,
-             "step_time_s": r.step_time, "bubble_fraction": r.bubble_fraction,
+             "stages_per_rank": _v(s, v), "step_time_s": r.step_time, "bubble_fraction": r.bubble_fraction,
              **{f"rank{x.rank}_compute_s": x.compute for x in r.ranks},
              **{f"rank{x.rank}_waiting_s": x.waiting for x in r.ranks}}
             for (s, lbl, m), r in res.items()]

@@ -382,8 +382,9 @@ def _fail(origin: str, where: str, msg: str) -> ValueError:
 def from_json(doc: Any, origin: str = "<profile>") -> Profile:
     """A :class:`Profile` from its JSON document, checked against the schema (:mod:`pipesim.schema`).
 
-    Errors are ``ValueError`` naming ``origin`` and the field. Unknown top-level keys are
-    ignored; ``raw`` is kept as it is.
+    Errors are ``ValueError`` naming ``origin`` and the field. An unknown top-level key
+    is an error too (``unknown top-level field 'stagse' (known: ...)``); ``$schema`` is
+    accepted and ignored, ``raw`` is kept as it is.
     """
     if not isinstance(doc, dict):
         raise _fail(origin, "document", "must be a JSON object")

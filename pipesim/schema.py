@@ -177,8 +177,13 @@ def _schema_json() -> str:
         "description": "What calibration measured (or a person estimated) and what the simulator reads. "
                        "Generated from pipesim/limits.py by python -m pipesim.schema; see docs/profile.md.",
         "type": "object",
+        # an unknown top-level field is an error; listed before "required" because jsonschema
+        # checks keywords in this order, so a misspelt "stagse" is named rather than "stages is missing"
+        "additionalProperties": False,
         "required": ["pipesim_profile", "stages"],
         "properties": {
+            "$schema": {"type": "string", "description": "the JSON Schema this file follows (for editors and "
+                                                         "schema tools; pipesim ignores it)"},
             "pipesim_profile": {"const": VERSION, "description": "format version"},
             "source": {"enum": ["measured", "estimated"], "description": "never present one as the other"},
             "description": {"type": "string", "description": "where the numbers come from"},
@@ -318,7 +323,7 @@ def message(err) -> str:
     if kind == "additionalProperties":
         known = list(s.get("properties", {}))
         extra = [k for k in v if k not in known]
-        return (f"{where} has unknown field {shown(extra[0])}"
+        return (f"{where + ' has unknown field' if path else 'unknown top-level field'} {shown(extra[0])}"
                 + (f" (known: {', '.join(known)})" if known else ""))
     if kind == "minItems" and err.validator_value == 1:
         return f"{where} must be a non-empty list"

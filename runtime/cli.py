@@ -106,8 +106,28 @@ def check_rank_args(ns: argparse.Namespace) -> None:
     # the launcher checks and applies it
 
 
+RANK_OUTPUTS = ("out", "steps_log", "trace")
+"""The files a rank writes: rank 0 ``--out`` and ``--trace`` at the end, every rank ``--steps-log`` each step."""
+
+
+def check_rank_outputs(ns: argparse.Namespace) -> None:
+    """Refuse, naming the flag, an output path whose folder is missing and not under the current
+    folder; a missing folder under it is made (:func:`pipesim.util.output_path`, every command's rule).
+
+    Every rank checks all of them on its own argv, before ``init_process_group``
+    (:func:`config_from_args`, then ``runtime.engine.run_rank``): the ranks get the same
+    argv, so each refuses with the same line and none starts work, whichever rank
+    would have written the file."""
+    for f in RANK_OUTPUTS:
+        if getattr(ns, f, None):
+            output_path(getattr(ns, f), "--" + f.replace("_", "-"))
+
+
 def config_from_args(ns: argparse.Namespace):
+    """The run's configuration from a rank's arguments, after :func:`check_rank_args` and
+    :func:`check_rank_outputs` (the latter may create a missing folder under the current one)."""
     check_rank_args(ns)
+    check_rank_outputs(ns)
     from runtime.engine import RunConfig
 
     return RunConfig(schedule=ns.schedule, stages_per_rank=stages_per_rank(ns), model=ns.model, micro_batch_size=ns.micro_batch_size,
@@ -154,10 +174,7 @@ def _check_run_args(ns: argparse.Namespace) -> None:
         check_shape(ns.schedule, ns.ranks, ns.batch_size // ns.micro_batch_size, v)
     except ValueError as e:
         raise ValueError(f"{e} (--batch-size {ns.batch_size} / --micro-batch-size {ns.micro_batch_size})") from None
-    config_from_args(ns)
-    for f in ("out", "steps_log", "trace"):  # last: may create a folder under the current one
-        if getattr(ns, f):
-            output_path(getattr(ns, f), "--" + f.replace("_", "-"))
+    config_from_args(ns)  # last: checks the output paths, and may create a folder under the current one
 
 
 def _run(ns: argparse.Namespace) -> int:

@@ -131,6 +131,10 @@ def test_output_and_profile_paths(capsys, tmp_path):
     _check(capsys, SIM + ["--profile", _profile_file(tmp_path, text="[" * 100_000 + "]" * 100_000)],
            "nested too deeply")
     _check(capsys, SIM + ["--profile", _profile_file(tmp_path, text="{")], "not valid JSON")
+    # a misspelt top-level field: one line naming the file, the field and the fields allowed
+    line = _check(capsys, SIM + ["--profile", _profile_file(tmp_path, lambda d: d.update(stagse=d.pop("stages")))],
+                  "unknown top-level field 'stagse' (known: ")
+    assert str(tmp_path / "p.json") in line and "stages, links" in line, line
     # a number too large for a float, as a JSON integer: the reader's range, or the command's last resort
     line = _check(capsys, SIM + ["--profile", _profile_file(tmp_path, _set_forward(10 ** 400))], "")
     assert "forward_s" in line or "too large" in line, line

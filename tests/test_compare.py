@@ -110,7 +110,7 @@ def test_markdown_needs_the_batch_size_and_a_schedule_heading(tmp_path):
     with pytest.raises(ValueError, match="pass --batch-size"):
         M.read([path])
     path.write_text(SEED.split("### 1F1B")[0].replace("### Gpipe based pipeline", "### Results"))
-    with pytest.raises(ValueError, match="outside a '### Gpipe ...' or '### 1F1B ...' heading"):
+    with pytest.raises(ValueError, match="outside a schedule heading \\('### Gpipe ...', '### 1F1B ...', "):
         M.read([path], batch_size=64)
     path.write_text("### 1F1B\n| Network setting | Micro batch size: 2 |\n|---|---|\n| delay 5ms | 850 ms |\n"
                     "| default | 0.5 |\n| bandwidth 1Gbps | s |\n")
@@ -120,6 +120,19 @@ def test_markdown_needs_the_batch_size_and_a_schedule_heading(tmp_path):
     path.write_text("### 1F1B\n| Network setting | Micro batch size: 2 |\n|---|---|\n| delay 5ms | s |\n")
     with pytest.raises(ValueError, match="no filled cell"):
         M.read([path], batch_size=8)
+
+
+def test_markdown_of_every_schedule_pipesim_grid_writes_is_read_as_that_schedule(tmp_path):
+    from pipesim.cmd_sim import SCHEDULE_TITLES, markdown_tables
+
+    nets = [N.parse("default"), N.parse("delay 5ms")]
+    values = {(s, n.label, m): 1.0 + i for i, s in enumerate(SCHEDULE_TITLES) for n in nets for m in (1, 2)}
+    path = tmp_path / "grid.md"
+    path.write_text(markdown_tables(values, nets, [1, 2], list(SCHEDULE_TITLES)))
+    cells = M.read([path], batch_size=8)
+    # "### Interleaved 1F1B based pipeline" is interleaved1f1b (not 1f1b), "### ZB-H1 ..." is zbh1
+    assert {(c["schedule"], c["measured_s"]) for c in cells} == {(s, 1.0 + i) for i, s in enumerate(SCHEDULE_TITLES)}
+    assert len(cells) == 4 * 2 * 2
 
 
 CSV_HEAD = "schedule,network,micro_batch_size,batch_size,step_time_s,step_time_p10_s,step_time_p90_s\n"
@@ -166,6 +179,87 @@ def test_bad_csv_names_the_column_and_row(tmp_path, text, msg):
     path.write_text(text)
     with pytest.raises(ValueError, match=re.escape(msg)):
         M.read([path])
+
+
+def _sim(prof, schedule, mbs, v):
+    return E.simulate(prof, schedule, mbs, BATCH, N.parse("default"), steps=C.SIM_STEPS, record=False,
+                      stages_per_rank=v).step_time
+
+
+def test_csv_stages_per_rank_column_sets_the_interleaved_cells(tmp_path, prof_path):
+    prof = P.load(prof_path)
+    path = tmp_path / "m.csv"
+    path.write_text(CSV_HEAD.rstrip("\n") + ",stages_per_rank\n"
+                    "interleaved1f1b,default,1,4,1.0,,,3\n"   # 3 stages per rank
+                    "interleaved1f1b,default,2,4,1.0,,,\n"    # empty: the default, 2
+                    "gpipe,default,1,4,1.0,,,1\n"             # 1 is every schedule's
+                    "zbh1,default,1,4,1.0,,,\n")
+    cells = M.read([path])
+    assert [c.get("stages_per_rank") for c in cells] == [3, None, None, None]
+    rows = C.build_rows(prof, cells)
+    assert [r["simulated_s"] for r in rows] == pytest.approx(
+        [_sim(prof, "interleaved1f1b", 1, 3), _sim(prof, "interleaved1f1b", 2, 2), _sim(prof, "gpipe", 1, 1),
+         _sim(prof, "zbh1", 1, 1)])
+    assert _sim(prof, "interleaved1f1b", 1, 3) != pytest.approx(_sim(prof, "interleaved1f1b", 1, 2))
+    assert rows[0]["stages_per_rank"] == 3
+    # the same cell at 2 and at 3 stages per rank are two cells
+    path.write_text("schedule,network,micro_batch_size,batch_size,step_time_s,stages_per_rank\n"
+                    "interleaved1f1b,default,1,4,1.0,2\ninterleaved1f1b,default,1,4,1.5,3\n")
+    assert [(c["stages_per_rank"], c["runs_s"]) for c in M.read([path])] == [(2, [1.0]), (3, [1.5])]
+
+
+def test_markdown_stages_per_rank_column_sets_the_interleaved_cells(tmp_path, prof_path):
+    prof = P.load(prof_path)
+    path = tmp_path / "m.md"
+    path.write_text("### Interleaved 1F1B based pipeline\n"
+                    "| Network setting | Stages per rank | Micro batch size: 1 | Micro batch size: 2 |\n|---|---|---|---|\n"
+                    "| default | 3 | 1.0 s | 2.0 s |\n| delay 5ms |  | 1.0 s | s |\n"
+                    "### Gpipe based pipeline\n| Network setting | stages_per_rank | Micro batch size: 1 |\n|---|---|---|\n"
+                    "| default | 1 | 1.0 s |\n")
+    cells = M.read([path], batch_size=BATCH)
+    assert [(c["schedule"], c["network"], c["micro_batch_size"], c.get("stages_per_rank")) for c in cells] == [
+        ("interleaved1f1b", "default", 1, 3), ("interleaved1f1b", "default", 2, 3),
+        ("interleaved1f1b", "delay 5ms", 1, None), ("gpipe", "default", 1, None)]
+    assert C.build_rows(prof, cells)[0]["simulated_s"] == pytest.approx(_sim(prof, "interleaved1f1b", 1, 3))
+
+
+@pytest.mark.parametrize("name, text, msg", [
+    ("m.csv", "schedule,network,micro_batch_size,batch_size,step_time_s,stages_per_rank\ngpipe,default,1,4,1,2\n",
+     "m.csv, row 1 (line 2), column stages_per_rank: 2 stages per rank given for gpipe, which runs one stage per "
+     "rank; leave it empty or write 1 (several stages per rank: interleaved1f1b)"),
+    ("m.csv", "schedule,network,micro_batch_size,batch_size,step_time_s,stages_per_rank\n"
+              "interleaved1f1b,default,1,4,1,two\n", "column stages_per_rank: 'two' is not a positive integer"),
+    ("m.csv", "schedule,network,micro_batch_size,batch_size,step_time_s,stages_per_rank\n"
+              "interleaved1f1b,default,1,4,1,0\n", "column stages_per_rank: '0' is not a positive integer"),
+    ("m.md", "### 1F1B\n| Network setting | Stages per rank | Micro batch size: 1 |\n|---|---|---|\n| default | 2 | 1 s |\n",
+     "m.md, line 4, column 'Stages per rank': 2 stages per rank given for 1f1b, which runs one stage per rank"),
+])
+def test_stages_per_rank_where_no_schedule_takes_it_is_refused_in_one_line(tmp_path, prof_path, capsys, name,
+                                                                          text, msg):
+    path = tmp_path / name
+    path.write_text(text)
+    rc = main(["compare", "--profile", str(prof_path), "--measured", str(path), "--batch-size", str(BATCH)])
+    err = _err(capsys)
+    assert rc == 2 and err.startswith("pipesim compare: error: ") and msg in err, err
+
+
+def test_grid_writes_stages_per_rank_and_compare_reads_it_back(tmp_path, prof_path, capsys):
+    grid = ["grid", "--profile", str(prof_path), "--network", "default,delay 5ms", "--micro-batch-sizes", "1,2",
+            "--schedules", "gpipe,interleaved1f1b", "--stages-per-rank", "4", "--batch-size", str(BATCH)]
+    assert main(grid + ["--csv", str(tmp_path / "g.csv"), "--json", str(tmp_path / "g.json")]) == 0
+    out = capsys.readouterr().out
+    (tmp_path / "g.md").write_text(out)
+    assert "| Network setting | Stages per rank | Micro batch size: 1 | Micro batch size: 2 |" in out
+    assert "| Network setting | Micro batch size: 1 | Micro batch size: 2 |" in out   # gpipe's: no column
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert {(c["schedule"], c["stages_per_rank"]) for c in doc["cells"]} == {("gpipe", 1), ("interleaved1f1b", 4)}
+    # read back, each cell is simulated at the stages per rank it was written with: no error but rounding
+    for name in ("g.csv", "g.md"):
+        assert main(["compare", "--profile", str(prof_path), "--measured", str(tmp_path / name),
+                     "--batch-size", str(BATCH)]) == 0
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        worst = float(re.search(r"worst (\S+)%", last).group(1))
+        assert worst <= (0.0 if name == "g.csv" else 1.0), (name, last)
 
 
 def _result(path, schedule="gpipe", mbs=1, median=1.4, ranks=STAGES, network=None):

@@ -111,6 +111,26 @@ def test_schema_file_is_the_generated_schema():
         assert not list(jsonschema.Draft202012Validator(doc).iter_errors(json.loads(path.read_text()))), path
 
 
+# every profile committed to the repository (calibrated by older versions, kept with their results)
+COMMITTED = sorted(p for d in ("pipesim/data", "benchmarks") for p in (ROOT / d).rglob("*.json")
+                   if p.name != "profile.schema.json" and '"pipesim_profile"' in p.read_text(errors="replace"))
+
+
+def test_every_committed_profile_still_loads():
+    assert len(COMMITTED) >= 13, COMMITTED   # the bundled two, the H200 one, the validation runs' profiles
+    for path in COMMITTED:
+        P.load(path)   # every top-level field an older pipesim wrote is still known
+
+
+def test_schema_key_is_accepted_and_ignored():
+    d = doc()
+    d["$schema"] = "pipesim/data/profile.schema.json"
+    assert P.from_json(d) == P.from_json(doc())
+    d["$schema"] = 1
+    with pytest.raises(ValueError, match=r"must be a string, got 1$"):
+        P.from_json(d, "s.json")
+
+
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
 def test_shipped_profiles_round_trip(path):
     pr = P.load(path)
@@ -199,7 +219,12 @@ BAD_TEXT = [  # (old text in the document, new text, the message)
     ('"latency_s": 0.0', '"latency_s": 0.0, "lag_s": 1', r"links\[0\] has unknown field 'lag_s'"),
     ('"source": "estimated"', '"source": 1', r"source must be 'measured' or 'estimated', got 1$"),
     ('"description": ""', '"description": ["x"]', r"description must be a string, got a list$"),
-    ('"stages": [', '"stages": [], "x": [', r"stages must be a non-empty list$"),
+    ('"stages": [', '"stages": [], "raw": [', r"stages must be a non-empty list$"),
+    # a misspelt top-level field is named (not "stages is missing"), with the fields allowed
+    ('"stages": [', '"stagse": [', r"unknown top-level field 'stagse' \(known: \$schema, pipesim_profile, source, "
+                                   r"description, model, device, stages, links, default_link, host, transport, raw\)$"),
+    ('"links": [', '"link": [', r"unknown top-level field 'link' \(known: .*\)$"),
+    ('"source": "estimated"', '"source": "estimated", "hots": null', r"unknown top-level field 'hots' \(known: "),
     ('"dst": 1', '"dst": 2', r"links\[0\]\.dst must be a stage index 0\.\.1, got 2$"),
     ('"dst": 1', '"dst": 0', r"links\[0\] joins stage 0 to itself$"),
     ('"src": 1,\n   "dst": 0', '"src": 0, "dst": 1', r"links\[1\] repeats link 0->1$"),
