@@ -50,6 +50,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
     without it ``window_bytes`` stays null (no cap).
     ``overhead_method``: what the runtime-overhead probe puts in the profile, ``"cpu"``
     (CPU accounting) or ``"trace"`` (wall time in context); see :mod:`calibrate.overhead`.
+    ``extra_args``: more worker flags; with ``--split-backward`` the overhead probe also
+    runs zbh1, with ``--stages-per-rank V`` (V > 1) interleaved1f1b with that V.
     Raises ``FileExistsError`` if ``out`` exists and not ``force``, ``ValueError`` on
     bad arguments, :class:`runtime.launch.LaunchError` naming a failed rank.
     """
