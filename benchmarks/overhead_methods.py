@@ -18,6 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from calibrate.overhead import virtual_overhead
 from loop import compare as C
 from loop import measured as M
 from pipesim import profile as P
@@ -38,7 +39,8 @@ def with_method(prof: P.Profile, key: str) -> P.Profile | None:
                 c = st.compute[int(m)]
                 c = replace(c, overhead_by_schedule_s={**(c.overhead_by_schedule_s or {}), schedule: v})
                 stages[int(r)] = replace(st, compute={**st.compute, int(m): c})
-    return replace(prof, stages=tuple(stages)) if seen else None
+    # with virtual stages (interleaved1f1b), the simulator reads the overhead on each of them
+    return virtual_overhead(replace(prof, stages=tuple(stages))) if seen else None
 
 
 def errors(prof: P.Profile, cells) -> dict:
@@ -75,7 +77,7 @@ def main(folders: list[str]) -> int:
             errs = errors(variant, cells)
             for schedule in sorted({s for s, _ in errs}):
                 for part in ("all", "off-default"):
-                    print(f"  {key:17s} {schedule:5s} {part:11s} {line(errs, schedule, part)}")
+                    print(f"  {key:17s} {schedule:15s} {part:11s} {line(errs, schedule, part)}")
     return 0
 
 

@@ -15,8 +15,10 @@ After the main measurement (compute, links), every rank of ``python -m calibrate
 2. **the overhead probe** (CPU devices, as with ``--local``): short runs of the real
    runtime in-process over the job's process group (:func:`runtime.engine.run_cell`; rank
    0 picks each cell and broadcasts it), whose CPU time per step gives ``overhead_s``
-   (:func:`calibrate.overhead.probe`). On CUDA it is skipped, as with ``--local``: the
-   method compares CPU time with CPU compute times.
+   (:func:`calibrate.overhead.probe`): gpipe and 1f1b, and zbh1 with ``--split-backward``,
+   interleaved1f1b with ``--stages-per-rank V`` (:func:`calibrate.overhead.schedules_for`).
+   On CUDA it is skipped, as with ``--local``: the method compares CPU time with CPU
+   compute times.
 
 Host contention (``host``) is not measured: on a cluster each rank has its machine.
 """
@@ -201,11 +203,14 @@ def finish(prof, gathered: list[dict], args, world: int):
             note["overhead_probe"] = OVERHEAD_SKIP_CUDA
             print(OVERHEAD_SKIP_CUDA, flush=True)
         else:
-            from .overhead import probe
+            from .overhead import probe, schedules_for
 
-            print("runtime overhead probe: a few GPipe and 1F1B steps per micro-batch size, in-process over this "
-                  "torchrun job (CPU time per action)", flush=True)
-            prof = probe(prof, world, prof.model["name"], args.mbs, run=lambda s, m, b, n: _cell(args, s, m, b, n))
+            v = getattr(args, "stages_per_rank", 1)
+            schedules = schedules_for(getattr(args, "split_backward", False), v)
+            print(f"runtime overhead probe: a few steps of {', '.join(schedules)} per micro-batch size, in-process "
+                  "over this torchrun job (CPU time per action)", flush=True)
+            prof = probe(prof, world, prof.model["name"], args.mbs, schedules=schedules, stages_per_rank=v,
+                         run=lambda s, m, b, n, sv: _cell(args, s, m, b, n, sv))
     finally:
         dist.broadcast_object_list([None], src=0)   # the other ranks stop serving cells
     if note:
@@ -216,19 +221,19 @@ def finish(prof, gathered: list[dict], args, world: int):
 def _config(args, spec):
     from runtime.engine import RunConfig
 
-    schedule, m, batch, steps = spec
+    schedule, m, batch, steps, v = spec
     # CPU only: the overhead probe is skipped on CUDA (see finish)
     return RunConfig(schedule=schedule, model=args.model, micro_batch_size=m, batch_size=batch, steps=steps, warmup=2,
-                     device="cpu", threads=args.threads)
+                     device="cpu", threads=args.threads, stages_per_rank=v)
 
 
-def _cell(args, schedule: str, m: int, batch: int, steps: int) -> dict:
+def _cell(args, schedule: str, m: int, batch: int, steps: int, stages_per_rank: int = 1) -> dict:
     """Rank 0: tell the others which cell, run it, return its results."""
     import torch.distributed as dist
 
     from runtime.engine import prepare_process, run_cell
 
-    spec = (schedule, m, batch, steps)
+    spec = (schedule, m, batch, steps, stages_per_rank)
     dist.broadcast_object_list([spec], src=0)
     cfg = _config(args, spec)
     prepare_process(cfg)

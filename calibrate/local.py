@@ -9,6 +9,7 @@ atomically. Nothing here imports torch; the ranks do.
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import tempfile
@@ -49,6 +50,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
     without it ``window_bytes`` stays null (no cap).
     ``overhead_method``: what the runtime-overhead probe puts in the profile, ``"cpu"``
     (CPU accounting) or ``"trace"`` (wall time in context); see :mod:`calibrate.overhead`.
+    ``extra_args``: more worker flags; with ``--split-backward`` the overhead probe also
+    runs zbh1, with ``--stages-per-rank V`` (V > 1) interleaved1f1b with that V.
     Raises ``FileExistsError`` if ``out`` exists and not ``force``, ``ValueError`` on
     bad arguments, :class:`runtime.launch.LaunchError` naming a failed rank.
     """
@@ -121,16 +124,28 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
             prof = merge_window_probe(prof, docs, probes)
         # CPU time per action is only comparable with CPU compute times
         if overhead_probe and ranks > 1 and net_label == "default" and prof.device.get("type", "cpu") == "cpu":
-            from .overhead import probe
+            from .overhead import probe, schedules_for
 
+            split_backward, v = _asked_shapes(extra_args)
+            schedules = schedules_for(split_backward, v)   # the new schedules where their compute was measured
             if echo:
-                print("runtime overhead probe: a few GPipe and 1F1B steps per micro-batch size (CPU time per action)", flush=True)
+                print(f"runtime overhead probe: a few steps of {', '.join(schedules)} per micro-batch size "
+                      "(CPU time per action)", flush=True)
             prof = probe(prof, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False,
-                         method=overhead_method)
+                         method=overhead_method, schedules=schedules, stages_per_rank=v)
         prof.save(out, force=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _profile.from_json(prof.to_json(), origin=str(out))   # what the simulator will read
+
+
+def _asked_shapes(extra_args: Sequence[str]) -> tuple[bool, int]:
+    """(``--split-backward``, ``--stages-per-rank``) as the worker reads them from ``extra_args``."""
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    ap.add_argument("--split-backward", action="store_true")
+    ap.add_argument("--stages-per-rank", type=int, default=1)
+    ns, _ = ap.parse_known_args([str(a) for a in extra_args])
+    return ns.split_backward, ns.stages_per_rank
 
 
 def merge_window_probe(prof: Profile, probe_docs, probes) -> Profile:

@@ -1,4 +1,4 @@
-"""The runtime's own CPU time per forward or backward, measured by CPU accounting.
+"""The runtime's own CPU time per computation (F, B, W), measured by CPU accounting.
 
 The compute times in a profile are measured alone, one rank at a time. A rank of the
 runtime spends more CPU than that: posting and completing messages, copying tensors,
@@ -7,29 +7,54 @@ cache refills after the other rank ran. :func:`probe` runs the real runtime for 
 steps of ``probe_microbatches`` micro-batches per micro-batch size and schedule on the
 default network, reads each rank's process CPU time per step (all its threads), and sets
 
-    overhead_s = (CPU per step - m * (forward_s + backward_s) - optimizer_s) / (2 m)
+    overhead = (CPU per step - solo compute per step) / (computations per step)
 
 for every stage, micro-batch size and schedule (at least 0), in
-``overhead_by_schedule_s``; ``overhead_s`` keeps GPipe's. The two differ: at
-micro-batch 1, 1F1B's ranks spent 5-9% less CPU per step than GPipe's (probably
-fewer activations alive at once). The runs are calibration runs on the default network, and only CPU time is used,
-never their step times. They run ``probe_microbatches`` (4) micro-batches, so at
-micro-batch 1 their batch is the validation's batch 4. Part of the excess is per step,
-not per action (zero_grad, bookkeeping): with 3 micro-batches it was spread over 6
-actions instead of 8, and GPipe's micro-batch-1 cells came out 5.3% slow on average
-(against +2.2% and -2.0% with 4). Calibrations differ by a few ms per step in this
-excess anyway (the machine drifts between the compute and the probe runs), so it is not
-split into per-step and per-action parts. Each cell's CPU per step is the median of
-``launches`` (3) interleaved launches: one launch of the same configuration measured
-up to 13% more or less CPU per step than another.
+``overhead_by_schedule_s``; ``overhead_s`` keeps GPipe's. The solo compute and the
+count are what the simulator charges that rank in one step (:func:`pipesim.engine.rank_work`,
+read off the schedule's own actions), so that the simulator, adding the overhead to every
+computation, reproduces the probed CPU per step:
+
+* ``gpipe``, ``1f1b``: ``m * (forward_s + backward_s) + optimizer_s`` over ``2 m``;
+* ``zbh1`` (probed when the calibration measured B and W, ``--split-backward``):
+  ``m * (forward_s + backward_input_s + backward_weight_s) + optimizer_s`` over ``3 m``.
+  Every rank counts 3 m, the first too: its B computes nothing (no input gradient) but is
+  still an action of the runtime (it takes the received gradient), and its W runs the
+  whole backward; the engine adds the overhead to that B and that W as to the others;
+* ``interleaved1f1b`` with the calibration's V (probed when it measured virtual stages,
+  ``--stages-per-rank V``): the sum over the rank's V virtual stages of
+  ``m * (forward_s + backward_s)`` (their measured ``virtual_stages``, else the rank's
+  compute split evenly, as the simulator takes them), plus ``optimizer_s``, over ``2 m V``.
+  The overhead lands on the rank's compute and on each of its virtual stages
+  (:func:`virtual_overhead`), where the simulator reads it.
+
+:func:`schedules_for` says which schedules a calibration probes. interleaved1f1b splits
+the micro-batches into ``max(1, m // ranks)`` equal rounds (torch's rule,
+:func:`pipesim.schedule.check_shape`); where ``probe_microbatches`` does not split so, the
+probe runs it with the next count that does (a multiple of the ranks always does) and
+records the count per schedule (``raw.overhead_probe.microbatches``). With 4 it never
+has to: 4 splits on every number of ranks.
+
+The overheads of the schedules differ: at micro-batch 1, 1F1B's ranks spent 5-9% less CPU
+per step than GPipe's (probably fewer activations alive at once). The runs are calibration
+runs on the default network, and only CPU time is used, never their step times. They run
+``probe_microbatches`` (4) micro-batches, so at micro-batch 1 their batch is the
+validation's batch 4. Part of the excess is per step, not per action (zero_grad,
+bookkeeping): with 3 micro-batches it was spread over 6 actions instead of 8, and GPipe's
+micro-batch-1 cells came out 5.3% slow on average (against +2.2% and -2.0% with 4).
+Calibrations differ by a few ms per step in this excess anyway (the machine drifts between
+the compute and the probe runs), so it is not split into per-step and per-action parts.
+Each cell's CPU per step is the median of ``launches`` (3) interleaved launches: one launch
+of the same configuration measured up to 13% more or less CPU per step than another.
 
 Each local launch also writes the runtime's trace, and the same excess is estimated a
 second way, from wall time in context (:func:`pipesim.context.excess_per_action`: each
 computation's duration plus the rank's own time before it, with the time its core spent
-on the other rank pinned there taken out), recorded beside the CPU figure in
-``raw.overhead_probe`` (``trace_overhead_s``). ``method`` picks which of the two the
-profile's ``overhead_by_schedule_s`` carries: ``"cpu"`` (the default) or ``"trace"``.
-Under torchrun (``run=``) there is no trace, and the CPU figure is used.
+on the other rank pinned there taken out, less the same solo compute, over the same count
+of computations), recorded beside the CPU figure in ``raw.overhead_probe``
+(``trace_overhead_s``). ``method`` picks which of the two the profile's
+``overhead_by_schedule_s`` carries: ``"cpu"`` (the default) or ``"trace"``. Under
+torchrun (``run=``) there is no trace, and the CPU figure is used.
 """
 
 from __future__ import annotations
@@ -40,38 +65,91 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from pipesim import schedule as S
 from pipesim.profile import Profile
 
 # What the probe records as its method (the module docstring says why)
 METHOD = ("short runs of the real runtime on the default network, probe_microbatches micro-batches per step, "
           "per micro-batch size and schedule; each rank's process CPU time per step (all threads), median of "
-          "interleaved launches; overhead_s = (CPU per step - m * (forward_s + backward_s) - optimizer_s) / (2 m), "
-          "at least 0, per stage, micro-batch size and schedule")
+          "interleaved launches; overhead = (CPU per step - solo compute per step) / (computations per step), "
+          "at least 0, per stage, micro-batch size and schedule, with the solo compute and the count that the "
+          "simulator charges the rank (pipesim.engine.rank_work): gpipe and 1f1b: "
+          "overhead_s = (CPU per step - m * (forward_s + backward_s) - optimizer_s) / (2 m); "
+          "zbh1: (CPU per step - m * (forward_s + backward_input_s + backward_weight_s) - optimizer_s) / (3 m), "
+          "the first stage's B (no input gradient) and W (the whole backward) counted as on every stage; "
+          "interleaved1f1b with v stages per rank: (CPU per step - sum over the rank's virtual stages of "
+          "m * (forward_s + backward_s) - optimizer_s) / (2 m v)")
 
 
 METHODS = ("cpu", "trace")
 TRACE_METHOD = ("the same launches' traces: each rank's mean per step of its computations' durations plus its own time "
                 "before each (not waiting for data), with the time its core ran the other rank pinned there taken out "
-                "(pipesim.context); overhead = (that - m * (forward_s + backward_s) - optimizer_s) / (2 m), at least 0, "
-                "median of the launches")
+                "(pipesim.context); overhead = (that - solo compute per step) / (computations per step), the same solo "
+                "compute and count as the CPU method, at least 0, median of the launches")
+
+BASE_SCHEDULES = ("gpipe", "1f1b")
+
+
+def schedules_for(split_backward: bool = False, stages_per_rank: int = 1) -> tuple[str, ...]:
+    """The schedules a calibration probes: gpipe and 1f1b always; zbh1 when it measured the
+    split backward (``--split-backward``); interleaved1f1b when it measured virtual stages
+    (``--stages-per-rank`` V > 1)."""
+    out = list(BASE_SCHEDULES)
+    if split_backward:
+        out += [s for s in S.SPLIT_BACKWARD if s in S.RUNTIME_SCHEDULES]
+    if stages_per_rank > 1:
+        out += [s for s in S.VIRTUAL if s in S.RUNTIME_SCHEDULES]
+    return tuple(out)
+
+
+def microbatches_for(schedule: str, ranks: int, wanted: int, stages_per_rank: int | None = None) -> int:
+    """``wanted`` micro-batches if ``schedule`` runs them on ``ranks`` ranks, else the next count
+    that it does (interleaved1f1b's rounds rule; a multiple of the ranks always passes)."""
+    m = wanted
+    while True:
+        try:
+            S.check_shape(schedule, ranks, m, stages_per_rank)
+            return m
+        except ValueError:
+            if m >= wanted + ranks:   # past a multiple of the ranks: the refusal is not the rounds rule
+                raise
+            m += 1
 
 
 def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
-          timeout_s: float = 300, echo: bool = False, schedules=("gpipe", "1f1b"), launches: int = 3,
-          run=None, method: str = "cpu") -> Profile:
+          timeout_s: float = 300, echo: bool = False, schedules=BASE_SCHEDULES, stages_per_rank: int | None = None,
+          launches: int = 3, run=None, method: str = "cpu") -> Profile:
     """``prof`` with ``overhead_s`` and ``overhead_by_schedule_s`` probed, and the raw figures in ``raw.overhead_probe``.
 
-    ``run(schedule, micro_batch_size, batch_size, steps)``, if given, runs one cell and returns
-    the runtime's results dict, instead of a local launch (under torchrun: calibrate/cluster.py)."""
+    ``stages_per_rank``: the V interleaved1f1b runs with (default: the length of the
+    profile's ``virtual_stages``, else :data:`pipesim.schedule.DEFAULT_STAGES_PER_RANK`).
+    ``run(schedule, micro_batch_size, batch_size, steps, stages_per_rank)``, if given, runs one
+    cell and returns the runtime's results dict, instead of a local launch (under torchrun:
+    calibrate/cluster.py)."""
     from pipesim.context import excess_per_action
+    from pipesim.engine import rank_work
     from pipesim.trace import read_csv
     from runtime.launch import run_local
 
     if method not in METHODS:
         raise ValueError(f"overhead probe method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not isinstance(probe_microbatches, int) or probe_microbatches < 1:
+        raise ValueError(f"probe_microbatches must be a positive integer, got {probe_microbatches!r}")
+    schedules = tuple(s.lower() for s in schedules)
+    if not schedules:
+        raise ValueError("the overhead probe needs at least one schedule")
+    for s in schedules:
+        S.check_runtime(s)
+    if stages_per_rank is None:
+        vs = prof.stages[0].virtual_stages
+        stages_per_rank = len(vs) if vs is not None else S.DEFAULT_STAGES_PER_RANK
+    v_of = {s: (stages_per_rank if s in S.VIRTUAL else 1) for s in schedules}
+    mb_of = {s: microbatches_for(s, ranks, probe_microbatches, v_of[s]) for s in schedules}
     warmup = 2
     raw = {"method": METHOD, "trace_method": TRACE_METHOD, "used": method, "probe_microbatches": probe_microbatches,
-           "steps": steps, "schedules": list(schedules), "launches": launches, "runs": {}}
+           "steps": steps, "schedules": list(schedules), "microbatches": mb_of, "launches": launches, "runs": {}}
+    if any(s in S.VIRTUAL for s in schedules):
+        raw["stages_per_rank"] = stages_per_rank
     cpus: dict[tuple[str, int], list[list[float]]] = {}
     traced: dict[tuple[str, int], list[dict[int, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="pipesim-overhead-") as tmp:
@@ -79,32 +157,37 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
         for i in range(launches):
             for m in micro_batch_sizes:
                 for schedule in schedules:
+                    n, v = mb_of[schedule], v_of[schedule]
                     out = Path(tmp) / f"{schedule}_mbs{m}_{i}.json"
                     if run is not None:
-                        res = run(schedule, m, m * probe_microbatches, steps)
+                        res = run(schedule, m, m * n, steps, v)
                         cpus.setdefault((schedule, m), []).append(
                             [pr["cpu_per_step"]["median"] for pr in sorted(res["per_rank"], key=lambda pr: pr["rank"])])
                         continue
                     trace = out.with_suffix(".csv")
                     run_local("runtime", ["--model", model, "--schedule", schedule, "--micro-batch-size", str(m),
-                                          "--batch-size", str(m * probe_microbatches), "--steps", str(steps),
+                                          "--batch-size", str(m * n), "--steps", str(steps),
+                                          *(["--stages-per-rank", str(v)] if schedule in S.VIRTUAL else []),
                                           "--warmup", str(warmup), "--out", str(out), "--trace", str(trace)],
                               ranks, timeout_s=timeout_s, log_dir=Path(tmp) / f"logs_{schedule}_{m}_{i}", echo=echo)
                     res = json.loads(out.read_text())
                     if trace.exists():   # (a launch stand-in in the tests may write none)
                         traced.setdefault((schedule, m), []).append(
-                            excess_per_action(read_csv(trace), prof, m, probe_microbatches, warmup))
+                            excess_per_action(read_csv(trace), prof, m, n, warmup, schedule=schedule,
+                                              stages_per_rank=v if schedule in S.VIRTUAL else None))
                     per_rank = sorted(res["per_rank"], key=lambda pr: pr["rank"])
                     cpus.setdefault((schedule, m), []).append([pr["cpu_per_step"]["median"] for pr in per_rank])
     stages = list(prof.stages)
     for (schedule, m), runs in cpus.items():
+        n = mb_of[schedule]
+        work = rank_work(prof, schedule, m, n, v_of[schedule] if schedule in S.VIRTUAL else None)
         per = {}
         for r in range(len(runs[0])):
             stage = stages[r]
             c = stage.compute[m]
-            solo = probe_microbatches * (c.forward_s + c.backward_s) + stage.optimizer_s
+            solo, actions = work[r]
             cpu = statistics.median(run[r] for run in runs)
-            oh = cpu_oh = max(0.0, (cpu - solo) / (2 * probe_microbatches))
+            oh = cpu_oh = max(0.0, (cpu - solo) / actions)
             tr = traced.get((schedule, m))
             trace_oh = statistics.median(t[r] for t in tr) if tr else None
             if method == "trace" and trace_oh is not None:
@@ -113,12 +196,16 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
                         overhead_s=oh if schedule == schedules[0] else c.overhead_s)
             stages[r] = replace(stage, compute={**stage.compute, m: c})
             per[str(r)] = {"cpu_per_step_s": cpu, "cpu_per_step_launches_s": [run[r] for run in runs],
-                           "solo_compute_s": solo, "overhead_s": oh, "cpu_overhead_s": cpu_oh,
-                           "trace_overhead_s": trace_oh,
+                           "solo_compute_s": solo, "actions_per_step": actions, "overhead_s": oh,
+                           "cpu_overhead_s": cpu_oh, "trace_overhead_s": trace_oh,
                            "trace_overhead_launches_s": [t[r] for t in tr] if tr else None}
         raw["runs"].setdefault(schedule, {})[str(m)] = per
-    desc = prof.description + (f"; runtime overhead per action probed ({probe_microbatches} micro-batches, "
-                               f"{' and '.join(schedules)})")
+    counts = sorted(set(mb_of.values()))
+    what = (f"{counts[0]} micro-batches" if len(counts) == 1
+            else "micro-batches " + ", ".join(f"{s} {n}" for s, n in mb_of.items()))
+    names = [f"{s} (v {stages_per_rank})" if s in S.VIRTUAL else s for s in schedules]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    desc = prof.description + f"; runtime overhead per action probed ({what}, {listed})"
     return virtual_overhead(replace(prof, stages=tuple(stages), raw={**(prof.raw or {}), "overhead_probe": raw},
                                     description=desc))
 

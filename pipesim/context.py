@@ -19,7 +19,14 @@ Without pinned placement (no ``host.placement``) nothing is taken out.
 beyond the profile's isolated compute, the quantity the profile carries as
 ``overhead_s`` / ``overhead_by_schedule_s``:
 
-    excess = (mean solo work per step - m * (forward_s + backward_s) - optimizer_s) / (2 m)
+    excess = (mean solo work per step - solo compute per step) / (computations per step)
+
+with the solo compute and the count of computations of the schedule the run ran, as the
+engine charges them (:func:`pipesim.engine.rank_work`): ``m * (forward_s + backward_s) +
+optimizer_s`` over ``2 m`` for gpipe and 1f1b; ``m * (forward_s + B + W) + optimizer_s``
+over ``3 m`` for zbh1; for interleaved1f1b, the rank's virtual stages' ``m * (forward_s +
+backward_s)`` summed, plus ``optimizer_s``, over ``2 m v``. The solo work per step sums
+every computation of the trace (F, B, W and the optimizer step) with its own gap.
 
 What it does not see: work of other processes (the launcher, the delay line) that was
 not on the ranks' cores during the run, and compute that is slower in one network
@@ -33,6 +40,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 
+from .engine import rank_work
 from .explain import TraceIndex
 from .profile import Host, Profile
 from .trace import TraceEvent
@@ -96,11 +104,13 @@ def solo_durations(events: Iterable[TraceEvent], host: Host | None) -> dict[tupl
 
 
 def excess_per_action(events: Iterable[TraceEvent], profile: Profile, micro_batch_size: int, num_microbatches: int,
-                      warmup: int) -> dict[int, float]:
-    """rank -> the runtime's time per forward or backward beyond the profile's compute, from one run's trace.
+                      warmup: int, schedule: str = "gpipe", stages_per_rank: int | None = None) -> dict[int, float]:
+    """rank -> the runtime's time per computation beyond the profile's compute, from one run's trace.
 
-    The mean over the steps after ``warmup`` of each rank's solo work per step, less
-    ``m * (forward_s + backward_s) + optimizer_s``, over ``2 m`` (at least 0)."""
+    The mean over the steps after ``warmup`` of each rank's solo work per step, less its
+    solo compute per step under ``schedule`` (``stages_per_rank``: v of interleaved1f1b),
+    over its computations per step (:func:`pipesim.engine.rank_work`; gpipe and 1f1b:
+    ``m * (forward_s + backward_s) + optimizer_s`` over ``2 m``), at least 0."""
     solo = solo_durations(events, profile.host)
     per_step: dict[tuple[int, int], float] = defaultdict(float)
     for (rank, step, _), w in solo.items():
@@ -108,11 +118,12 @@ def excess_per_action(events: Iterable[TraceEvent], profile: Profile, micro_batc
             per_step[(rank, step)] += w
     if not per_step:
         raise ValueError(f"trace has no step after {warmup} warm-up step(s)")
-    m = num_microbatches
+    work = rank_work(profile, schedule, micro_batch_size, num_microbatches, stages_per_rank)
     out = {}
     for rank in sorted({r for r, _ in per_step}):
+        if rank >= len(work):
+            raise ValueError(f"trace has rank {rank}; the profile has {len(work)} stages")
         mean = statistics.fmean(v for (r, _), v in per_step.items() if r == rank)
-        st = profile.stages[rank]
-        c = st.at(micro_batch_size, f"profile stage {rank}: ")
-        out[rank] = max(0.0, (mean - m * (c.forward_s + c.backward_s) - st.optimizer_s) / (2 * m))
+        compute, actions = work[rank]
+        out[rank] = max(0.0, (mean - compute) / actions)
     return out

@@ -91,7 +91,7 @@ from . import fastpath, limits
 from . import schedule as S
 from .network import NetworkSetting, shorten
 from .network import parse as parse_network
-from .profile import Link, Profile
+from .profile import Link, Profile, StageCompute
 from .trace import TraceEvent
 from .transport import Transport
 
@@ -330,6 +330,48 @@ class Wire:
 # ------------------------------------------------------------------------------ simulation
 
 
+def compute_s(c: StageCompute, a: S.Action, split: set[tuple[int, int]]) -> float:
+    """The profile's compute time of computation ``a`` (F, B or W) of a stage with compute ``c``,
+    without the runtime's overhead (which the engine adds to every one of them): a B whose
+    (stage, micro-batch) is in ``split`` (it has a W) is the input-gradient part, else the
+    whole backward."""
+    k = a.kind
+    if k is S.Kind.F:
+        return c.forward_s
+    if k is S.Kind.B:
+        return c.backward_split()[0] if (a.stage, a.mb) in split else c.backward_s
+    if k is S.Kind.W:
+        return c.backward_split()[1]
+    raise ValueError(f"{a} is not a computation")
+
+
+def rank_work(profile: Profile, schedule: str, micro_batch_size: int, num_microbatches: int,
+              stages_per_rank: int | None = None) -> list[tuple[float, int]]:
+    """Per rank, what one step of ``schedule`` asks of it in the engine: (its compute per step
+    without overhead, optimizer included; the number of its computations, each of which the
+    engine charges the per-action overhead once). gpipe and 1f1b: ``m * (forward_s +
+    backward_s) + optimizer_s`` and ``2 m``; zbh1: ``m * (forward_s + B + W) + optimizer_s``
+    (:meth:`StageCompute.backward_split`) and ``3 m``, on the first stage too (its B takes the
+    gradient and its W runs the whole backward); interleaved1f1b with v stages per rank: the
+    sum over the rank's virtual stages (:meth:`Profile.virtual_compute`) of ``m * (forward_s +
+    backward_s)``, plus ``optimizer_s``, and ``2 m v``. Read off the schedule's own actions, so
+    that it counts what :func:`simulate` runs. The runtime's overhead probe
+    (``calibrate/overhead.py``) divides each rank's CPU per step beyond the first figure by
+    the second."""
+    p = profile.num_stages
+    key = schedule.lower()
+    v = S.stages_per_rank_of(key, stages_per_rank) if key in S.VIRTUAL else None
+    acts = S.generate(key, p, num_microbatches, v)
+    comp = profile.virtual_compute(micro_batch_size, S.placement_for(key, p, v))
+    out = []
+    for r, lst in enumerate(acts):
+        split = S.split_backward(lst)
+        mine = [a for a in lst if a.kind.is_compute]
+        solo = sum(compute_s(comp[a.stage], a, split) for a in mine)
+        out.append((solo + profile.stages[r].optimizer_s, len(mine)))
+    return out
+
+
 def _peer(a: S.Action) -> int:
     peer = a.peer
     if peer is None:
@@ -516,16 +558,7 @@ class _Sim:
 
     def _duration(self, a: S.Action, split: set[tuple[int, int]]) -> float:
         c = self.comp[a.stage]
-        k = a.kind
-        if k is S.Kind.F:
-            t = c.forward_s
-        elif k is S.Kind.B:
-            t = c.backward_split()[0] if (a.stage, a.mb) in split else c.backward_s
-        elif k is S.Kind.W:
-            t = c.backward_split()[1]
-        else:
-            raise ValueError(f"{a} is not a computation")
-        return t + c.overhead(self.schedule)
+        return compute_s(c, a, split) + c.overhead(self.schedule)
 
     def rank(self, r: int):
         env = self.env

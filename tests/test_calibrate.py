@@ -227,6 +227,8 @@ def test_overhead_probe_records_its_whole_method():
     from calibrate.overhead import METHOD
 
     assert "overhead_s = (CPU per step - m * (forward_s + backward_s) - optimizer_s) / (2 m)" in METHOD
+    assert "zbh1: (CPU per step - m * (forward_s + backward_input_s + backward_weight_s) - optimizer_s) / (3 m)" in METHOD
+    assert "m * (forward_s + backward_s) - optimizer_s) / (2 m v)" in METHOD
 
 
 def test_overhead_probe_fills_the_profile(monkeypatch):
@@ -272,21 +274,31 @@ def test_overhead_probe_trace_method_reads_the_launches_traces(monkeypatch):
     truth = replace(base, stages=tuple(replace(st, compute={1: replace(st.compute[1], overhead_s=true_oh[r])})
                                        for r, st in enumerate(base.stages)))
 
+    schedules = ("gpipe", "1f1b", "zbh1", "interleaved1f1b")
+
     def fake_run_local(module, args, ranks, **kw):
         schedule = args[args.index("--schedule") + 1]
+        v = int(args[args.index("--stages-per-rank") + 1]) if "--stages-per-rank" in args else None
         Path(args[args.index("--out") + 1]).write_text(json.dumps(
             {"per_rank": [{"rank": r, "cpu_per_step": {"median": 1.0}} for r in range(ranks)]}))
-        run = engine.simulate(truth, schedule, 1, 4, "default", steps=2 + int(args[args.index("--steps") + 1]))
+        run = engine.simulate(truth, schedule, int(args[args.index("--micro-batch-size") + 1]),
+                              int(args[args.index("--batch-size") + 1]), "default",
+                              steps=2 + int(args[args.index("--steps") + 1]), stages_per_rank=v)
         write(run.trace, args[args.index("--trace") + 1])
 
     monkeypatch.setattr(runtime.launch, "run_local", fake_run_local)
-    pr = probe(base, 3, "tiny", [1], launches=1, steps=3, method="trace")
+    pr = probe(base, 3, "tiny", [1], launches=1, steps=3, method="trace", schedules=schedules, stages_per_rank=2)
     for r in range(3):
         c = pr.stages[r].compute[1]
-        assert c.overhead_by_schedule_s == pytest.approx({"gpipe": true_oh[r], "1f1b": true_oh[r]}, abs=1e-12)
+        # each schedule's count of computations (8, 8, 12, 16) gives the same overhead back
+        assert c.overhead_by_schedule_s == pytest.approx({s: true_oh[r] for s in schedules}, abs=1e-12)
         rec = pr.raw["overhead_probe"]["runs"]["gpipe"]["1"][str(r)]
         assert rec["trace_overhead_s"] == pytest.approx(true_oh[r], abs=1e-12)
         assert rec["cpu_overhead_s"] == pytest.approx((1.0 - 4 * 0.03 - 0.002) / 8)   # recorded beside it
+        rec = pr.raw["overhead_probe"]["runs"]["zbh1"]["1"][str(r)]
+        assert rec["cpu_overhead_s"] == pytest.approx((1.0 - 4 * 0.03 - 0.002) / 12)
+        rec = pr.raw["overhead_probe"]["runs"]["interleaved1f1b"]["1"][str(r)]
+        assert rec["cpu_overhead_s"] == pytest.approx((1.0 - 4 * 0.03 - 0.002) / 16)
     assert pr.raw["overhead_probe"]["used"] == "trace"
     with pytest.raises(ValueError, match="method"):
         probe(base, 3, "tiny", [1], method="wall")
@@ -364,3 +376,104 @@ def test_overhead_probe_reaches_the_virtual_stages():
             assert part[1].overhead_s == 0.002 and part[1].overhead_by_schedule_s == {"gpipe": 0.002, "1f1b": 0.003}
             assert part[1].forward_s == 0.5  # the measured compute is kept
     assert virtual_overhead(base) == base  # nothing to do without virtual stages
+
+
+def _split_virtual_profile(p=2):
+    """``p`` stages with a measured B/W split (B + W differs from backward_s; the first stage's B
+    does nothing) and two unequal measured virtual stages each."""
+    import dataclasses
+
+    from pipesim.profile import StageCompute
+
+    base = uniform_profile(p, f=0.5, b=1.0, opt=0.25, bandwidth=1e10, mbs=(1,))
+    stages = []
+    for r, st in enumerate(base.stages):
+        c = dataclasses.replace(st.compute[1], backward_input_s=0.001 if r == 0 else 0.4, backward_weight_s=0.7)
+        parts = ({1: StageCompute(0.2, 0.3 + 0.1 * r)}, {1: StageCompute(0.4, 0.9)})
+        stages.append(dataclasses.replace(st, compute={1: c}, virtual_stages=parts))
+    return dataclasses.replace(base, stages=tuple(stages))
+
+
+def test_overhead_probe_divides_by_each_schedules_computations():
+    """probe() with a stand-in runner giving known CPU per step: zbh1 takes 3 m computations
+    and m * (F + B + W) of compute, interleaved1f1b 2 m v and its virtual stages' compute; the
+    overhead lands on the rank's compute and on each virtual stage; and the simulator, given
+    the probed profile, has every rank busy for exactly the probed CPU per step."""
+    from calibrate.overhead import probe
+    from pipesim import engine as E
+
+    base = _split_virtual_profile()
+    schedules = ("gpipe", "1f1b", "zbh1", "interleaved1f1b")
+    cpu = {"gpipe": [10.0, 12.0], "1f1b": [9.0, 11.0], "zbh1": [13.0, 14.0], "interleaved1f1b": [15.0, 16.0]}
+    calls = []
+
+    def run(schedule, m, batch, steps, v):
+        calls.append((schedule, m, batch, steps, v))
+        return {"per_rank": [{"rank": r, "cpu_per_step": {"median": cpu[schedule][r]}} for r in (1, 0)]}
+
+    pr = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=schedules, run=run)
+    assert sorted(calls) == sorted([(s, 1, 4, 5, 2 if s == "interleaved1f1b" else 1) for s in schedules])
+    m = 4
+    for r, st in enumerate(pr.stages):
+        c = st.compute[1]
+        bi = 0.001 if r == 0 else 0.4
+        expect = {
+            "gpipe": (cpu["gpipe"][r] - m * (0.5 + 1.0) - 0.25) / (2 * m),
+            "1f1b": (cpu["1f1b"][r] - m * (0.5 + 1.0) - 0.25) / (2 * m),
+            "zbh1": (cpu["zbh1"][r] - m * (0.5 + bi + 0.7) - 0.25) / (3 * m),
+            "interleaved1f1b": (cpu["interleaved1f1b"][r] - m * (0.2 + 0.3 + 0.1 * r + 0.4 + 0.9) - 0.25) / (2 * m * 2),
+        }
+        assert c.overhead_by_schedule_s == pytest.approx(expect, rel=1e-12)
+        assert c.overhead_s == pytest.approx(expect["gpipe"])   # the default stays GPipe's
+        for part in st.virtual_stages:
+            assert part[1].overhead_by_schedule_s == c.overhead_by_schedule_s
+        rec = pr.raw["overhead_probe"]["runs"]
+        assert [rec[s]["1"][str(r)]["actions_per_step"] for s in schedules] == [8, 8, 12, 16]
+    assert pr.raw["overhead_probe"]["microbatches"] == {s: 4 for s in schedules}
+    assert pr.raw["overhead_probe"]["stages_per_rank"] == 2
+    assert "gpipe, 1f1b, zbh1 and interleaved1f1b (v 2)" in pr.description
+    assert prof.from_json(pr.to_json()) == pr
+    for s in schedules:   # the simulator reproduces the probed CPU per step on every rank
+        res = E.simulate(pr, s, 1, 4, steps=2, record=False)
+        assert [x.compute for x in res.ranks] == pytest.approx(cpu[s], rel=1e-12), s
+
+
+def test_overhead_probe_picks_a_micro_batch_count_interleaved_can_run():
+    """5 micro-batches on 2 ranks do not split into interleaved1f1b's 2 rounds: that schedule is
+    probed with 6 (and its formula uses 6), the others with 5."""
+    from calibrate.overhead import microbatches_for, probe
+
+    assert microbatches_for("interleaved1f1b", 2, 5, 2) == 6
+    assert microbatches_for("interleaved1f1b", 3, 7, 2) == 8   # 2 rounds of 4
+    assert microbatches_for("interleaved1f1b", 3, 4, 2) == 4 and microbatches_for("gpipe", 2, 5) == 5
+    base = _split_virtual_profile()
+    calls = {}
+
+    def run(schedule, m, batch, steps, v):
+        calls[schedule] = batch
+        return {"per_rank": [{"rank": r, "cpu_per_step": {"median": 20.0}} for r in range(2)]}
+
+    pr = probe(base, 2, "tiny", [1], launches=1, probe_microbatches=5, schedules=("gpipe", "interleaved1f1b"), run=run)
+    assert calls == {"gpipe": 5, "interleaved1f1b": 6}
+    assert pr.raw["overhead_probe"]["microbatches"] == {"gpipe": 5, "interleaved1f1b": 6}
+    c = pr.stages[0].compute[1]
+    assert c.overhead_by_schedule_s["interleaved1f1b"] == pytest.approx((20.0 - 6 * (0.2 + 0.3 + 0.4 + 0.9) - 0.25) / 24)
+    assert c.overhead_by_schedule_s["gpipe"] == pytest.approx((20.0 - 5 * 1.5 - 0.25) / 10)
+    with pytest.raises(ValueError, match="probe_microbatches"):
+        probe(base, 2, "tiny", [1], probe_microbatches=0, run=run)
+    with pytest.raises(ValueError, match="the runtime runs"):
+        probe(base, 2, "tiny", [1], schedules=("gpipe", "nope"), run=run)
+
+
+def test_overhead_probe_schedules_follow_what_calibration_measured():
+    from calibrate.local import _asked_shapes
+    from calibrate.overhead import schedules_for
+
+    assert schedules_for() == ("gpipe", "1f1b")
+    assert schedules_for(split_backward=True) == ("gpipe", "1f1b", "zbh1")
+    assert schedules_for(stages_per_rank=2) == ("gpipe", "1f1b", "interleaved1f1b")
+    assert schedules_for(True, 3) == ("gpipe", "1f1b", "zbh1", "interleaved1f1b")
+    # what pipesim calibrate hands run_local_calibration (and validate: only the flags it needs)
+    assert _asked_shapes(["--timing", "wall", "--device", "cpu", "--stages-per-rank", "1"]) == (False, 1)
+    assert _asked_shapes(["--timing", "wall", "--stages-per-rank", "2", "--split-backward"]) == (True, 2)
+    assert _asked_shapes(["--split-backward"]) == (True, 1)

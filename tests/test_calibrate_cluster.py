@@ -25,19 +25,28 @@ COMMON = ["--model", "tiny", "--micro-batch-sizes", "1,2", "--repeats", "3", "--
 
 def test_without_iface_skips_the_window_probe_and_says_why(tmp_path):
     out = tmp_path / "profile.json"
-    run_local("calibrate.worker", [*COMMON, "--out", str(out)], 2, torchrun=True, timeout_s=300,
-              log_dir=tmp_path / "logs", echo=False)
+    # with the split backward and virtual stages measured (tiny6: 2 ranks x 2 stages), the overhead
+    # probe also runs zbh1 and interleaved1f1b in-process
+    args = [*COMMON, "--out", str(out), "--split-backward", "--stages-per-rank", "2"]
+    args[args.index("tiny")] = "tiny6"
+    run_local("calibrate.worker", args, 2, torchrun=True, timeout_s=300, log_dir=tmp_path / "logs", echo=False)
     log = (tmp_path / "logs" / "rank0.log").read_text()
     assert "window probe skipped: no --iface" in log and "1.47 Gbit/s" in log and "line rate" in log, log[-3000:]
     doc = json.loads(out.read_text())
     assert doc["raw"]["cluster_probes"]["window_probe"].startswith("window probe skipped")
     assert "window_probe" not in doc["raw"] and all(link["window_bytes"] is None for link in doc["links"])
     assert "host" not in doc   # one rank per machine: no host contention
-    # the overhead probe ran in-process: both schedules, every micro-batch size, every stage
-    assert set(doc["raw"]["overhead_probe"]["runs"]) == {"gpipe", "1f1b"}
+    # the overhead probe ran in-process: every schedule, micro-batch size and stage
+    schedules = {"gpipe", "1f1b", "zbh1", "interleaved1f1b"}
+    assert set(doc["raw"]["overhead_probe"]["runs"]) == schedules
+    assert doc["raw"]["overhead_probe"]["stages_per_rank"] == 2
     for st in doc["stages"]:
         for m in ("1", "2"):
-            assert set(st["compute"][m]["overhead_by_schedule_s"]) == {"gpipe", "1f1b"}
+            assert set(st["compute"][m]["overhead_by_schedule_s"]) == schedules
+            assert all(vs[m]["overhead_by_schedule_s"] == st["compute"][m]["overhead_by_schedule_s"]
+                       for vs in st["virtual_stages"])
+    counts = {s: doc["raw"]["overhead_probe"]["runs"][s]["1"]["0"]["actions_per_step"] for s in schedules}
+    assert counts == {"gpipe": 8, "1f1b": 8, "zbh1": 12, "interleaved1f1b": 16}
     from pipesim import profile
 
     assert profile.load(out).num_stages == 2

@@ -25,11 +25,13 @@ def test_solo_work_halves_the_overlap_of_two_ranks_on_one_core():
     assert wall[(0, 0, "OPT")] == pytest.approx(2.0) and wall[(2, 0, "2F0")] == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zbh1", "interleaved1f1b"])
 @pytest.mark.parametrize("network", ["default", "delay 2ms", "bandwidth 100Mbps"])
 def test_excess_per_action_recovers_the_overhead_of_a_simulated_shared_core_run(schedule, network):
     """A run simulated on pinned, shared cores with a known overhead per action: the trace
-    method gives that overhead back exactly, although ranks 0 and 2 overlapped on core 0."""
+    method gives that overhead back exactly, although ranks 0 and 2 overlapped on core 0
+    (zbh1: 3 computations per micro-batch, B and W; interleaved1f1b: 2 per micro-batch on
+    each of a rank's 2 virtual stages)."""
     host = Host(cores=2, slowdown={1: 1.0, 2: 2.0}, placement=(0, 1, 0))
     base = uniform_profile(3, f=0.010, b=0.020, latency=1e-4, bandwidth=1e9, nbytes=100_000, opt=0.003, host=host)
     overheads = {0: 0.0007, 1: 0.0011, 2: 0.0004}
@@ -40,11 +42,25 @@ def test_excess_per_action_recovers_the_overhead_of_a_simulated_shared_core_run(
     # the trace really has overlap on core 0 (else the test would not test the sharing)
     c0 = [e for e in run.trace if e.rank in (0, 2) and e.kind in ("F", "B", "OPT")]
     assert any(a.rank != b.rank and a.start < b.end and b.start < a.end for a in c0 for b in c0)
-    got = CX.excess_per_action(run.trace, base, 1, 4, warmup=1)
+    got = CX.excess_per_action(run.trace, base, 1, 4, warmup=1, schedule=schedule)
     assert got == pytest.approx(overheads, abs=1e-12)
     # the wall durations without the sharing taken out would overstate rank 0's and rank 2's
-    wall = CX.excess_per_action(run.trace, replace(base, host=None), 1, 4, warmup=1)
+    wall = CX.excess_per_action(run.trace, replace(base, host=None), 1, 4, warmup=1, schedule=schedule)
     assert wall[0] > overheads[0] + 1e-4 and wall[2] > overheads[2] + 1e-4
+
+
+def test_excess_counts_the_schedules_computations():
+    """A trace of zbh1 read as if it were gpipe (2 m computations, m * (forward + backward))
+    gets the overhead wrong: the count of computations and their compute are the schedule's."""
+    base = uniform_profile(3, f=0.010, b=0.020, latency=1e-4, bandwidth=1e9, nbytes=100_000, opt=0.003)
+    truth = replace(base, stages=tuple(replace(st, compute={1: replace(st.compute[1], overhead_s=0.001)})
+                                       for st in base.stages))
+    run = E.simulate(truth, "zbh1", 1, 4, steps=3)
+    assert CX.excess_per_action(run.trace, base, 1, 4, warmup=1, schedule="zbh1") == pytest.approx(
+        {0: 0.001, 1: 0.001, 2: 0.001}, abs=1e-12)
+    # 12 computations of 1 ms read as 8: 1.5 ms each
+    assert CX.excess_per_action(run.trace, base, 1, 4, warmup=1) == pytest.approx(
+        {0: 0.0015, 1: 0.0015, 2: 0.0015}, abs=1e-12)
 
 
 def test_excess_needs_a_step_after_the_warm_up():

@@ -271,6 +271,44 @@ def test_runtime_overhead_adds_to_each_computation():
     assert f and all(d == pytest.approx(1.25) for d in f)
 
 
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zbh1", "interleaved1f1b"])
+def test_a_probed_overhead_makes_each_ranks_busy_time_the_probes_cpu_per_step(schedule):
+    """With a schedule's probed overhead per action, each rank's busy time in a step is its solo
+    compute plus the overhead times its computations: 2 m for gpipe and 1f1b, 3 m for zbh1 (B
+    and W, the first stage's too), 2 m v for interleaved1f1b (on each virtual stage's own
+    compute), which is what calibrate/overhead.py divides the CPU per step by."""
+    from dataclasses import replace
+
+    from pipesim.profile import StageCompute
+
+    m, v = 4, 2
+    oh = {"gpipe": 0.010, "1f1b": 0.020, "zbh1": 0.030, "interleaved1f1b": 0.040}
+    base = uniform_profile(3, 1.0, 2.0, opt=0.25)
+    stages = []
+    for r, st in enumerate(base.stages):
+        by = {k: x * (r + 1) for k, x in oh.items()}
+        # B + W differs from backward_s, and the virtual stages from the rank's compute, so that each
+        # schedule's solo compute is its own
+        c = replace(st.compute[1], backward_input_s=0.01 if r == 0 else 0.8, backward_weight_s=2.1 if r == 0 else 1.3,
+                    overhead_s=0.5, overhead_by_schedule_s=by)
+        parts = ({1: StageCompute(0.3 + 0.1 * r, 0.7, overhead_s=0.5, overhead_by_schedule_s=by)},
+                 {1: StageCompute(0.6, 1.5 + 0.1 * r, overhead_s=0.5, overhead_by_schedule_s=by)})
+        stages.append(replace(st, compute={1: c}, virtual_stages=parts))
+    prof = replace(base, stages=tuple(stages))
+    res = E.simulate(prof, schedule, 1, m, steps=2, record=False)
+    work = E.rank_work(prof, schedule, 1, m)
+    for r, st in enumerate(prof.stages):
+        c = st.compute[1]
+        if schedule == "zbh1":
+            solo, n = m * (c.forward_s + c.backward_input_s + c.backward_weight_s), 3 * m
+        elif schedule == "interleaved1f1b":
+            solo, n = m * sum(part[1].forward_s + part[1].backward_s for part in st.virtual_stages), 2 * m * v
+        else:
+            solo, n = m * (c.forward_s + c.backward_s), 2 * m
+        assert work[r] == (pytest.approx(solo + st.optimizer_s, rel=1e-12), n)
+        assert res.ranks[r].compute == pytest.approx(solo + st.optimizer_s + n * oh[schedule] * (r + 1), rel=1e-12)
+
+
 def test_profile_transport_section_is_the_default():
     from dataclasses import replace
 
