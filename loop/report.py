@@ -29,10 +29,6 @@ class Summary:
     replay_worst_pct: float | None = None
     replay_worst_cell: str | None = None
     drift: tuple[float, float, float] | None = None  # the cells' drift: median, min, max (percent)
-    tracked_mape: dict[str, float] | None = None  # per schedule, percent, where cells have a tracked prediction
-    tracked_worst_pct: float | None = None
-    tracked_worst_cell: str | None = None
-    compute_drift: tuple[float, float, float] | None = None  # the cells' compute probe ratio: median, min, max
 
     def last_line(self) -> str:
         parts = ", ".join(f"{s} {v:.1f}%" for s, v in self.mape.items())
@@ -52,18 +48,9 @@ class Summary:
         return (f"Machine speed during the runs against right after calibration (speed probe; + is slower): "
                 f"median {med:+.1f}%, cells from {lo:+.1f}% to {hi:+.1f}%")
 
-    def tracked_line(self) -> str | None:
-        if not self.tracked_mape or self.compute_drift is None:
-            return None
-        parts = ", ".join(f"{s} {v:.1f}%" for s, v in self.tracked_mape.items())
-        med, lo, hi = self.compute_drift
-        return (f"Prediction tracking the machine (the profile's compute x the model's compute probe before each "
-                f"run, x{med:.2f}, cells x{lo:.2f} to x{hi:.2f}): MAPE {parts}, worst {self.tracked_worst_pct:.1f}% "
-                f"({self.tracked_worst_cell})")
-
     def lines(self) -> list[str]:
         """The summary lines, the prediction's MAPE line last."""
-        return [x for x in (self.drift_line(), self.replay_line(), self.tracked_line()) if x] + [self.last_line()]
+        return [x for x in (self.drift_line(), self.replay_line()) if x] + [self.last_line()]
 
 
 def error_pct(cell: dict) -> float:
@@ -72,18 +59,6 @@ def error_pct(cell: dict) -> float:
 
 def replay_error_pct(cell: dict) -> float:
     return 100.0 * (cell["replay_s"] - cell["measured_s"]) / cell["measured_s"]
-
-
-def tracked_error_pct(cell: dict) -> float:
-    return 100.0 * (cell["tracked_s"] - cell["measured_s"]) / cell["measured_s"]
-
-
-def _mape_by_schedule(cells: list[dict], err: Callable[[dict], float]) -> dict[str, float]:
-    out = {}
-    for s in dict.fromkeys(c["schedule"] for c in cells):
-        errs = [abs(err(c)) for c in cells if c["schedule"] == s]
-        out[s] = sum(errs) / len(errs)
-    return out
 
 
 def cell_name(cell: dict) -> str:
@@ -108,16 +83,10 @@ def summarize(cells: list[dict]) -> Summary:
             replay_mape[s] = sum(errs) / len(errs)
         rworst = max(replayed, key=lambda c: abs(replay_error_pct(c)))
     drifts = [c["drift_pct"] for c in cells if c.get("drift_pct") is not None]
-    tracked = [c for c in cells if c.get("tracked_s") is not None]
-    tworst = max(tracked, key=lambda c: abs(tracked_error_pct(c))) if tracked else None
-    cdrift = [c["compute_drift"] for c in tracked if c.get("compute_drift") is not None]
     return Summary(mape, abs(error_pct(worst)), cell_name(worst), statistics.median(noise) if noise else None,
                    replay_mape, abs(replay_error_pct(rworst)) if rworst else None,
                    cell_name(rworst) if rworst else None,
-                   (statistics.median(drifts), min(drifts), max(drifts)) if drifts else None,
-                   _mape_by_schedule(tracked, tracked_error_pct) if tracked else None,
-                   abs(tracked_error_pct(tworst)) if tworst else None, cell_name(tworst) if tworst else None,
-                   (statistics.median(cdrift), min(cdrift), max(cdrift)) if cdrift else None)
+                   (statistics.median(drifts), min(drifts), max(drifts)) if drifts else None)
 
 
 def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[dict], str]]] = ()) -> str:
@@ -130,9 +99,6 @@ def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[d
                  ("replay err", lambda c: f"{replay_error_pct(c):+.1f}%" if c.get("replay_s") is not None else "")]
     if any(c.get("drift_pct") is not None for c in cells):
         auto.append(("drift", lambda c: f"{c['drift_pct']:+.0f}%" if c.get("drift_pct") is not None else ""))
-    if any(c.get("tracked_s") is not None for c in cells):
-        auto += [("compute x", lambda c: f"{c['compute_drift']:.2f}" if c.get("compute_drift") is not None else ""),
-                 ("tracked err", lambda c: f"{tracked_error_pct(c):+.1f}%" if c.get("tracked_s") is not None else "")]
     columns = [*auto, *columns]
     lines = ["| schedule | network setting | mbs | simulated s | measured s (spread) | error |"
              + (" runs apart |" if runs else "") + "".join(f" {title} |" for title, _ in columns),

@@ -218,12 +218,6 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                                     trace=(s, net.label, m) == tuple(tl), run=i_run, profile=prof,
                                     transport=transport, stages_per_rank=v, compute_probe=cprobe,
                                     compute_ref=cref.get(str(m)))
-                if meas.get("compute_drift"):
-                    # the prediction from the profile scaled by the machine's compute speed just before
-                    # this run (the most recent measurement of it, never a step time)
-                    meas["tracked_s"] = E.simulate(prof.compute_scaled(meas["compute_drift"]), s, m, batch_size, net,
-                                                   transport=transport, steps=SIM_STEPS, record=False,
-                                                   stages_per_rank=v if s in S.VIRTUAL else 1).step_time
                 rec = {"key": key, "run": i_run, "schedule": s, "network": net.label, "micro_batch_size": m,
                        "batch_size": batch_size, **meas}
                 if meas.get("speed_ms"):
@@ -245,8 +239,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
             _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: measured {meas['median']:.3f} s "
                  f"(p10-p90 {meas['p10']:.3f}-{meas['p90']:.3f}), simulated {sims[key]:.3f} s, {err:+.1f}%"
                  f"{rerr}" + (f", drift {rec['drift_pct']:+.0f}%" if "drift_pct" in rec else "")
-                 + (f", compute x{meas['compute_drift']:.2f} (tracked "
-                    f"{100 * (meas['tracked_s'] - meas['median']) / meas['median']:+.1f}%)" if "tracked_s" in meas else "")
+                 + (f", compute x{meas['compute_drift']:.2f}" if "compute_drift" in meas else "")
                  + f"  [{meas['wall_s']:.0f} s]")
 
     for r in range(repeats):
@@ -274,8 +267,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                                                        str(mpath), stages_per_rank=x.get("stages_per_rank"),
                                                        replay_s=x.get("replay_s"),
                                                        drift_pct=x.get("drift_pct"),
-                                                       compute_drift=x.get("compute_drift"),
-                                                       tracked_s=x.get("tracked_s")) for x in recs]))
+                                                       compute_drift=x.get("compute_drift")) for x in recs]))
     skipped: list[str] = []
     rows = C.build_rows(prof, measured, transport, simulated={k: r.step_time for k, r in grid.items()},
                         skipped=skipped)

@@ -1,5 +1,6 @@
 """Tracking the machine's speed: the model's compute probe (calibrate.drift), the profile
-scaled by it (Profile.compute_scaled), and the tracked prediction's summary line."""
+scaled by it (Profile.compute_scaled), and the offline score of that tracking
+(benchmarks/drift_tracking.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 
 import pytest
 
-from loop import report as R
 from pipesim import engine as E
 from pipesim.profile import Host, StageCompute
 from tests.helpers import uniform_profile
@@ -79,19 +79,44 @@ def test_the_compute_probe_times_each_ranks_stage_on_its_core():
     assert sum(r4["per_rank_s"]) > sum(r1["per_rank_s"])
 
 
-def test_the_tracked_line_comes_before_the_prediction_line():
-    cells = [{"schedule": "gpipe", "network": "default", "micro_batch_size": 1, "simulated_s": 1.0,
-              "measured_s": 1.25, "tracked_s": 1.2, "compute_drift": 1.2},
-             {"schedule": "gpipe", "network": "delay 1ms", "micro_batch_size": 1, "simulated_s": 1.0,
-              "measured_s": 1.0, "tracked_s": 1.1, "compute_drift": 1.1}]
-    summ = R.summarize(cells)
-    lines = summ.lines()
-    assert lines[-1] == "MAPE: gpipe 10.0%, worst 20.0% (gpipe, default, mbs 1)"
-    assert lines[-2] == ("Prediction tracking the machine (the profile's compute x the model's compute probe before "
-                         "each run, x1.15, cells x1.10 to x1.20): MAPE gpipe 7.0%, worst 10.0% (gpipe, delay 1ms, mbs 1)")
-    assert "| compute x | tracked err |" in R.comparison_table(cells)
-
-
 def test_host_is_kept_when_scaling():
     prof = uniform_profile(3, host=Host(cores=2, slowdown={1: 1.0, 2: 1.0, 3: 1.6}, placement=(0, 1, 0)))
     assert prof.compute_scaled(1.2).host == prof.host
+
+
+def _load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_drift_tracking_scores_a_tracking_that_explains_the_runs_as_exact(tmp_path, capsys):
+    """A folder whose runs took exactly the profile's prediction scaled by their compute
+    probe: tracking by that probe scores 0%, the profile alone does not, and the probe
+    follows the runs' compute perfectly."""
+    import json
+
+    dt = _load_script("drift_tracking")
+    prof = uniform_profile(3, f=0.01, b=0.02, latency=1e-4, bandwidth=1e9, nbytes=1000, mbs=(1, 2))
+    prof.save(tmp_path / "profile.json")
+    lines = []
+    for m, net, factor in [(1, "default", 1.1), (2, "default", 0.9), (1, "delay 1ms", 1.2), (2, "delay 1ms", 1.05)]:
+        t = E.simulate(prof.compute_scaled(factor), "gpipe", m, 4, net, steps=3, record=False).step_time
+        lines.append({"key": f"gpipe|{net}|{m}", "run": 0, "schedule": "gpipe", "network": net,
+                      "micro_batch_size": m, "batch_size": 4, "median": t, "replay_s": t,
+                      "compute_drift": factor, "drift_pct": 0.0})
+    lines.append({**lines[0], "disturbed": "other processes", "median": 99.0})   # not counted
+    (tmp_path / "measured.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    s = dt.score(tmp_path)
+    assert s["runs"] == 4 and s["cells"] == 4
+    assert s["ways"]["x compute probe"]["mape"]["gpipe"] == pytest.approx(0.0, abs=1e-6)
+    assert s["ways"]["profile alone"]["mape"]["gpipe"] > 3.0
+    assert s["ways"]["x numpy probe"]["mape"] == s["ways"]["profile alone"]["mape"]   # drift_pct 0: no scaling
+    assert s["corr_compute_probe"] == pytest.approx(1.0, abs=0.05)
+    assert dt.main([str(tmp_path)]) == 0
+    assert "| x compute probe | gpipe 0.0% |" in capsys.readouterr().out

@@ -74,31 +74,23 @@ def test_validation_writes_comparison_figures_and_the_mape_line(done):
     assert (out / "runs" / tl / "run0" / "trace.json").exists()
     assert not (out / "runs" / "gpipe_default_mbs1" / "run0" / "trace.json").exists()
     text = (out / "comparison.md").read_text()
-    assert "| replay s | replay err | drift | compute x | tracked err |" in text
-    tail = text.strip().splitlines()
-    assert tail[-3].startswith("Replay MAPE (each run with its own compute): gpipe ")
-    assert tail[-2].startswith("Prediction tracking the machine (the profile's compute x the model's compute probe")
-    assert tail[-2] == summ.tracked_line()
+    assert "| replay s | replay err | drift |" in text
+    assert text.strip().splitlines()[-2].startswith("Replay MAPE (each run with its own compute): gpipe ")
 
 
-def test_tracked_predictions_come_from_the_profile_and_the_compute_probe(done):
-    """Each run's tracked prediction is the profile with its compute scaled by that run's
-    compute probe over the reference taken after calibration: no step time goes in."""
+def test_every_run_records_the_compute_probe_against_its_reference(done):
+    """Before each run the model's compute is probed; its ratio to the probe right after
+    calibration is recorded (it feeds no prediction: benchmarks/drift_tracking.py scores it)."""
     from calibrate.drift import compute_drift
 
     out, _, _ = done
-    prof = P.load(out / "profile.json")
     ref = json.loads((out / "compute_probe.json").read_text())
     assert set(ref) == {"1", "2"} and all(len(r["per_rank_s"]) == 2 and min(r["per_rank_s"]) > 0 for r in ref.values())
-    tr = E.Transport.for_profile(prof)
     recs = [x for by in V.load_runs(out / "measured.jsonl").values() for x in by.values()]
     for r in recs:
         m = r["micro_batch_size"]
         assert r["compute_drift"] == pytest.approx(compute_drift({"per_rank_s": r["compute_probe_s"]}, ref[str(m)]))
-        net = N.parse_grid(r["network"])[0]
-        again = E.simulate(prof.compute_scaled(r["compute_drift"]), r["schedule"], m, KW["batch_size"], net,
-                           transport=tr, steps=V.SIM_STEPS, record=False)
-        assert r["tracked_s"] == pytest.approx(again.step_time, rel=1e-12)
+        assert "tracked_s" not in r
 
 
 def test_predictions_come_from_the_profile_alone(done):
