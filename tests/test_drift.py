@@ -120,3 +120,21 @@ def test_drift_tracking_scores_a_tracking_that_explains_the_runs_as_exact(tmp_pa
     assert s["corr_compute_probe"] == pytest.approx(1.0, abs=0.05)
     assert dt.main([str(tmp_path)]) == 0
     assert "| x compute probe | gpipe 0.0% |" in capsys.readouterr().out
+
+
+def test_overhead_new_schedules_fallback_drops_only_their_own_entries():
+    from dataclasses import replace
+
+    ons = _load_script("overhead_new_schedules")
+    prof = uniform_profile(3, f=0.01, b=0.02, mbs=(1,))
+    by = {"gpipe": 0.001, "zbh1": 0.004, "interleaved1f1b": 0.003}
+    prof = replace(prof, stages=tuple(replace(st, compute={1: replace(st.compute[1], overhead_s=0.001,
+                                                                     overhead_by_schedule_s=by)})
+                                      for st in prof.stages))
+    fb = ons.fallback(prof)
+    assert all(st.compute[1].overhead_by_schedule_s == {"gpipe": 0.001} for st in fb.stages)
+    own = E.simulate(prof, "zbh1", 1, 4, "default", steps=3, record=False).step_time
+    reused = E.simulate(fb, "zbh1", 1, 4, "default", steps=3, record=False).step_time
+    assert reused < own   # GPipe's smaller overhead per action
+    assert E.simulate(fb, "gpipe", 1, 4, "default", steps=3, record=False).step_time == \
+        E.simulate(prof, "gpipe", 1, 4, "default", steps=3, record=False).step_time
