@@ -152,5 +152,5 @@ def register(sub) -> None:
     ap.add_argument("--out", metavar="DIR", help="folder for comparison.md and comparison.json (default: print only)")
     ap.set_defaults(func=_compare)
     ap = sub.add_parser("demo", help="the whole loop on a reduced grid with the CPU preset (a few minutes)")
-    _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 4, 20, "out/demo/figures", 1)
+    _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 4, 20, "out/demo/figures", 2)
     ap.set_defaults(func=lambda ns: _run(ns, demo=True))
