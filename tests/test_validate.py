@@ -206,7 +206,8 @@ def test_demo_without_testbed_says_why_and_measures_default_cells(done, tmp_path
     assert "local testbed is not available (not running as root)" in cap.err
     runs = V.load_runs(out / "measured.jsonl")
     assert {r[0]["network"] for r in runs.values()} == {"default"}
-    assert len(runs) == 2 and all(list(r) == [0] for r in runs.values())   # the demo measures each cell once
+    # the demo measures each cell twice, and a third time where the two are over 4% apart
+    assert len(runs) == 2 and all(sorted(r) in ([0, 1], [0, 1, 2]) for r in runs.values())
     assert MAPE_LINE.match(cap.out.strip().splitlines()[-1])
 
 
