@@ -32,13 +32,10 @@ WAYS = ("profile alone", "x compute probe", "x numpy probe")
 
 
 def _corr(xs: list[float], ys: list[float]) -> float | None:
-    if len(xs) < 3:
+    try:
+        return statistics.correlation(xs, ys) if len(xs) >= 3 else None
+    except statistics.StatisticsError:   # a constant probe or effect
         return None
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    sx = sum((x - mx) ** 2 for x in xs) ** 0.5
-    sy = sum((y - my) ** 2 for y in ys) ** 0.5
-    return sxy / (sx * sy) if sx > 0 and sy > 0 else None
 
 
 def score(folder: str | Path) -> dict:

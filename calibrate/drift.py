@@ -9,9 +9,10 @@ core the launcher pins that rank to, after one untimed turn that wakes the core.
 
 A validation takes it once right after calibrating (the reference, per micro-batch
 size) and again right before every run. The ratio of the two, the median over the
-ranks, is the cell's *compute drift*: a prediction that tracks the machine uses the
-profile with every computation scaled by it (:meth:`pipesim.profile.Profile.compute_scaled`),
-i.e. the most recent measurement of the machine's speed, never a measured step time.
+ranks, is the run's *compute drift*, recorded in ``measured.jsonl``. It feeds no
+prediction: the profile scaled by it (:meth:`pipesim.profile.Profile.compute_scaled`)
+predicted worse than the profile alone in every folder scored on 2026-11-28
+(``benchmarks/drift_tracking.py``).
 """
 
 from __future__ import annotations

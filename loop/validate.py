@@ -16,7 +16,8 @@ The loop, all on this machine (ranks in the local testbed's hosts):
    The last line printed is ``MAPE: gpipe X.X%, 1f1b Y.Y%, worst Z.Z% (cell)``. This is
    :mod:`loop.compare`, the path ``pipesim compare`` and ``pipesim plot`` take too.
 
-Nothing here imports torch; the ranks do.
+Torch is imported here only for the compute probe before each run (:mod:`calibrate.drift`);
+everything else runs in the ranks.
 """
 
 from __future__ import annotations
