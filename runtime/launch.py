@@ -32,7 +32,8 @@ With ``torchrun=True`` each rank is a one-process torchrun node (``python -m
 torch.distributed.run --nnodes N --nproc-per-node 1 --node-rank i --master-addr A
 --master-port P -m module ...``): the ranks meet through torchrun's own rendezvous (its
 store on host 0's address), exactly as on a cluster, and torchrun sets their ``RANK``,
-``WORLD_SIZE`` and ``MASTER_*``.
+``WORLD_SIZE`` and ``MASTER_*``. Its log folder is ``<log_dir>/torchrun`` (torchrun's
+default, a new ``/tmp/torchelastic_*`` per node, is never removed).
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
                     dist_env = {}
                     argv = [python, "-m", "torch.distributed.run", "--nnodes", str(ranks), "--nproc-per-node", "1",
                             "--node-rank", str(i), "--master-addr", master, "--master-port", str(port),
-                            "-m", module, *map(str, args)]
+                            # torchrun's own log folder: in the run's, not a torchelastic_* left in /tmp
+                            "--log-dir", str((log_dir / "torchrun").resolve()), "-m", module, *map(str, args)]
                 else:
                     dist_env = {"RANK": str(i), "WORLD_SIZE": str(ranks), "LOCAL_RANK": "0" if use_testbed else str(i),
                                 "MASTER_ADDR": master, "MASTER_PORT": str(port)}

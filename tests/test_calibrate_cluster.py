@@ -31,6 +31,8 @@ def test_without_iface_skips_the_window_probe_and_says_why(tmp_path):
     args[args.index("tiny")] = "tiny6"
     run_local("calibrate.worker", args, 2, torchrun=True, timeout_s=300, log_dir=tmp_path / "logs", echo=False)
     log = (tmp_path / "logs" / "rank0.log").read_text()
+    # torchrun's own log folders are in the run's folder, not new torchelastic_* left in /tmp
+    assert len(list((tmp_path / "logs" / "torchrun").iterdir())) == 2
     assert "window probe skipped: no --iface" in log and "1.47 Gbit/s" in log and "line rate" in log, log[-3000:]
     doc = json.loads(out.read_text())
     assert doc["raw"]["cluster_probes"]["window_probe"].startswith("window probe skipped")
