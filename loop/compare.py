@@ -28,11 +28,10 @@ from pathlib import Path
 
 from loop import measured as M
 from loop import report as R
+from loop.report import stages_of
 from pipesim import engine as E
 from pipesim import network as N
 from pipesim import profile as P
-from pipesim import schedule as S
-from pipesim.schedule import DEFAULT_STAGES_PER_RANK
 from pipesim.util import output_path, write_json_atomic, write_text_atomic
 
 SIM_STEPS = 3  # consecutive steps simulated; the last one is reported (steady state, as measured)
@@ -52,14 +51,6 @@ def setting_of(label: str) -> N.NetworkSetting:
 
 def cell_name(cell: dict) -> str:
     return f"{R.cell_name(cell)}, batch {cell['batch_size']}"
-
-
-def stages_of(cell: dict) -> int:
-    """The virtual stages per rank a cell ran with: its ``stages_per_rank``, else the command
-    line's default for an interleaved schedule, else 1."""
-    if cell["schedule"] not in S.VIRTUAL:
-        return 1
-    return int(cell.get("stages_per_rank") or DEFAULT_STAGES_PER_RANK)
 
 
 def why_not(prof: P.Profile, cell: dict, net: N.NetworkSetting) -> str | None:

@@ -78,16 +78,19 @@ def _positive_int(value, where: str) -> int:
     return int(f)
 
 
-def _stages_per_rank(value, schedule: str, where: str) -> int | None:
-    """An optional stages-per-rank cell (CSV, markdown): None when empty; refused in one line
-    when not a positive integer, or other than 1 for a schedule that runs one stage per rank."""
-    text = "" if value is None else str(value).strip()
-    if text in ("", "-", "\u2014"):
+def _stages_per_rank(value, schedule: str, where: str, absent: str = "leave it empty") -> int | None:
+    """An optional stages per rank (a CSV or markdown cell, a JSON field): None when empty or
+    null; refused in one line when not a positive integer, or other than 1 for a schedule that
+    runs one stage per rank (1 is what those run: accepted). ``absent``: how the file leaves
+    it out, said in the refusal."""
+    if isinstance(value, str):
+        value = value.strip()
+    if value is None or value in ("", "-", "\u2014"):
         return None
-    v = _positive_int(text, where)
+    v = _positive_int(value, where)
     if v != 1 and schedule not in VIRTUAL:
         raise ValueError(f"{where}: {v} stages per rank given for {schedule}, which runs one stage per rank; "
-                         f"leave it empty or write 1 (several stages per rank: {', '.join(VIRTUAL)})")
+                         f"{absent} or write 1 (several stages per rank: {', '.join(VIRTUAL)})")
     return v
 
 
@@ -176,7 +179,8 @@ def read_measured_jsonl(path: str | Path, notes: list[str] | None = None) -> lis
 def measured_jsonl_runs(path: str | Path, notes: list[str] | None = None) -> list[dict]:
     """A validation's or sweep's ``measured.jsonl``: one line per finished run (``key``,
     ``run``, ``schedule``, ``network``, ``micro_batch_size``, ``batch_size``, ``median``,
-    ``p10``, ``p90``, ...). A later line for the same cell and run replaces an earlier one;
+    ``p10``, ``p90``, ...; ``stages_per_rank`` for an interleaved schedule, refused above 1 for
+    the others). A later line for the same cell and run replaces an earlier one;
     a line cut by a crash is skipped (and said in ``notes``)."""
     path = Path(path)
     text = _read_text(path)
@@ -202,7 +206,7 @@ def measured_jsonl_runs(path: str | Path, notes: list[str] | None = None) -> lis
         med = _seconds(_need(rec, "median", where), f"{where}, median")
         p10 = _seconds(rec["p10"], f"{where}, p10") if rec.get("p10") is not None else None
         p90 = _seconds(rec["p90"], f"{where}, p90") if rec.get("p90") is not None else None
-        v = _positive_int(rec["stages_per_rank"], f"{where}, stages_per_rank") if rec.get("stages_per_rank") else None
+        v = _stages_per_rank(rec.get("stages_per_rank"), sched, f"{where}, stages_per_rank", "leave it out")
         r = run_record(sched, str(net), mbs, batch, med, p10, p90, str(path), stages_per_rank=v,
                        **{k: rec[k] for k in RUN_EXTRAS if isinstance(rec.get(k), (int, float))})
         runs[(*cell_key(r), rec.get("run", 0))] = r
@@ -232,7 +236,9 @@ def result_files(path: str | Path) -> list[Path]:
 
 
 def result_run(path: Path) -> dict:
-    """One ``pipesim run`` result file -> one run record (network None: default)."""
+    """One ``pipesim run`` result file -> one run record (network None: default). Its
+    ``stages_per_rank`` counts for an interleaved schedule; the others' must be 1 (what
+    ``pipesim run`` writes for them) or absent."""
     try:
         doc = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
@@ -249,7 +255,7 @@ def result_run(path: Path) -> dict:
     p10 = _seconds(st["p10"], f"{where}, step_time.p10") if st.get("p10") is not None else None
     p90 = _seconds(st["p90"], f"{where}, step_time.p90") if st.get("p90") is not None else None
     ranks = _positive_int(doc["ranks"], f"{where}, ranks") if doc.get("ranks") is not None else None
-    v = _positive_int(doc["stages_per_rank"], f"{where}, stages_per_rank") if doc.get("stages_per_rank") else None
+    v = _stages_per_rank(doc.get("stages_per_rank"), sched, f"{where}, stages_per_rank", "leave it out")
     return run_record(sched, doc.get("network") or "default", mbs, batch, med, p10, p90, str(path), ranks,
                       stages_per_rank=v)
 

@@ -5,7 +5,8 @@ list of dicts with at least ``schedule``, ``network``, ``micro_batch_size``,
 ``simulated_s`` and ``measured_s`` (the median over measured steps); optional
 ``measured_lo_s``/``measured_hi_s`` (spread) and ``noise_pct`` (run-to-run noise);
 ``replay_s`` (the run replayed with its own compute: :mod:`pipesim.replay`) and
-``drift_pct`` (the machine's speed against calibration's).
+``drift_pct`` (the machine's speed against calibration's); ``stages_per_rank`` for an
+interleaved schedule (absent: :data:`pipesim.schedule.DEFAULT_STAGES_PER_RANK`).
 
 Two errors per cell where there is a replay: the *replay error* (replay vs measured: the
 model of schedule, transport and network alone) and the *prediction error* (simulated
@@ -17,6 +18,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from pipesim.schedule import DEFAULT_STAGES_PER_RANK, VIRTUAL
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,22 @@ def replay_error_pct(cell: dict) -> float:
     return 100.0 * (cell["replay_s"] - cell["measured_s"]) / cell["measured_s"]
 
 
+def stages_of(cell: dict) -> int:
+    """The virtual stages per rank a cell ran with: its ``stages_per_rank``, else the command
+    line's default for an interleaved schedule (:data:`pipesim.schedule.VIRTUAL`), else 1."""
+    if cell["schedule"] not in VIRTUAL:
+        return 1
+    return int(cell.get("stages_per_rank") or DEFAULT_STAGES_PER_RANK)
+
+
+def schedule_label(cell: dict) -> str:
+    """The schedule as a table shows it: an interleaved one with its stages per rank,
+    ``interleaved1f1b (v 2)``, so that two cells of different v are told apart; the others
+    as named."""
+    s = cell["schedule"]
+    return f"{s} (v {stages_of(cell)})" if s in VIRTUAL else s
+
+
 def cell_name(cell: dict) -> str:
     return f"{cell['schedule']}, {cell['network']}, mbs {cell['micro_batch_size']}"
 
@@ -91,7 +110,8 @@ def summarize(cells: list[dict]) -> Summary:
 
 def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[dict], str]]] = ()) -> str:
     """Markdown: one row per cell with simulated, measured (spread) and error; then one
-    column per ``(title, cell -> text)`` in ``columns`` (e.g. a later per-cell error)."""
+    column per ``(title, cell -> text)`` in ``columns`` (e.g. a later per-cell error). An
+    interleaved schedule's cell says its stages per rank (:func:`schedule_label`)."""
     runs = any(c.get("noise_pct") is not None for c in cells)
     auto: list[tuple[str, Callable[[dict], str]]] = []
     if any(c.get("replay_s") is not None for c in cells):
@@ -110,7 +130,7 @@ def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[d
         apart = ""
         if runs:
             apart = f" {c['noise_pct']:.1f}% |" if c.get("noise_pct") is not None else " |"
-        lines.append(f"| {c['schedule']} | {c['network']} | {c['micro_batch_size']} | {c['simulated_s']:.3f} | "
+        lines.append(f"| {schedule_label(c)} | {c['network']} | {c['micro_batch_size']} | {c['simulated_s']:.3f} | "
                      f"{c['measured_s']:.3f}{spread} | {error_pct(c):+.1f}% |{apart}"
                      + "".join(f" {fn(c)} |" for _, fn in columns))
     return "\n".join(lines)

@@ -144,6 +144,67 @@ def test_output_and_profile_paths(capsys, tmp_path):
                     "--batch-size", "4"], "forward_s")
 
 
+# measured files for compare: a stages_per_rank for a schedule that runs one stage per rank is refused
+# (it used to be dropped without a word), naming the file, the line and the schedule; 1 is accepted
+JSONL_REC = {"key": "k", "run": 0, "schedule": "gpipe", "network": "default", "micro_batch_size": 1,
+             "batch_size": 4, "median": 1.0, "p10": 0.9, "p90": 1.1}
+ONE_STAGE = "which runs one stage per rank; leave it out or write 1 (several stages per rank: interleaved1f1b)"
+MEASURED_CASES = [
+    ("m.jsonl", [JSONL_REC, {**JSONL_REC, "schedule": "1f1b", "stages_per_rank": 2}],
+     "m.jsonl, line 2, stages_per_rank: 2 stages per rank given for 1f1b, " + ONE_STAGE),
+    ("m.jsonl", [{**JSONL_REC, "schedule": "zbh1", "stages_per_rank": "3"}],
+     "m.jsonl, line 1, stages_per_rank: 3 stages per rank given for zbh1, " + ONE_STAGE),
+    ("m.jsonl", [{**JSONL_REC, "schedule": "interleaved1f1b", "stages_per_rank": 0}],
+     "m.jsonl, line 1, stages_per_rank: 0 is not a positive integer"),
+    ("m.jsonl", [{**JSONL_REC, "schedule": "interleaved1f1b", "stages_per_rank": 2.5}],
+     "m.jsonl, line 1, stages_per_rank: 2.5 is not a positive integer"),
+    ("r/results.json", {"schedule": "gpipe", "stages_per_rank": 2},
+     "r/results.json, stages_per_rank: 2 stages per rank given for gpipe, " + ONE_STAGE),
+    ("r/results.json", {"schedule": "interleaved1f1b", "stages_per_rank": True},
+     "r/results.json, stages_per_rank: True is not a positive integer"),
+]
+
+
+def _measured_file(tmp_path, name, content):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".jsonl"):
+        path.write_text("".join(json.dumps(r) + "\n" for r in content))
+    else:
+        path.write_text(json.dumps({"format": "pipesim-run", "ranks": 3, "micro_batch_size": 1, "batch_size": 4,
+                                    "network": None, "step_time": {"median": 1.0, "p10": 0.9, "p90": 1.1, "n": 3},
+                                    **content}))
+    return path
+
+
+@pytest.mark.parametrize("name,content,named", MEASURED_CASES, ids=[str(i) for i in range(len(MEASURED_CASES))])
+def test_compare_refuses_stages_per_rank_of_a_one_stage_schedule(capsys, tmp_path, name, content, named):
+    path = _measured_file(tmp_path, name, content)
+    line = _check(capsys, ["compare", "--profile", _profile_file(tmp_path), "--measured", str(path)], named)
+    assert line.startswith("pipesim compare: error: ") and str(tmp_path / named.split(",")[0]) in line, line
+
+
+def test_compare_refuses_it_in_a_folder_of_results_naming_the_file(capsys, tmp_path):
+    _measured_file(tmp_path, "runs/a/results.json", {"schedule": "gpipe", "stages_per_rank": 1})
+    bad = _measured_file(tmp_path, "runs/b/results.json", {"schedule": "1f1b", "stages_per_rank": 4})
+    _check(capsys, ["compare", "--profile", _profile_file(tmp_path), "--measured", str(tmp_path / "runs")],
+           f"{bad}, stages_per_rank: 4 stages per rank given for 1f1b, " + ONE_STAGE)
+
+
+def test_compare_takes_one_stage_per_rank_of_any_schedule(capsys, tmp_path):
+    """1 is what the one-stage schedules run (pipesim run writes it in their results): accepted, as
+    is an interleaved schedule's v."""
+    recs = [{**JSONL_REC, "schedule": s, "stages_per_rank": 1} for s in ("gpipe", "1f1b", "zbh1")]
+    recs.append({**JSONL_REC, "schedule": "interleaved1f1b", "stages_per_rank": 3})
+    jsonl = _measured_file(tmp_path, "m.jsonl", recs)
+    res = _measured_file(tmp_path, "r/results.json", {"schedule": "gpipe", "stages_per_rank": 1})
+    argv = ["compare", "--profile", _profile_file(tmp_path), "--measured", str(jsonl), str(res)]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Compared 4 cells (gpipe 1, 1f1b 1, zbh1 1, interleaved1f1b 1)." in out, out
+    assert "| gpipe | default | 1 | " in out and "| interleaved1f1b (v 3) | default | 1 | " in out, out
+
+
 def test_output_folder_is_created_only_under_the_current_one(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(SIM + ["--trace", "new/deeper/t.json"]) == 0

@@ -257,9 +257,12 @@ def test_grid_writes_stages_per_rank_and_compare_reads_it_back(tmp_path, prof_pa
     for name in ("g.csv", "g.md"):
         assert main(["compare", "--profile", str(prof_path), "--measured", str(tmp_path / name),
                      "--batch-size", str(BATCH)]) == 0
-        last = capsys.readouterr().out.strip().splitlines()[-1]
+        printed = capsys.readouterr().out
+        last = printed.strip().splitlines()[-1]
         worst = float(re.search(r"worst (\S+)%", last).group(1))
         assert worst <= (0.0 if name == "g.csv" else 1.0), (name, last)
+        # the comparison table says the v each interleaved cell was read (and simulated) with
+        assert printed.count("| interleaved1f1b (v 4) | ") == 4 and printed.count("| gpipe | ") == 4, printed
 
 
 def _result(path, schedule="gpipe", mbs=1, median=1.4, ranks=STAGES, network=None):
@@ -406,6 +409,62 @@ def test_replay_and_drift_get_their_columns_and_lines_before_the_mape_line(tmp_p
     assert lines[-2].startswith("Replay MAPE (each run with its own compute): ")
     assert "worst 5.0%" in lines[-2]
     assert lines[-3].startswith("Machine speed during the runs")
+
+
+GOOD_TABLE = """\
+| schedule | network setting | mbs | simulated s | measured s (spread) | error | runs apart |
+|---|---|---:|---:|---:|---:|---:|
+| gpipe | default | 1 | 1.500 | 1.250 | +20.0% | 8.3% |
+| gpipe | default | 2 | 1.800 | 2.000 | -10.0% | |
+| 1f1b | default | 1 | 1.500 | 1.000 (0.900-1.100) | +50.0% | |
+| 1f1b | default | 2 | 1.800 | 2.000 (1.900-2.100) | -10.0% | |"""
+
+
+def test_a_table_without_interleaved_rows_is_as_it_was(tmp_path, prof_path):
+    path = tmp_path / "m.csv"
+    path.write_text(GOOD_CSV)
+    assert R.comparison_table(C.build_rows(P.load(prof_path), M.read([path]))) == GOOD_TABLE
+
+
+def test_interleaved_rows_say_their_stages_per_rank(tmp_path, prof_path):
+    """Two cells of interleaved 1F1B that differ only in v are told apart in the table; a
+    cell whose file left v out shows the default it was simulated with; the other schedules'
+    rows, and the columns, are as without interleaved rows."""
+    prof = P.load(prof_path)
+    path = tmp_path / "m.csv"
+    path.write_text("schedule,network,micro_batch_size,batch_size,step_time_s,stages_per_rank\n"
+                    "interleaved1f1b,default,1,4,1.0,3\n"
+                    "interleaved1f1b,default,1,4,1.1,4\n"
+                    "interleaved1f1b,default,2,4,1.2,\n"   # empty: the default, 2
+                    "gpipe,default,1,4,1.5,1\n")
+    rows = C.build_rows(prof, M.read([path]))
+    table = R.comparison_table(rows).splitlines()
+    assert table[:2] == ["| schedule | network setting | mbs | simulated s | measured s (spread) | error |",
+                         "|---|---|---:|---:|---:|---:|"]
+    assert [line.split(" | ")[0] for line in table[2:]] == [
+        "| interleaved1f1b (v 3)", "| interleaved1f1b (v 4)", "| interleaved1f1b (v 2)", "| gpipe"]
+    assert [R.stages_of(r) for r in rows] == [3, 4, 2, 1]
+    assert table[2] == (f"| interleaved1f1b (v 3) | default | 1 | {_sim(prof, 'interleaved1f1b', 1, 3):.3f} | 1.000 | "
+                        f"{100 * (_sim(prof, 'interleaved1f1b', 1, 3) - 1.0):+.1f}% |")
+    assert table[5].startswith("| gpipe | default | 1 | ")
+
+
+def test_a_comparison_md_is_not_read_as_measurements(tmp_path, prof_path):
+    """comparison.md is a report: the measured readers refuse it in one line (the seed's layout
+    is what they read) rather than taking its simulated or v-labelled cells for measurements.
+    What it was made from reads back to the cells, and the v, it shows."""
+    path = tmp_path / "m.csv"
+    path.write_text("schedule,network,micro_batch_size,batch_size,step_time_s,stages_per_rank\n"
+                    "interleaved1f1b,default,1,4,1.0,3\ngpipe,default,1,4,1.5,\n")
+    out = tmp_path / "out"
+    lines, _, _ = C.compare([path], prof_path, out=out)
+    md = out / "comparison.md"
+    assert "| interleaved1f1b (v 3) | default | 1 | " in md.read_text()
+    with pytest.raises(ValueError) as e:
+        M.read([md], batch_size=BATCH)
+    assert str(e.value).startswith(f"{md}: no table in the seed's layout (") and "\n" not in str(e.value)
+    again = C.build_rows(P.load(prof_path), M.read([path]))
+    assert R.comparison_table(again) in "\n".join(lines)
 
 
 def test_figures_and_outputs(tmp_path, prof_path):
