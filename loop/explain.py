@@ -38,9 +38,23 @@ def cell_runs(out: Path, schedule: str, label: str, mbs: int) -> list[dict]:
     want = norm_label(label)
     for key, by_run in runs.items():
         s, lbl, m = key.split("|")
-        if s == schedule and norm_label(lbl) == want and int(m) == mbs:
+        # the label as in the table, or its name without the parenthesis ("default")
+        if s == schedule and want in (norm_label(lbl), norm_label(lbl.split(" (")[0])) and int(m) == mbs:
             return [r for _, r in sorted(by_run.items()) if r.get("trace") and (out / r["trace"]).exists()]
     return []
+
+
+def _cells_of(out: Path) -> str:
+    """The folder's cells, for an error that names a missing one: schedules, settings, sizes."""
+    from loop.validate import load_runs
+
+    keys = [k.split("|") for k in load_runs(out / "measured.jsonl")]
+    if not keys:
+        return "it has no measured runs"
+    nets = dict.fromkeys(lbl.split(" (")[0] for _, lbl, _ in keys)
+    return (f"it has schedules {', '.join(dict.fromkeys(s for s, _, _ in keys))}; networks "
+            f"{', '.join(repr(n) for n in nets)}; micro-batch sizes "
+            f"{', '.join(sorted(dict.fromkeys(m for _, _, m in keys), key=int))}")
 
 
 def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, against: str = "profile",
@@ -51,7 +65,7 @@ def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, agains
     runs = cell_runs(out, schedule, label, mbs)
     if not runs:
         raise ValueError(f"{out}: no traced run of {schedule}, {label}, mbs {mbs} (measured with this pipesim's "
-                         "validate, every run keeps its trace)")
+                         f"validate, every run keeps its trace); {_cells_of(out)}")
     med = statistics.median_low([r["median"] for r in runs])
     run = next(r for r in runs if r["median"] == med)
     measured = read_csv(out / run["trace"])

@@ -183,7 +183,27 @@ def test_explain_names_a_missing_cell(done, capsys):
     out, _, _ = done
     assert main(["explain", "--out", str(out), "--schedule", "gpipe", "--network", "delay 99ms",
                  "--micro-batch-size", "1"]) == 2
-    assert "no traced run of gpipe, delay 99ms, mbs 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no traced run of gpipe, delay 99ms, mbs 1" in err
+    assert "networks 'default'" in err and "micro-batch sizes 1" in err, err   # what the folder has
+
+
+def test_explain_takes_a_settings_short_name(done, capsys, tmp_path):
+    out, _, _ = done
+    # the folder as `pipesim validate` writes the default setting: with its description in parentheses
+    long = "default (about 0.1ms; up to 10Gbps)"
+    copy = tmp_path / "v"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("figs"))
+    lines = []
+    for line in (copy / "measured.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["network"] == "default":
+            rec["network"], rec["key"] = long, rec["key"].replace("|default|", f"|{long}|")
+        lines.append(json.dumps(rec))
+    (copy / "measured.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["explain", "--out", str(copy), "--schedule", "1f1b", "--network", "default",
+                 "--micro-batch-size", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"Explain 1f1b, {long}, mbs 1: run ")
 
 
 def test_plot_without_a_validation_says_what_to_run(tmp_path, capsys):
