@@ -81,25 +81,34 @@ def schedule_label(cell: dict) -> str:
 
 
 def cell_name(cell: dict) -> str:
-    return f"{cell['schedule']}, {cell['network']}, mbs {cell['micro_batch_size']}"
+    return f"{schedule_label(cell)}, {cell['network']}, mbs {cell['micro_batch_size']}"
+
+
+def mape_groups(cells: Sequence[dict]) -> dict[str, list[dict]]:
+    """Cells grouped for a MAPE line: per schedule, and per stages per rank as well where one
+    schedule's cells ran several (``interleaved1f1b (v 2)``, ``interleaved1f1b (v 3)``)."""
+    groups: dict[str, list[dict]] = {}
+    for s in dict.fromkeys(c["schedule"] for c in cells):
+        mine = [c for c in cells if c["schedule"] == s]
+        if len({stages_of(c) for c in mine}) > 1:
+            for c in mine:
+                groups.setdefault(schedule_label(c), []).append(c)
+        else:
+            groups[s] = mine
+    return groups
 
 
 def summarize(cells: list[dict]) -> Summary:
     if not cells:
         raise ValueError("no measured cells to compare")
-    mape: dict[str, float] = {}
-    for s in dict.fromkeys(c["schedule"] for c in cells):
-        errs = [abs(error_pct(c)) for c in cells if c["schedule"] == s]
-        mape[s] = sum(errs) / len(errs)
+    mape = {g: sum(abs(error_pct(c)) for c in mine) / len(mine) for g, mine in mape_groups(cells).items()}
     worst = max(cells, key=lambda c: abs(error_pct(c)))
     noise = [c["noise_pct"] for c in cells if c.get("noise_pct") is not None]
     replay_mape = rworst = None
     replayed = [c for c in cells if c.get("replay_s") is not None]
     if replayed:
-        replay_mape = {}
-        for s in dict.fromkeys(c["schedule"] for c in replayed):
-            errs = [abs(replay_error_pct(c)) for c in replayed if c["schedule"] == s]
-            replay_mape[s] = sum(errs) / len(errs)
+        replay_mape = {g: sum(abs(replay_error_pct(c)) for c in mine) / len(mine)
+                       for g, mine in mape_groups(replayed).items()}
         rworst = max(replayed, key=lambda c: abs(replay_error_pct(c)))
     drifts = [c["drift_pct"] for c in cells if c.get("drift_pct") is not None]
     return Summary(mape, abs(error_pct(worst)), cell_name(worst), statistics.median(noise) if noise else None,

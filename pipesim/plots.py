@@ -6,6 +6,7 @@ comparison of two files of the same kind.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,22 +62,42 @@ def parity(cells: Sequence[dict], path, title: str = "Simulated vs measured step
     return _save(fig, path)
 
 
+def bar_groups(cells: Sequence[dict]) -> dict[str, list[dict]]:
+    """The cells per group of bars: per schedule, and per stages per rank as well where one
+    schedule's cells ran several (``interleaved1f1b (v 3)``), so that none hides another."""
+    vs: dict[str, set] = {}
+    for c in cells:
+        vs.setdefault(c["schedule"], set()).add(c.get("stages_per_rank") or None)
+    out: dict[str, list[dict]] = {}
+    for c in cells:
+        s = c["schedule"]
+        g = f"{s} (v {c.get('stages_per_rank') or 'default'})" if len(vs[s]) > 1 else s
+        out.setdefault(g, []).append(c)
+    return out
+
+
 def bars(cells: Sequence[dict], path, title: str = "Step time per network setting") -> Path:
     """One panel per micro-batch size; per setting, simulated beside measured for both schedules."""
     mbs_list = sorted({c["micro_batch_size"] for c in cells})
     nets = list(dict.fromkeys(c["network"] for c in cells))
-    scheds = list(dict.fromkeys(c["schedule"] for c in cells))
-    idx = {(c["schedule"], c["network"], c["micro_batch_size"]): c for c in cells}
+    groups = bar_groups(cells)
+    scheds = list(groups)
+    idx = {(g, c["network"], c["micro_batch_size"]): c for g, mine in groups.items() for c in mine}
     fig, axes = plt.subplots(len(mbs_list), 1, figsize=(max(8, 1.0 * len(nets) + 2), 2.6 * len(mbs_list)),
                              squeeze=False, sharex=True)
     width = 0.8 / (2 * len(scheds))
     x = np.arange(len(nets))
+    spare = itertools.cycle(plt.get_cmap("tab10").colors[4:])
+    color = {}
+    for g in scheds:   # a schedule's colour for its first group, another for each further v
+        base = g.split(" (")[0]
+        color[g] = COLORS.get(base) if base in COLORS and COLORS[base] not in color.values() else next(spare)
     for ax, m in zip(axes[:, 0], mbs_list):
         k = 0
         for s in scheds:
             for kind, hatch, alpha in (("simulated_s", "//", 0.55), ("measured_s", "", 0.95)):
                 vals = [idx[(s, n, m)][kind] if (s, n, m) in idx else np.nan for n in nets]
-                ax.bar(x + (k - len(scheds) + 0.5) * width, vals, width, color=COLORS.get(s), alpha=alpha,
+                ax.bar(x + (k - len(scheds) + 0.5) * width, vals, width, color=color[s], alpha=alpha,
                        hatch=hatch, edgecolor="white", label=f"{s} {'simulated' if kind == 'simulated_s' else 'measured'}")
                 k += 1
         ax.set_ylabel(f"mbs {m}: step s")

@@ -449,6 +449,29 @@ def test_interleaved_rows_say_their_stages_per_rank(tmp_path, prof_path):
     assert table[5].startswith("| gpipe | default | 1 | ")
 
 
+def test_mape_and_figure_keep_cells_of_different_v_apart(tmp_path, prof_path):
+    """A schedule measured at two v: one MAPE per v (a schedule at one v keeps its plain name),
+    the worst cell named with its v, and one group of bars per v in the figure."""
+    from pipesim import plots
+
+    prof = P.load(prof_path)
+    path = tmp_path / "m.csv"
+    path.write_text("schedule,network,micro_batch_size,batch_size,step_time_s,stages_per_rank\n"
+                    "interleaved1f1b,default,1,4,1.0,3\n"
+                    "interleaved1f1b,default,1,4,9.0,4\n"
+                    "gpipe,default,1,4,1.5,1\n")
+    rows = C.build_rows(prof, M.read([path]))
+    summ = R.summarize(rows)
+    assert list(summ.mape) == ["interleaved1f1b (v 3)", "interleaved1f1b (v 4)", "gpipe"]
+    v4 = next(r for r in rows if R.stages_of(r) == 4)
+    assert summ.mape["interleaved1f1b (v 4)"] == pytest.approx(abs(R.error_pct(v4)))
+    assert summ.worst_cell.startswith("interleaved1f1b (v 4), default, mbs 1")
+    assert list(R.summarize([r for r in rows if R.stages_of(r) != 4]).mape) == ["interleaved1f1b", "gpipe"]
+    assert {g: len(c) for g, c in plots.bar_groups(rows).items()} == {
+        "interleaved1f1b (v 3)": 1, "interleaved1f1b (v 4)": 1, "gpipe": 1}
+    assert plots.bars(rows, tmp_path / "bars.png").stat().st_size > 0
+
+
 def test_a_comparison_md_is_not_read_as_measurements(tmp_path, prof_path):
     """comparison.md is a report: the measured readers refuse it in one line (the seed's layout
     is what they read) rather than taking its simulated or v-labelled cells for measurements.
