@@ -4,13 +4,19 @@ A *cell* is one (schedule, network setting, micro-batch size). Comparison input 
 list of dicts with at least ``schedule``, ``network``, ``micro_batch_size``,
 ``simulated_s`` and ``measured_s`` (the median over measured steps); optional
 ``measured_lo_s``/``measured_hi_s`` (spread) and ``noise_pct`` (run-to-run noise);
-``replay_s`` (the run replayed with its own compute: :mod:`pipesim.replay`) and
-``drift_pct`` (the machine's speed against calibration's); ``stages_per_rank`` for an
-interleaved schedule (absent: :data:`pipesim.schedule.DEFAULT_STAGES_PER_RANK`).
+``replay_s`` (the run replayed with its own compute: :mod:`pipesim.replay`),
+``speed_replay_s`` and ``cpu_drift`` (the profile at the run's own CPU per step per rank,
+and that CPU over the profile's: :func:`pipesim.context.cpu_replay`) and ``drift_pct``
+(the speed probe against calibration's); ``stages_per_rank`` for an interleaved schedule
+(absent: :data:`pipesim.schedule.DEFAULT_STAGES_PER_RANK`).
 
-Two errors per cell where there is a replay: the *replay error* (replay vs measured: the
-model of schedule, transport and network alone) and the *prediction error* (simulated
-from the profile alone vs measured). The prediction's ``MAPE:`` line is always last.
+Up to three errors per cell, from the most to the least the simulator is given: the
+*replay error* (replay vs measured: the model of schedule, transport and network alone),
+the *error at the run's speed* (the profile scaled to each rank's CPU per step in the run:
+adds the model of compute in context, the sharing of cores; what it takes away from the
+prediction's error is the machine's speed in that run and calibration's error) and the
+*prediction error* (simulated from the profile alone vs measured). The prediction's
+``MAPE:`` line is always last.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ class Summary:
     replay_worst_pct: float | None = None
     replay_worst_cell: str | None = None
     drift: tuple[float, float, float] | None = None  # the cells' drift: median, min, max (percent)
+    speed_mape: dict[str, float] | None = None  # per schedule, percent: at each run's own CPU speed
+    speed_worst_pct: float | None = None
+    speed_worst_cell: str | None = None
+    cpu_drift: tuple[float, float, float] | None = None  # the cells' CPU per step over the profile's, percent
 
     def last_line(self) -> str:
         parts = ", ".join(f"{s} {v:.1f}%" for s, v in self.mape.items())
@@ -44,7 +54,18 @@ class Summary:
         return f"Replay MAPE (each run with its own compute): {parts}, worst {self.replay_worst_pct:.1f}% " \
                f"({self.replay_worst_cell})"
 
+    def speed_line(self) -> str | None:
+        if not self.speed_mape:
+            return None
+        parts = ", ".join(f"{s} {v:.1f}%" for s, v in self.speed_mape.items())
+        return f"At each run's own speed (the profile at its ranks' CPU per step): {parts}, worst " \
+               f"{self.speed_worst_pct:.1f}% ({self.speed_worst_cell})"
+
     def drift_line(self) -> str | None:
+        if self.cpu_drift is not None:
+            med, lo, hi = self.cpu_drift
+            return (f"Machine speed during the runs (each rank's CPU per step against the profile's; + is slower): "
+                    f"median {med:+.1f}%, cells from {lo:+.1f}% to {hi:+.1f}%")
         if self.drift is None:
             return None
         med, lo, hi = self.drift
@@ -53,7 +74,7 @@ class Summary:
 
     def lines(self) -> list[str]:
         """The summary lines, the prediction's MAPE line last."""
-        return [x for x in (self.drift_line(), self.replay_line()) if x] + [self.last_line()]
+        return [x for x in (self.drift_line(), self.replay_line(), self.speed_line()) if x] + [self.last_line()]
 
 
 def error_pct(cell: dict) -> float:
@@ -62,6 +83,10 @@ def error_pct(cell: dict) -> float:
 
 def replay_error_pct(cell: dict) -> float:
     return 100.0 * (cell["replay_s"] - cell["measured_s"]) / cell["measured_s"]
+
+
+def speed_error_pct(cell: dict) -> float:
+    return 100.0 * (cell["speed_replay_s"] - cell["measured_s"]) / cell["measured_s"]
 
 
 def stages_of(cell: dict) -> int:
@@ -111,10 +136,19 @@ def summarize(cells: list[dict]) -> Summary:
                        for g, mine in mape_groups(replayed).items()}
         rworst = max(replayed, key=lambda c: abs(replay_error_pct(c)))
     drifts = [c["drift_pct"] for c in cells if c.get("drift_pct") is not None]
+    speed_mape = sworst = None
+    sped = [c for c in cells if c.get("speed_replay_s") is not None]
+    if sped:
+        speed_mape = {g: sum(abs(speed_error_pct(c)) for c in mine) / len(mine)
+                      for g, mine in mape_groups(sped).items()}
+        sworst = max(sped, key=lambda c: abs(speed_error_pct(c)))
+    cpu = [100 * (c["cpu_drift"] - 1) for c in cells if c.get("cpu_drift") is not None]
     return Summary(mape, abs(error_pct(worst)), cell_name(worst), statistics.median(noise) if noise else None,
                    replay_mape, abs(replay_error_pct(rworst)) if rworst else None,
                    cell_name(rworst) if rworst else None,
-                   (statistics.median(drifts), min(drifts), max(drifts)) if drifts else None)
+                   (statistics.median(drifts), min(drifts), max(drifts)) if drifts else None,
+                   speed_mape, abs(speed_error_pct(sworst)) if sworst else None, cell_name(sworst) if sworst else None,
+                   (statistics.median(cpu), min(cpu), max(cpu)) if cpu else None)
 
 
 def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[dict], str]]] = ()) -> str:
@@ -126,7 +160,13 @@ def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[d
     if any(c.get("replay_s") is not None for c in cells):
         auto += [("replay s", lambda c: f"{c['replay_s']:.3f}" if c.get("replay_s") is not None else ""),
                  ("replay err", lambda c: f"{replay_error_pct(c):+.1f}%" if c.get("replay_s") is not None else "")]
-    if any(c.get("drift_pct") is not None for c in cells):
+    if any(c.get("speed_replay_s") is not None for c in cells):
+        auto.append(("at run speed err",
+                     lambda c: f"{speed_error_pct(c):+.1f}%" if c.get("speed_replay_s") is not None else ""))
+    if any(c.get("cpu_drift") is not None for c in cells):   # the run's CPU speed, where measured
+        auto.append(("CPU drift", lambda c: f"{100 * (c['cpu_drift'] - 1):+.0f}%" if c.get("cpu_drift") is not None
+                     else ""))
+    elif any(c.get("drift_pct") is not None for c in cells):
         auto.append(("drift", lambda c: f"{c['drift_pct']:+.0f}%" if c.get("drift_pct") is not None else ""))
     columns = [*auto, *columns]
     lines = ["| schedule | network setting | mbs | simulated s | measured s (spread) | error |"

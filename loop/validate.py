@@ -33,6 +33,7 @@ from loop import measured as M
 from loop import report as R
 from loop.compare import SIM_STEPS
 from loop.measured import run_spread_pct
+from pipesim import context as CX
 from pipesim import engine as E
 from pipesim import limits
 from pipesim import network as N
@@ -140,7 +141,28 @@ def measure_cell(out: Path, model: str, ranks: int, schedule: str, net: N.Networ
         rp = replay(profile, read_csv(cell_dir / "trace.csv"), schedule, mbs, batch, net, warmup=warmup,
                     transport=transport, stages_per_rank=v)
         rec["replay_s"] = rp.step_time
+        rec.update(run_speed(profile, res, schedule, mbs, batch, net, transport, v))
     return rec
+
+
+def run_speed(profile: P.Profile, res: dict, schedule: str, mbs: int, batch: int, net: N.NetworkSetting,
+              transport: E.Transport | None, stages_per_rank: int) -> dict:
+    """A CPU run's speed against the profile, from its ranks' CPU per step
+    (:func:`pipesim.context.cpu_replay`): ``cpu_drift`` (the median over ranks of the run's CPU
+    per step over the profile's, 1.0: as calibrated), ``cpu_factors`` (per rank) and
+    ``speed_replay_s`` (the cell simulated at those speeds). Empty for a GPU run (its CPU time
+    is not its compute) or results without every rank's CPU per step."""
+    per = sorted(res.get("per_rank") or [], key=lambda x: x.get("rank", 0))
+    if res.get("device", "cpu") != "cpu" or len(per) != profile.num_stages:
+        return {}
+    try:
+        cpu = [float(x["cpu_per_step"]["median"]) for x in per]
+        cr = CX.cpu_replay(profile, schedule, mbs, batch, net, cpu, transport=transport,
+                           stages_per_rank=stages_per_rank if schedule in S.VIRTUAL else None)
+    except (KeyError, TypeError, ValueError) as e:
+        _log(f"  run speed not measured: {e}")
+        return {}
+    return {"cpu_drift": cr.drift, "cpu_factors": list(cr.factors), "speed_replay_s": cr.step_time}
 
 
 def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", ranks: int = 3,
@@ -240,7 +262,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
             _log(f"  [{i}/{len(todo)}] {s:5s} {net.label:36s} mbs {m}: measured {meas['median']:.3f} s "
                  f"(p10-p90 {meas['p10']:.3f}-{meas['p90']:.3f}), simulated {sims[key]:.3f} s, {err:+.1f}%"
                  f"{rerr}" + (f", drift {rec['drift_pct']:+.0f}%" if "drift_pct" in rec else "")
-                 + (f", compute x{meas['compute_drift']:.2f}" if "compute_drift" in meas else "")
+                 + (f", CPU x{meas['cpu_drift']:.2f}" if "cpu_drift" in meas else "")
                  + f"  [{meas['wall_s']:.0f} s]")
 
     for r in range(repeats):
@@ -268,7 +290,9 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                                                        str(mpath), stages_per_rank=x.get("stages_per_rank"),
                                                        replay_s=x.get("replay_s"),
                                                        drift_pct=x.get("drift_pct"),
-                                                       compute_drift=x.get("compute_drift")) for x in recs]))
+                                                       compute_drift=x.get("compute_drift"),
+                                                       cpu_drift=x.get("cpu_drift"),
+                                                       speed_replay_s=x.get("speed_replay_s")) for x in recs]))
     skipped: list[str] = []
     rows = C.build_rows(prof, measured, transport, simulated={k: r.step_time for k, r in grid.items()},
                         skipped=skipped)

@@ -28,6 +28,18 @@ over ``3 m`` for zbh1; for interleaved1f1b, the rank's virtual stages' ``m * (fo
 backward_s)`` summed, plus ``optimizer_s``, over ``2 m v``. The solo work per step sums
 every computation of the trace (F, B, W and the optimizer step) with its own gap.
 
+:func:`cpu_replay` is the level between the replay and the prediction. A run records each
+rank's process CPU time per step (``cpu_per_step`` in its results); the profile says what
+the engine charges that rank per step without any sharing of cores (:func:`cpu_per_step`:
+compute, optimizer and the runtime's overhead per computation). Their ratio per rank is
+the machine's speed in that run against calibration's (a slow spell of the VM, a cold
+cache, or calibration's own error: each inflates the CPU the same work takes). The
+profile with each rank scaled by its ratio (:meth:`pipesim.profile.Profile.ranks_scaled`),
+simulated with the host model, gives the cell's step time had the profile known the run's
+speed: its error is the model's (the sharing of cores, transfers, the schedule), and the
+difference from the prediction is the machine's. It uses the run's CPU time, never its
+step time, and it is not a prediction: a prediction has only the profile.
+
 What it does not see: work of other processes (the launcher, the delay line) that was
 not on the ranks' cores during the run, and compute that is slower in one network
 setting than in another (after long idle spells, for example): it is measured on the
@@ -36,14 +48,18 @@ network the run had.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 
-from .engine import rank_work
+from .engine import rank_work, simulate
 from .explain import TraceIndex
+from .network import NetworkSetting
 from .profile import Host, Profile
 from .trace import TraceEvent
+from .transport import Transport
 
 COMPUTE = ("F", "B", "OPT")
 
@@ -127,3 +143,43 @@ def excess_per_action(events: Iterable[TraceEvent], profile: Profile, micro_batc
         compute, actions = work[rank]
         out[rank] = max(0.0, (mean - compute) / actions)
     return out
+
+
+def cpu_per_step(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
+                 stages_per_rank: int | None = None) -> list[float]:
+    """Per rank, the CPU per step the engine charges it under ``schedule``, without sharing of
+    cores: its computations (F, B, W), optimizer step and per-computation overhead, as a run's
+    ``cpu_per_step`` counts them (the process's CPU time, not the time it waited for a core)."""
+    res = simulate(replace(profile, host=None), schedule, micro_batch_size, batch_size, "default",
+                   steps=1, record=False, stages_per_rank=stages_per_rank)
+    return [r.compute for r in res.ranks]
+
+
+@dataclass(frozen=True)
+class CpuReplay:
+    step_time: float          # seconds: the cell simulated with each rank at the run's own CPU per step
+    factors: tuple[float, ...]  # per rank: the run's CPU per step over the profile's (> 1: the run was slower)
+
+    @property
+    def drift(self) -> float:
+        """The run's CPU per step over the profile's, the median over ranks (1.0: as calibrated)."""
+        return statistics.median(self.factors)
+
+
+def cpu_replay(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
+               network: str | NetworkSetting, run_cpu_per_step: Sequence[float], *,
+               transport: Transport | None = None, steps: int = 3, stages_per_rank: int | None = None) -> CpuReplay:
+    """The cell simulated with the profile's ranks scaled to the run's CPU per step (see the
+    module docstring): ``run_cpu_per_step[r]`` is rank ``r``'s median process CPU seconds per
+    step in the run."""
+    want = cpu_per_step(profile, schedule, micro_batch_size, batch_size, stages_per_rank)
+    if len(run_cpu_per_step) != len(want):
+        raise ValueError(f"the run has CPU per step for {len(run_cpu_per_step)} ranks, the profile "
+                         f"{len(want)} stages")
+    for r, x in enumerate(run_cpu_per_step):
+        if not (x > 0 and math.isfinite(x)):
+            raise ValueError(f"rank {r}'s CPU per step must be a positive number of seconds, got {x!r}")
+    factors = tuple(x / w for x, w in zip(run_cpu_per_step, want))
+    res = simulate(profile.ranks_scaled(factors), schedule, micro_batch_size, batch_size, network,
+                   transport=transport, steps=steps, record=False, stages_per_rank=stages_per_rank)
+    return CpuReplay(res.step_time, factors)

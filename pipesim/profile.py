@@ -62,6 +62,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -243,22 +244,34 @@ class Profile:
         before a run over the same probe right after calibration (``calibrate.drift``)."""
         if not (factor > 0 and math.isfinite(factor)):
             raise ValueError(f"compute scale factor must be a positive number, got {factor!r}")
+        return self.ranks_scaled([factor] * self.num_stages)
 
-        def sc(c: StageCompute) -> StageCompute:
-            return replace(c, forward_s=c.forward_s * factor, backward_s=c.backward_s * factor,
-                           forward_spread_s=c.forward_spread_s * factor, backward_spread_s=c.backward_spread_s * factor,
-                           overhead_s=c.overhead_s * factor,
-                           overhead_by_schedule_s=None if c.overhead_by_schedule_s is None else
-                           {k: x * factor for k, x in c.overhead_by_schedule_s.items()},
-                           backward_input_s=None if c.backward_input_s is None else c.backward_input_s * factor,
-                           backward_weight_s=None if c.backward_weight_s is None else c.backward_weight_s * factor)
+    def ranks_scaled(self, factors: Sequence[float]) -> Profile:
+        """This profile with rank ``r``'s computations taking ``factors[r]`` times as long (as
+        :meth:`compute_scaled`, one factor per rank: its stage, its virtual stages, its optimizer
+        step and overhead). What :func:`pipesim.context.cpu_replay` simulates a run with."""
+        if len(factors) != self.num_stages:
+            raise ValueError(f"{len(factors)} scale factors for a profile of {self.num_stages} stages")
+        for f in factors:
+            if not (f > 0 and math.isfinite(f)):
+                raise ValueError(f"compute scale factor must be a positive number, got {f!r}")
 
-        stages = tuple(replace(st, compute={m: sc(c) for m, c in st.compute.items()},
-                               optimizer_s=st.optimizer_s * factor,
-                               virtual_stages=None if st.virtual_stages is None else
-                               tuple({m: sc(c) for m, c in part.items()} for part in st.virtual_stages))
-                       for st in self.stages)
-        return replace(self, stages=stages)
+        def scaled(st: Stage, factor: float) -> Stage:
+            def sc(c: StageCompute) -> StageCompute:
+                return replace(c, forward_s=c.forward_s * factor, backward_s=c.backward_s * factor,
+                               forward_spread_s=c.forward_spread_s * factor,
+                               backward_spread_s=c.backward_spread_s * factor, overhead_s=c.overhead_s * factor,
+                               overhead_by_schedule_s=None if c.overhead_by_schedule_s is None else
+                               {k: x * factor for k, x in c.overhead_by_schedule_s.items()},
+                               backward_input_s=None if c.backward_input_s is None else c.backward_input_s * factor,
+                               backward_weight_s=None if c.backward_weight_s is None else
+                               c.backward_weight_s * factor)
+
+            return replace(st, compute={m: sc(c) for m, c in st.compute.items()}, optimizer_s=st.optimizer_s * factor,
+                           virtual_stages=None if st.virtual_stages is None else
+                           tuple({m: sc(c) for m, c in part.items()} for part in st.virtual_stages))
+
+        return replace(self, stages=tuple(scaled(st, f) for st, f in zip(self.stages, factors)))
 
     @property
     def micro_batch_sizes(self) -> list[int]:

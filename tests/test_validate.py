@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 
 import pytest
 
 pytest.importorskip("torch")
 
+from loop import compare as C  # noqa: E402
 from loop import validate as V  # noqa: E402
 from loop.cli import main  # noqa: E402
 from pipesim import engine as E  # noqa: E402
@@ -74,8 +76,32 @@ def test_validation_writes_comparison_figures_and_the_mape_line(done):
     assert (out / "runs" / tl / "run0" / "trace.json").exists()
     assert not (out / "runs" / "gpipe_default_mbs1" / "run0" / "trace.json").exists()
     text = (out / "comparison.md").read_text()
-    assert "| replay s | replay err | drift |" in text
-    assert text.strip().splitlines()[-2].startswith("Replay MAPE (each run with its own compute): gpipe ")
+    assert "| replay s | replay err | at run speed err | CPU drift |" in text
+    lines = text.strip().splitlines()
+    assert lines[-3].startswith("Replay MAPE (each run with its own compute): gpipe ")
+    assert lines[-2].startswith("At each run's own speed (the profile at its ranks' CPU per step): gpipe ")
+    assert lines[-4].startswith("Machine speed during the runs (each rank's CPU per step against the profile's")
+
+
+def test_every_run_records_its_speed_against_the_profile(done):
+    """Each run's ranks' CPU per step over what the profile charges them is its speed
+    (cpu_factors, their median cpu_drift), and the cell simulated at those speeds is its
+    speed_replay_s (pipesim.context.cpu_replay), recomputed here from the run's results."""
+    from pipesim import context as CX
+
+    out, _, _ = done
+    prof = P.load(out / "profile.json")
+    recs = [x for by in V.load_runs(out / "measured.jsonl").values() for x in by.values()]
+    for r in recs:
+        res = json.loads((out / r["results"]).read_text())
+        cpu = [x["cpu_per_step"]["median"] for x in sorted(res["per_rank"], key=lambda x: x["rank"])]
+        want = CX.cpu_per_step(prof, r["schedule"], r["micro_batch_size"], r["batch_size"])
+        assert r["cpu_factors"] == pytest.approx([c / w for c, w in zip(cpu, want)], rel=1e-9)
+        assert r["cpu_drift"] == pytest.approx(statistics.median(r["cpu_factors"]))
+        again = CX.cpu_replay(prof, r["schedule"], r["micro_batch_size"], r["batch_size"],
+                              C.setting_of(r["network"]), cpu, transport=E.Transport.for_profile(prof),
+                              steps=C.SIM_STEPS)
+        assert r["speed_replay_s"] == pytest.approx(again.step_time, rel=1e-9)
 
 
 def test_every_run_records_the_compute_probe_against_its_reference(done):
