@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: python -m calibrate.compare A.json B.json", file=sys.stderr)
         return 2
-    text, _ = compare(*argv)
+    text, _ = compare(argv[0], argv[1])
     print(text)
     return 0
 

@@ -34,8 +34,8 @@ from pipesim.util import quantile
 class LinkFit:
     latency_s: float
     bandwidth_bps: float
-    rms_rel_error: float     # root mean square of (model - measured) / measured over the points
-    max_rel_error: float
+    rms_rel_error: float | None     # root mean square of (model - measured) / measured over the points
+    max_rel_error: float | None     # both None: not a fit (a fallback where the fit failed)
 
     def predict(self, nbytes: float) -> float:
         return self.latency_s + nbytes * 8.0 / self.bandwidth_bps

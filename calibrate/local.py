@@ -124,15 +124,16 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
             prof = merge_window_probe(prof, docs, probes)
         # CPU time per action is only comparable with CPU compute times
         if overhead_probe and ranks > 1 and net_label == "default" and prof.device.get("type", "cpu") == "cpu":
-            from .overhead import probe, schedules_for
+            from .overhead import probe as probe_overhead
+            from .overhead import schedules_for
 
             split_backward, v = _asked_shapes(extra_args)
             schedules = schedules_for(split_backward, v)   # the new schedules where their compute was measured
             if echo:
                 print(f"runtime overhead probe: a few steps of {', '.join(schedules)} per micro-batch size "
                       "(CPU time per action)", flush=True)
-            prof = probe(prof, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False,
-                         method=overhead_method, schedules=schedules, stages_per_rank=v)
+            prof = probe_overhead(prof, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False,
+                                  method=overhead_method, schedules=schedules, stages_per_rank=v)
         prof.save(out, force=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

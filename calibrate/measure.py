@@ -109,7 +109,7 @@ class StageBench:
             self.x = idx.to(device)
         else:  # a received activation: a leaf that requires grad, as the runtime makes it
             self.x = torch.randn(mbs, cfg.seq_len, cfg.d_model, device=device, dtype=dtype).requires_grad_()
-        self.grad_out = None
+        self.grad_out: torch.Tensor | None = None
         if not stage.is_last:
             with torch.no_grad():
                 y = stage(self.x)
@@ -158,7 +158,7 @@ class StageBench:
         if self.x.grad is not None:
             self.x.grad = None
         y = self.forward()
-        grads = None if self.stage.is_last else [self.grad_out]
+        grads = None if self.grad_out is None else [self.grad_out]   # None: the last stage (its output is the loss)
         m = clock.marks(3)
         clock.sync()
         m.mark(0)
@@ -187,7 +187,7 @@ def time_stages(benches: dict, clock: Clock, warmup: int, repeats: int) -> dict:
     for _ in range(warmup):
         for b in benches.values():
             b.run_once(clock)
-    out = {m: {"forward": [], "backward": [], "cpu": []} for m in benches}
+    out: dict[int, dict[str, list]] = {m: {"forward": [], "backward": [], "cpu": []} for m in benches}
     for m, b in benches.items():
         if b.split:
             out[m].update(backward_input=[], backward_weight=[], cpu_split=[])
@@ -246,7 +246,7 @@ def summarize(samples: dict, timing: str = "wall") -> dict:
 
 def time_concurrent(bench: StageBench, clock: Clock, duration_s: float) -> list[float]:
     """Forward+backward iterations back to back for ``duration_s``; per-iteration seconds (first dropped)."""
-    out = []
+    out: list[float] = []
     end = time.perf_counter() + duration_s
     with _no_gc():
         while time.perf_counter() < end or len(out) < 3:
@@ -273,6 +273,12 @@ def time_optimizer(stage, optimizer, clock: Clock, warmup: int, repeats: int) ->
     return median_spread(ts)
 
 
+def _wait(work: dist.Work | None) -> None:
+    """Wait for an ``isend``/``irecv``; torch returns None only to a rank outside the group."""
+    assert work is not None, "this rank is not in the process group"
+    work.wait()
+
+
 def pingpong(me: int, peer: int, initiator: bool, send: torch.Tensor, reply: torch.Tensor,
              warmup: int, repeats: int, clock: Clock) -> list[float]:
     """Round trips of ``send`` (initiator -> peer) and ``reply`` (peer -> initiator).
@@ -285,15 +291,15 @@ def pingpong(me: int, peer: int, initiator: bool, send: torch.Tensor, reply: tor
         if initiator:
             clock.sync()
             t0 = time.perf_counter()
-            dist.isend(send, peer).wait()
-            dist.irecv(reply, peer).wait()
+            _wait(dist.isend(send, peer))
+            _wait(dist.irecv(reply, peer))
             clock.sync()
             if i >= warmup:
                 out.append(time.perf_counter() - t0)
         else:
-            dist.irecv(send, peer).wait()
+            _wait(dist.irecv(send, peer))
             clock.sync()
-            dist.isend(reply, peer).wait()
+            _wait(dist.isend(reply, peer))
     clock.sync()
     return out
 

@@ -64,6 +64,7 @@ import statistics
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pipesim import schedule as S
 from pipesim.profile import Profile
@@ -146,8 +147,8 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
     v_of = {s: (stages_per_rank if s in S.VIRTUAL else 1) for s in schedules}
     mb_of = {s: microbatches_for(s, ranks, probe_microbatches, v_of[s]) for s in schedules}
     warmup = 2
-    raw = {"method": METHOD, "trace_method": TRACE_METHOD, "used": method, "probe_microbatches": probe_microbatches,
-           "steps": steps, "schedules": list(schedules), "microbatches": mb_of, "launches": launches, "runs": {}}
+    raw: dict[str, Any] = {"method": METHOD, "trace_method": TRACE_METHOD, "used": method, "probe_microbatches": probe_microbatches,
+                           "steps": steps, "schedules": list(schedules), "microbatches": mb_of, "launches": launches, "runs": {}}
     if any(s in S.VIRTUAL for s in schedules):
         raw["stages_per_rank"] = stages_per_rank
     cpus: dict[tuple[str, int], list[list[float]]] = {}

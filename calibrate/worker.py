@@ -164,14 +164,14 @@ def run(args) -> int:
     if backend == "gloo":
         _gloo_interface()
     dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                            **({"device_id": device} if backend == "nccl" else {}))
+                            device_id=device if backend == "nccl" else None)
     clock = measure.Clock(device)
     # gloo moves CPU tensors only: with CUDA compute under gloo the links carry CPU tensors (staged copies)
     link_device = device if backend == "nccl" else torch.device("cpu")
     link_clock = measure.Clock(link_device)
 
     # refuse to overwrite before spending any time (rank 0 decides, everybody exits)
-    verdict = [None]
+    verdict: list[str | None] = [None]
     if rank == 0:
         try:
             output_path(args.out, "--out")  # a missing folder is made only under the current one, as everywhere
@@ -229,7 +229,7 @@ def run(args) -> int:
         # several stages a little rather than on one stage entirely
         rounds = max(1, min(args.rounds, args.repeats))
         per_round = [args.repeats // rounds + (1 if i < args.repeats % rounds else 0) for i in range(rounds)]
-        pooled = {m: {"forward": [], "backward": [], "cpu": []} for m in args.mbs}
+        pooled: dict[int, dict[str, list]] = {m: {"forward": [], "backward": [], "cpu": []} for m in args.mbs}
         for rnd in range(rounds):
             for s in range(world):
                 progress(f"compute of stage {s} (layers {partition[s][0]}..{partition[s][1] - 1}), micro-batch "
@@ -281,8 +281,8 @@ def run(args) -> int:
                 dist.barrier()
     # ---------------------------------------------------------------- 3. links
     act_max = max((r["activation_bytes"] for r in mine.get("compute", {}).values()), default=0)
-    acts = [None] * world
-    dist.all_gather_object(acts, act_max)
+    acts: list = [None] * world
+    dist.all_gather_object(acts, act_max)   # every rank's act_max (an int)
     if args.links_only:
         acts = [4 * max(args.mbs) * cfg.seq_len * cfg.d_model] * world   # fp32 activation of the largest micro-batch
     sizes = message_sizes(max(2 * max(acts), args.link_max_bytes))
@@ -292,18 +292,18 @@ def run(args) -> int:
             progress(f"link {src}->{dst}: latency and {len(sizes)} message sizes "
                      f"({sizes[0]} B .. {sizes[-1] / 2**20:.1f} MiB)")
             dist.barrier()
-            r = measure.measure_direction(rank, src, dst, sizes, dtype, link_device, args.warmup, args.link_repeats,
-                                          link_clock)
-            if r is not None:
-                mine["links"].append(r)
+            link = measure.measure_direction(rank, src, dst, sizes, dtype, link_device, args.warmup, args.link_repeats,
+                                             link_clock)
+            if link is not None:
+                mine["links"].append(link)
             dist.barrier()
 
     from . import cluster
 
     if cluster.active(args):   # one rank per machine (torchrun): the window probe, with netem on --iface
         mine["cluster_window_probe"] = cluster.window_probe(args, rank, world, sizes, dtype, link_device, link_clock)
-    gathered = [None] * world
-    dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
+    gathered: list = [None] * world
+    dist.gather_object(mine, gathered if rank == 0 else None, dst=0)   # rank 0: every rank's ``mine``
     rc = 0
     if rank == 0:
         loadavg = {"start": load_start, "end": os.getloadavg()[0], "cores": os.cpu_count()}
@@ -512,10 +512,10 @@ def assemble(args, gathered: list[dict], cfg, partition, backend, device, wall_s
             slow[k] = statistics.median(v["mean"] for v in ratios_by_mbs.values())
         cores = os.cpu_count() or 1
         placement = None
-        pinned = [g.get("cpu") for g in gathered]
-        if all(c is not None for c in pinned):  # ranks pinned to cores by the launcher (runtime.launch.placement)
-            order = sorted({int(c) for c in pinned})
-            placement = tuple(order.index(int(c)) for c in pinned)
+        pinned = [int(c) for g in gathered if (c := g.get("cpu")) is not None]
+        if len(pinned) == len(gathered):  # ranks pinned to cores by the launcher (runtime.launch.placement)
+            order = sorted(set(pinned))
+            placement = tuple(order.index(c) for c in pinned)
             cores = max(len(order), 1) if len(order) > cores else cores
         host = Host(cores=cores, slowdown=slow, placement=placement)
         raw["host"] = {"method": "ranks 0..k-1 run forward+backward back to back for "

@@ -209,7 +209,8 @@ def measured_jsonl_runs(path: str | Path, notes: list[str] | None = None) -> lis
         v = _stages_per_rank(rec.get("stages_per_rank"), sched, f"{where}, stages_per_rank", "leave it out")
         r = run_record(sched, str(net), mbs, batch, med, p10, p90, str(path), stages_per_rank=v,
                        **{k: rec[k] for k in RUN_EXTRAS if isinstance(rec.get(k), (int, float))})
-        runs[(*cell_key(r), rec.get("run", 0))] = r
+        key = (*cell_key(r), rec.get("run", 0))
+        runs[key] = r
     if cut and notes is not None:
         notes.append(f"{path}: skipped {len(cut)} unreadable line{'s' if len(cut) > 1 else ''} "
                      f"({', '.join(map(str, cut[:MAX_LISTED]))}{', ...' if len(cut) > MAX_LISTED else ''}; "
@@ -411,21 +412,21 @@ def markdown_runs(path: str | Path, batch_size: int | None = None, notes: list[s
         if vcol is not None:
             spr = _stages_per_rank(cells[vcol] if vcol < len(cells) else "", heading[0],
                                  f"{path}, line {i}, column {MD_STAGES_COLUMN!r}")
-        for c, m in zip(cells[1:], cols):
-            if m is None:
+        for c, mbs in zip(cells[1:], cols):
+            if mbs is None:
                 continue
             if c.lower() in _UNFILLED:
                 unfilled += 1
                 continue
             v = _VALUE.fullmatch(c)
             if v is None:
-                unreadable.append(f"{c!r} at {heading[1]}, {label}, mbs {m}")
+                unreadable.append(f"{c!r} at {heading[1]}, {label}, mbs {mbs}")
                 continue
             sec = float(v.group(1)) * (1e-3 if (v.group(2) or "").lower() == "ms" else 1.0)
             if not sec > 0:
-                unreadable.append(f"{c!r} at {heading[1]}, {label}, mbs {m}")
+                unreadable.append(f"{c!r} at {heading[1]}, {label}, mbs {mbs}")
                 continue
-            runs.append(run_record(heading[0], label, m, batch_size, sec, source=f"{path}:{i}", stages_per_rank=spr))
+            runs.append(run_record(heading[0], label, mbs, batch_size, sec, source=f"{path}:{i}", stages_per_rank=spr))
     if notes is not None and (unfilled or unreadable):
         parts = []
         if unfilled:

@@ -352,9 +352,9 @@ def sweep_rank(ns: argparse.Namespace) -> int:
                         f"{rec['median']:.4f} s (p10-p90 {rec['p10']:.4f}-{rec['p90']:.4f})  "
                         f"[{rec['wall_s']:.0f} s; ETA {_fmt_s(eta)}]")
 
-        def tiebreaks(si: int) -> list:
-            box = [plan.tiebreaks(si, runs) if rank == 0 else None]
-            dist.broadcast_object_list(box, src=0)
+        def tiebreaks(si: int) -> list[tuple[int, str, int]]:
+            box: list = [plan.tiebreaks(si, runs) if rank == 0 else None]
+            dist.broadcast_object_list(box, src=0)   # fills box[0] on every rank with rank 0's list
             return box[0]
 
         for si, items in todo:

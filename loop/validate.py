@@ -296,8 +296,8 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     skipped: list[str] = []
     rows = C.build_rows(prof, measured, transport, simulated={k: r.step_time for k, r in grid.items()},
                         skipped=skipped)
-    for why in skipped:
-        _log(f"[4/4] not compared: {why}")
+    for reason in skipped:
+        _log(f"[4/4] not compared: {reason}")
     summ = R.summarize(rows)
     n_runs = sorted({len(r["runs_s"]) for r in rows})
     notes = [f"Measured: the median of each cell's runs ({'-'.join(map(str, n_runs))} per cell: {repeats} "

@@ -362,13 +362,24 @@ def rank_work(profile: Profile, schedule: str, micro_batch_size: int, num_microb
     key = schedule.lower()
     v = S.stages_per_rank_of(key, stages_per_rank) if key in S.VIRTUAL else None
     acts = S.generate(key, p, num_microbatches, v)
-    comp = profile.virtual_compute(micro_batch_size, S.placement_for(key, p, v))
+    return [(solo, n) for solo, n, _ in lowered_work(profile, acts, micro_batch_size, S.placement_for(key, p, v), key)]
+
+
+def lowered_work(profile: Profile, lowered: list[list[S.Action]], micro_batch_size: int,
+                 placement: tuple[int, ...], schedule: str | None = None) -> list[tuple[float, int, float]]:
+    """Per rank, what one step of the lowered schedule ``lowered`` (stage -> rank:
+    ``placement``) asks of the rank's CPU in the engine: (its compute without overhead,
+    optimizer included; the number of its computations, F, B and W alike; the overhead
+    the engine charges them, ``overhead(schedule)`` of the computation's (virtual) stage
+    once per computation). :func:`rank_work` gives the first two of a named schedule."""
+    comp = profile.virtual_compute(micro_batch_size, placement)
     out = []
-    for r, lst in enumerate(acts):
+    for r, lst in enumerate(lowered):
         split = S.split_backward(lst)
         mine = [a for a in lst if a.kind.is_compute]
         solo = sum(compute_s(comp[a.stage], a, split) for a in mine)
-        out.append((solo + profile.stages[r].optimizer_s, len(mine)))
+        overhead = sum(comp[a.stage].overhead(schedule) for a in mine)
+        out.append((solo + profile.stages[r].optimizer_s, len(mine), overhead))
     return out
 
 
@@ -704,16 +715,18 @@ def check_grid_size(num_stages: int, micro_batch_sizes, batch_size: int, steps: 
     return total
 
 
-def _check_slices(profile: Profile, mbs: int, m: int, steps: int, actions: int) -> None:
+def _check_slices(profile: Profile, mbs: int, lowered: list[list[S.Action]], placement: tuple[int, ...],
+                  schedule: str | None, steps: int, actions: int) -> None:
     """Round-robin time slices cost an event each: refuse a host quantum so small against the
-    compute that the slices alone would be a runaway simulation."""
+    compute that the slices alone would be a runaway simulation. The compute is what the
+    engine will run (:func:`lowered_work`): every computation of the schedule with its
+    overhead (zbh1's W too, 3m per rank; interleaved's 2mv), plus the optimizer steps."""
     host = profile.host
     if host is None or host.quantum_s is None or not math.isfinite(host.quantum_s) or host.placement is not None:
         return
     if profile.num_stages <= host.cores:
         return  # never more computations than cores: nobody is preempted
-    work = steps * sum(m * (c.forward_s + c.backward_s + 2 * c.overhead_s) + st.optimizer_s
-                       for st in profile.stages for c in [st.at(mbs, "")])
+    work = steps * sum(solo + overhead for solo, _, overhead in lowered_work(profile, lowered, mbs, placement, schedule))
     slices = work / host.quantum_s
     if not slices + actions <= limits.MAX_SIM_ACTIONS:  # also refuses nan
         raise ValueError(f"profile host.quantum_s {host.quantum_s:g} s cuts {work:.3g} s of computation into about "
@@ -789,7 +802,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
             raise ValueError(f"schedule has {len(lowered)} ranks but the profile has {p} stages")
         placement = S.placement_of(lowered) if placement is None else tuple(placement)
         S.validate(lowered, m, placement=placement)
-    _check_slices(profile, micro_batch_size, m, steps, sum(len(r) for r in lowered) * steps)
+    _check_slices(profile, micro_batch_size, lowered, placement, schedule, steps, sum(len(r) for r in lowered) * steps)
     sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule, durations, placement)
     used = "simpy"
     if engine != "simpy":

@@ -33,8 +33,9 @@ Its one declared shape is the JSON Schema of :mod:`pipesim.schema` (shipped as
 Per stage and micro-batch size: forward and backward seconds (medians; optional
 ``*_spread_s``), ``activation_bytes`` sent to the next stage and ``gradient_bytes``
 sent back to the previous stage, per micro-batch; optional ``overhead_s``, the
-runtime's own CPU time per forward or backward (posting messages, copies, its threads),
-which the simulator adds to each of them; optional ``overhead_by_schedule_s``
+runtime's own CPU time per computation (posting messages, copies, its threads), which
+the simulator adds to each computation of the schedule: every forward and backward, and
+every weight-gradient W of a split-backward schedule (zbh1); optional ``overhead_by_schedule_s``
 (``{"gpipe": s, "1f1b": s}``), the same probed per schedule, used when present.
 
 Per directed link: one-way ``latency_s`` (including per-message software overhead),
@@ -84,7 +85,7 @@ class StageCompute:
     gradient_bytes: int = 0
     forward_spread_s: float = 0.0
     backward_spread_s: float = 0.0
-    overhead_s: float = 0.0  # runtime CPU per forward or backward beyond the computation (posting, copies, threads)
+    overhead_s: float = 0.0  # runtime CPU per computation (F, B, W) beyond the compute itself (posting, copies, threads)
     # the same per schedule where it was probed per schedule (it differs: e.g. cache footprint)
     overhead_by_schedule_s: dict[str, float] | None = None
     # split backward (zbh1): input-gradient part B and weight-gradient part W; None: derived (backward_split)
@@ -92,7 +93,7 @@ class StageCompute:
     backward_weight_s: float | None = None
 
     def overhead(self, schedule: str | None = None) -> float:
-        """The runtime's CPU per forward or backward under ``schedule`` (its own probe if any)."""
+        """The runtime's CPU per computation (F, B or W) under ``schedule`` (its own probe if any)."""
         if schedule and self.overhead_by_schedule_s and schedule in self.overhead_by_schedule_s:
             return self.overhead_by_schedule_s[schedule]
         return self.overhead_s

@@ -98,12 +98,14 @@ def _schema_json() -> str:
         "forward_spread_s": _num(L.SECONDS_OR_ZERO, null=True, doc="spread (interquartile range) of the forward times"),
         "backward_spread_s": _num(L.SECONDS_OR_ZERO, null=True, doc="spread (interquartile range) of the backward times"),
         "overhead_s": _num(L.SECONDS_OR_ZERO, null=True,
-                           doc="the runtime's own CPU time per forward or backward, added to each by the simulator"),
+                           doc="the runtime's own CPU time per computation of the schedule (each forward and "
+                               "backward, and each weight-gradient W of a split-backward schedule such as zbh1), "
+                               "added to each by the simulator"),
         "overhead_by_schedule_s": {
             "type": ["object", "null"],
             "description": "overhead_s probed per schedule, used for that schedule when present",
             "propertyNames": {"enum": schedules, "description": "schedule"},
-            "additionalProperties": _num(L.SECONDS_OR_ZERO, doc="the runtime's CPU time per action under this schedule"),
+            "additionalProperties": _num(L.SECONDS_OR_ZERO, doc="the runtime's CPU time per computation under this schedule"),
         },
         "backward_input_s": _num(L.SECONDS, null=True,
                                  doc="split backward (zbh1): the input-gradient part B of backward_s (null or left "

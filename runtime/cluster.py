@@ -28,9 +28,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from runtime.launch import BLAME_PREFIX
+
+if TYPE_CHECKING:
+    from torch.distributed import TCPStore
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -52,7 +55,7 @@ class JobGuard:
         self.beat_s = beat_s
         self.finishing = False
         self.where = "starting"   # what the main thread is doing (published with the heartbeat)
-        self._store = None
+        self._store: TCPStore | None = None
         self._prefix = f"pipesim_guard/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/"
         self.store_where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
 

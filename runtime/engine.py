@@ -87,6 +87,7 @@ import statistics
 import sys
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -167,7 +168,8 @@ class _Rec:
     __slots__ = ("action", "start", "end", "bytes", "done", "error")
 
     def __init__(self, action: Action, start: float, nbytes: int):
-        self.action, self.start, self.end, self.bytes = action, start, None, nbytes
+        self.action, self.start, self.bytes = action, start, nbytes
+        self.end: float | None = None   # set by the watcher (or the inline wait) when the work completes
         self.done = threading.Event()
         self.error: BaseException | None = None
 
@@ -234,9 +236,11 @@ class RankEngine:
         for a in self.actions:
             if a.kind.is_compute:
                 continue
+            peer = a.peer
+            assert peer is not None   # every communication action has a peer stage
             fwd = a.kind in (Kind.SEND_F, Kind.RECV_F)
-            sender = a.stage if a.kind.is_send else a.peer
-            self.comm_peer[a] = (self.placement[a.peer], message_tag(sender, a.mb, fwd, self.placement))
+            sender = a.stage if a.kind.is_send else peer
+            self.comm_peer[a] = (self.placement[peer], message_tag(sender, a.mb, fwd, self.placement))
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.cuda else torch.device(cfg.device)
         _, all_stages = build_stages(self.mcfg, len(self.placement), seed=cfg.seed)
         self.my_stages = [s for s, r in enumerate(self.placement) if r == rank]
@@ -244,6 +248,7 @@ class RankEngine:
         self.mods = {s: all_stages[s].to(self.device) for s in self.my_stages}
         self.stage = self.mods[self.my_stages[0]]  # the first of them (the only one with one stage per rank)
         params = []
+        self.opt: torch.optim.Optimizer
         for s in self.my_stages:
             self.mods[s].train()
             params += list(self.mods[s].parameters())
@@ -293,7 +298,8 @@ class RankEngine:
         """Wait for a posted work. gloo: a work may be waited on by one thread only (a second
         waiter would never wake), so the watcher waits and this thread waits for its stamp.
         NCCL: ``wait()`` makes the compute stream wait; the watcher only polls."""
-        action, err = rec.action, None
+        action = rec.action
+        err: str | None = None
         try:
             if self.inline_recv and rec.action.kind.is_recv:
                 try:
@@ -309,8 +315,8 @@ class RankEngine:
             elif not rec.done.wait(self.cfg.op_timeout_s + 5):
                 err = f"no completion within {self.cfg.op_timeout_s + 5:g}s"
             elif rec.error is not None:
-                e = rec.error
-                err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                failure = rec.error
+                err = f"{type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}"
         except Exception as e:
             err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if err:
@@ -407,20 +413,20 @@ class RankEngine:
     def _post(self, specs: list) -> None:
         """Post communication actions (one group under NCCL) and hand them to the watchers."""
         st = self.st
+        posted: float | None = None   # when the group was posted (one group: one start for all of it)
         if self.group_comm:
             ops = [dist.P2POp(op, t, peer=self.comm_peer[a][0], tag=self.comm_peer[a][1]) for op, t, a, _, _ in specs]
-            now = time.time()
+            posted = time.time()
             works = dist.batch_isend_irecv(ops)
             if len(works) != len(specs):  # coalesced into one work: it stands for all of them
                 works = [works[-1]] * len(specs)
         else:
-            works, now = [], None
+            works = []
             for op, t, a, _, _ in specs:
-                now = time.time()
                 peer, tag = self.comm_peer[a]
                 works.append(op(t, peer, tag=tag))
         for (_op, t, a, direction, key), work in zip(specs, works):
-            rec = _Rec(a, now if self.group_comm else time.time(), t.numel() * t.element_size())
+            rec = _Rec(a, posted if posted is not None else time.time(), t.numel() * t.element_size())
             if direction == "send" or not self.inline_recv:
                 self._watcher(self._peer_rank(a), direction).q.put((work, rec))
             st.comm.append(rec)
@@ -430,7 +436,8 @@ class RankEngine:
                 st.sends.append((t, work, rec))
 
     # ------------------------------------------------------------------ step
-    def run_step(self, step: int) -> float:
+    def run_step(self, step: int) -> float | None:
+        """One training step; returns its loss on the last stage's rank, None on the others."""
         cfg = self.cfg
         idx, tgt = synthetic_batch(self.mcfg, cfg.batch_size, step, seed=cfg.data_seed)
         self.st = st = _StepState()
@@ -441,9 +448,9 @@ class RankEngine:
             anchor_t = time.time()
             anchor = torch.cuda.Event(enable_timing=True)
             anchor.record(self.compute_stream)
-            ctx = torch.cuda.stream(self.compute_stream)
+            ctx: AbstractContextManager = torch.cuda.stream(self.compute_stream)
         else:
-            ctx = _nullctx()
+            ctx = nullcontext()
         with ctx:
             acts, i, n = self.actions, 0, len(self.actions)
             while i < n:
@@ -502,7 +509,7 @@ class RankEngine:
                     buf.fill_(time.time())
                     dist.send(buf, dst=r)
             elif self.rank == r:
-                best = None
+                best: tuple[float, float] | None = None   # (round trip, offset) of the fastest round trip
                 buf = torch.zeros(1, dtype=torch.float64, device=dev)
                 for _ in range(16):
                     t1 = time.time()
@@ -512,6 +519,7 @@ class RankEngine:
                     rtt, t0 = t2 - t1, float(buf.item())
                     if best is None or rtt < best[0]:
                         best = (rtt, t0 - (t1 + t2) / 2)
+                assert best is not None   # 16 round trips above
                 self.clock_offset, self.clock_offset_err = best[1], best[0] / 2
 
     def close(self, join: bool = True) -> None:
@@ -528,14 +536,6 @@ class _StepState:
         self.local_grads, self.pending_w = {}, {}  # input gradients handed over on this rank; B's state for W
         self.sends, self.comm, self.compute, self.loss = [], [], [], []
         self.idx = self.tgt = None
-
-
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _fault_hook(rank: int, step: int) -> None:
@@ -613,11 +613,12 @@ def run_cell(cfg: RunConfig) -> dict | None:
             t_prev = eng.step_ends[-1] if eng.step_ends else None
             loss = eng.run_step(step)
             end = eng.step_ends[-1]
+            step_time = (end - t_prev) if t_prev is not None else None
             rec = {"rank": rank, "step": step, "phase": "warmup" if step < cfg.warmup else "measure",
-                   "end": end, "step_time": (end - t_prev) if t_prev is not None else None, "loss": loss}
+                   "end": end, "step_time": step_time, "loss": loss}
             if cfg.steps_log:
                 append_jsonl(cfg.steps_log, rec)
-            st = f"{rec['step_time'] * 1e3:.1f} ms" if rec["step_time"] is not None else "-"
+            st = f"{step_time * 1e3:.1f} ms" if step_time is not None else "-"
             print(f"step {step} {rec['phase']} step_time {st}" + (f" loss {loss:.4f}" if loss is not None else ""),
                   flush=True)
         times = [eng.step_ends[k] - eng.step_ends[k - 1] for k in range(max(cfg.warmup, 1), total)]

@@ -168,7 +168,11 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
         if use_testbed:
             from testbed import Testbed
 
-            tb = testbed if testbed is not None else stack.enter_context(Testbed(num_hosts=ranks, network=network))
+            if testbed is not None:
+                tb = testbed
+            else:
+                assert network is not None   # use_testbed without a testbed: a network setting was named
+                tb = stack.enter_context(Testbed(num_hosts=ranks, network=network))
             master = tb.addresses[0]
             wrap = tb.command
         else:

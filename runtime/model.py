@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -193,7 +194,8 @@ def build_stages(cfg: GPTConfig, num_stages: int, seed: int = 0) -> tuple[GPT, l
     full = GPT(cfg)
     stages = []
     for s, (a, b) in enumerate(split_layers(cfg.layers, num_stages)):
-        stages.append(Stage(s, num_stages, full.embed if s == 0 else None, list(full.blocks[a:b]),
+        blocks = cast(list[Block], list(full.blocks[a:b]))   # GPT.blocks holds Blocks; nn.ModuleList is not generic
+        stages.append(Stage(s, num_stages, full.embed if s == 0 else None, blocks,
                             full.head if s == num_stages - 1 else None, first_layer=a))
     return full, stages
 

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import weakref
+from typing import Any
 
 from pipesim import network as _network
 from pipesim.util import stop_child
@@ -181,6 +182,7 @@ class Testbed:
         self.helper_pid = self._proc.pid
         _live.add(self)
         line = self._read_line(self.startup_timeout_s)
+        msg: dict[str, Any]
         try:
             msg = json.loads(line) if line else {"error": "helper exited without a word (see stderr above)"}
         except json.JSONDecodeError:
@@ -197,6 +199,7 @@ class Testbed:
         return self
 
     def _read_line(self, timeout: float) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         buf = b""
         deadline = time.monotonic() + timeout

@@ -77,7 +77,7 @@ def serve(fds: list[int], addr_index: dict[bytes, int], delays: list[list[float]
     """
     n = len(fds)
     stats = stats or Stats(n)
-    queues = [[deque() for _ in range(n)] for _ in range(n)]
+    queues: list[list[deque[tuple[float, bytes]]]] = [[deque() for _ in range(n)] for _ in range(n)]  # (release time, packet)
     active: set[tuple[int, int]] = set()
     host_of = {fd: i for i, fd in enumerate(fds)}
     rlist = list(fds) + [ctrl_fd]

@@ -274,7 +274,7 @@ class TestbedShaper(Shaper):
     def __init__(self, path: str, host: int, timeout_s: float = 60.0):
         self.path, self.host, self.timeout_s = path, host, timeout_s
         self.what = "re-shaping the local testbed"
-        self._f = None
+        self._f: socket.SocketIO | None = None
         self._applied = False
 
     def check(self) -> None:

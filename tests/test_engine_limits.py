@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import signal
+from dataclasses import replace
 
 import pytest
 
@@ -80,6 +81,40 @@ def test_too_fine_a_quantum_is_refused_before_starting(alarm):
     prof = uniform_profile(3, host=Host(cores=2, slowdown=SLOW, quantum_s=1e-300))
     with pytest.raises(ValueError, match="host.quantum_s 1e-300 s cuts .* time slices"):
         E.simulate(prof, "gpipe", 1, 4)
+
+
+def _overhead_profile(quantum: float, overhead_s: float = 0.5, by_schedule: dict | None = None):
+    """3 stages on 2 cores (so computations are preempted), f 1 ms and b 2 ms at mbs 1, and a
+    large runtime overhead per computation: the overhead decides how much compute there is."""
+    prof = uniform_profile(3, f=1e-3, b=2e-3, host=Host(cores=2, slowdown=SLOW, quantum_s=quantum))
+    return replace(prof, stages=tuple(
+        replace(st, compute={m: replace(c, overhead_s=overhead_s, overhead_by_schedule_s=by_schedule)
+                             for m, c in st.compute.items()})
+        for st in prof.stages))
+
+
+@pytest.mark.parametrize("schedule,by_schedule,work", [
+    # 2 steps x 3 ranks x (m (f + b) + computations x overhead), m = 6
+    ("gpipe", None, "36.1"),                 # 2m computations per rank
+    ("1f1b", None, "36.1"),
+    ("zbh1", None, "54.1"),                  # 3m: W charged the overhead as well
+    ("interleaved1f1b", None, "72.1"),       # 2mv, v = 2: the overhead per virtual computation
+    ("zbh1", {"zbh1": 1.0}, "108"),          # the schedule's own probed overhead
+])
+def test_the_slice_check_counts_the_computations_the_engine_runs(schedule, by_schedule, work):
+    """The time-slice estimate is the engine's own compute: every computation of the schedule
+    with its overhead (it used to take m (f + b + 2 overhead_s) per stage for every schedule)."""
+    prof = _overhead_profile(1e-300, by_schedule=by_schedule)
+    with pytest.raises(ValueError, match=rf"host.quantum_s 1e-300 s cuts {work} s of computation into"):
+        E.simulate(prof, schedule, 1, 6)
+
+
+def test_zbh1_refused_for_the_slices_of_its_w_overhead(alarm):
+    """zbh1 with a quantum that leaves 2m computations' overhead under MAX_SIM_ACTIONS slices
+    (36.1 s / 9e-7 s = 4.0e7) and 3m computations' over it (54.1 s / 9e-7 s = 6.0e7): refused
+    before starting, not run into the alarm."""
+    with pytest.raises(ValueError, match=r"cuts 54.1 s of computation into about 6.01e\+07 time slices"):
+        E.simulate(_overhead_profile(9e-7), "zbh1", 1, 6)
 
 
 def test_host_overflow_is_a_value_error(alarm):
