@@ -87,11 +87,11 @@ def bars(cells: Sequence[dict], path, title: str = "Step time per network settin
                              squeeze=False, sharex=True)
     width = 0.8 / (2 * len(scheds))
     x = np.arange(len(nets))
-    spare = itertools.cycle(plt.get_cmap("tab10").colors[4:])
-    color = {}
+    spare = itertools.cycle(["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"])  # tab10's last six
+    color: dict[str, str] = {}
     for g in scheds:   # a schedule's colour for its first group, another for each further v
         base = g.split(" (")[0]
-        color[g] = COLORS.get(base) if base in COLORS and COLORS[base] not in color.values() else next(spare)
+        color[g] = COLORS[base] if base in COLORS and COLORS[base] not in color.values() else next(spare)
     for ax, m in zip(axes[:, 0], mbs_list):
         k = 0
         for s in scheds:
