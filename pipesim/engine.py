@@ -778,6 +778,7 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     """
     if engine not in fastpath.ENGINES:
         raise ValueError(f"engine must be one of {', '.join(fastpath.ENGINES)}, got {engine!r}")
+    schedule = schedule.lower()   # "1F1B" is 1f1b, its own overhead included
     p = profile.num_stages
     if lowered is None:
         if schedule.lower() not in S.GENERATORS:  # an unknown name, refused before the sizes

@@ -269,6 +269,8 @@ def test_runtime_overhead_adds_to_each_computation():
     r = E.simulate(both, "1f1b", 1, 4, steps=1)
     f = [e.duration for e in r.trace if e.kind == "F"]
     assert f and all(d == pytest.approx(1.25) for d in f)
+    # the schedule's name in any case is the schedule, its own overhead included
+    assert E.simulate(both, "1F1B", 1, 4, steps=1).step_time == r.step_time
 
 
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zbh1", "interleaved1f1b"])
