@@ -1,0 +1,116 @@
+"""How much of a prediction's miss is the machine's speed in the run? Scored offline on kept validations.
+
+Every CPU run records each rank's process CPU time per step. Against what the profile
+charges that rank per step (:func:`pipesim.context.cpu_per_step`), it is the run's speed:
+a slow spell of the VM, or calibration's own error, makes the same work take more CPU.
+This script simulates every run of the given validation or demo folders twice -- from
+the profile alone (the prediction) and at the run's own speed
+(:func:`pipesim.context.cpu_replay`) -- takes each cell's median over its runs, and prints
+the MAPE of both per folder and over all cells. It also prints how well three measures
+of the machine's speed follow the runs' measured / predicted step time (correlation over
+runs): the run's CPU per step, the compute probe before the run (``compute_drift``) and
+the speed probe (``drift_pct``). Nothing is fitted; step times are only compared against.
+A run's CPU per step comes from its results file, or, where the run folders were not
+kept (``benchmarks/results/*``), from the folder's ``run_cpu.json`` extracted from them.
+
+    python benchmarks/run_speed.py out/validate out/demo-1 ...
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from loop import compare as C
+from pipesim import context as CX
+from pipesim import engine as E
+from pipesim import profile as P
+
+
+def _corr(xs: list[float | None], ys: list[float]) -> str:
+    """The correlation over the runs that have the measure ``xs`` (None: not recorded)."""
+    pairs = [(x, y) for x, y in zip(xs, ys) if x is not None]
+    xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+    try:
+        return f"{statistics.correlation(xs, ys):+.2f}" if len(xs) >= 3 else "-"
+    except statistics.StatisticsError:   # a constant measure
+        return "-"
+
+
+def score(folder: Path) -> dict:
+    prof = P.load(folder / "profile.json")
+    transport = E.Transport.for_profile(prof)
+    runs = [json.loads(line) for line in (folder / "measured.jsonl").read_text().splitlines() if line.strip()]
+    kept = folder / "run_cpu.json"
+    extracted = json.loads(kept.read_text())["runs"] if kept.exists() else {}
+
+    def run_cpu(r: dict) -> list[float] | None:
+        if r.get("results") in extracted:
+            return extracted[r["results"]]
+        if r.get("results") and (folder / r["results"]).exists():
+            res = json.loads((folder / r["results"]).read_text())
+            return [x["cpu_per_step"]["median"] for x in sorted(res["per_rank"], key=lambda x: x["rank"])]
+        return None
+
+    runs = [r for r in runs if not r.get("disturbed") and run_cpu(r) is not None]
+    cells: dict[str, list[tuple[float, float, float, str]]] = {}
+    plain_cache: dict[str, float] = {}
+    ratio: list[float] = []
+    by_cpu: list[float | None] = []
+    by_probe: list[float | None] = []
+    by_numpy: list[float | None] = []
+    for r in runs:
+        cpu = run_cpu(r)
+        assert cpu is not None
+        v = int(r["stages_per_rank"]) if r.get("stages_per_rank") else None
+        net = C.setting_of(r["network"])
+        if r["key"] not in plain_cache:
+            plain_cache[r["key"]] = E.simulate(prof, r["schedule"], r["micro_batch_size"], r["batch_size"], net,
+                                               transport=transport, steps=C.SIM_STEPS, record=False,
+                                               stages_per_rank=v).step_time
+        plain = plain_cache[r["key"]]
+        cr = CX.cpu_replay(prof, r["schedule"], r["micro_batch_size"], r["batch_size"], net, cpu,
+                           transport=transport, steps=C.SIM_STEPS, stages_per_rank=v)
+        cells.setdefault(r["key"], []).append((r["median"], plain, cr.step_time, r["schedule"]))
+        ratio.append(r["median"] / plain - 1)
+        by_cpu.append(cr.drift - 1)
+        by_probe.append(r["compute_drift"] - 1 if r.get("compute_drift") else None)
+        by_numpy.append(r["drift_pct"] / 100 if r.get("drift_pct") is not None else None)
+    errs: dict[str, dict[str, list[float]]] = {"profile": {}, "run speed": {}}
+    for rs in cells.values():
+        measured = statistics.median(x[0] for x in rs)
+        for i, way in ((1, "profile"), (2, "run speed")):
+            errs[way].setdefault(rs[0][3], []).append(100 * (statistics.median(x[i] for x in rs) - measured) / measured)
+    return {"folder": str(folder), "runs": len(runs), "cells": len(cells), "errs": errs,
+            "corr": (_corr(by_cpu, ratio), _corr(by_probe, ratio), _corr(by_numpy, ratio))}
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__.strip().splitlines()[-1].strip())
+        return 2
+    every: dict[str, list[float]] = {"profile": [], "run speed": []}
+    print("| folder | cells | prediction MAPE (worst) | at the run's speed MAPE (worst) "
+          "| corr: run CPU | compute probe | speed probe |")
+    print("|---|---:|---|---|---:|---:|---:|")
+    for f in argv:
+        s = score(Path(f))
+        cols = []
+        for way in ("profile", "run speed"):
+            e = s["errs"][way]
+            every[way] += [abs(x) for v in e.values() for x in v]
+            cols.append(" / ".join(f"{k} {statistics.fmean(map(abs, v)):.1f}%" for k, v in e.items())
+                        + f" ({max(abs(x) for v in e.values() for x in v):.1f}%)")
+        c = s["corr"]
+        print(f"| {f} | {s['cells']} | {cols[0]} | {cols[1]} | {c[0]} | {c[1]} | {c[2]} |")
+    for way, v in every.items():
+        q = statistics.quantiles(v, n=10)[-1] if len(v) >= 2 else v[0]
+        print(f"all {len(v)} cells, {way}: mean absolute error {statistics.fmean(v):.2f}%, p90 {q:.1f}%, "
+              f"worst {max(v):.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
