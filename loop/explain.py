@@ -84,7 +84,35 @@ def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, agains
         ex = X.explain(measured, sim_trace, warmup=warmup)
     head = (f"Explain {schedule}, {run['network']}, mbs {mbs}: run {run.get('run', 0)} (median of "
             f"{len(runs)} run{'s' if len(runs) > 1 else ''}) against {what}")
-    return head + "\n\n" + ex.table(top=top)
+    text = head + "\n\n" + ex.table(top=top)
+    if against != "replay":
+        speed = _speed_split(out, run, prof, schedule, mbs, batch, net, transport, v, ex)
+        if speed:
+            text += "\n\n" + speed
+    return text
+
+
+def _speed_split(out: Path, run: dict, prof: P.Profile, schedule: str, mbs: int, batch: int, net, transport,
+                 v: int, ex: X.Explanation) -> str | None:
+    """How much of the difference is the machine's speed in the run: the cell simulated with
+    each rank at the run's own CPU per step (:func:`pipesim.context.cpu_replay`) against the
+    simulation from the profile; the rest is the model's. None for runs without CPU per step."""
+    from loop.validate import run_speed
+
+    try:
+        res = json.loads((out / run["results"]).read_text())
+    except (KeyError, OSError, ValueError):
+        return None
+    sp = run_speed(prof, res, schedule, mbs, batch, net, transport, v)
+    if not sp:
+        return None
+    sim, meas = ex.simulated.period, ex.measured.period
+    machine, model = sp["speed_replay_s"] - sim, meas - sp["speed_replay_s"]
+    ranks = ", ".join(f"rank {r} {100 * (f - 1):+.0f}%" for r, f in enumerate(sp["cpu_factors"]))
+    return (f"The run's speed: its ranks' CPU per step against the profile's: {ranks}. At those speeds the cell "
+            f"simulates to {sp['speed_replay_s'] * 1e3:.2f} ms, so of the {ex.difference * 1e3:+.2f} ms, "
+            f"{machine * 1e3:+.2f} ms is the machine's speed in this run (or calibration's error) and "
+            f"{model * 1e3:+.2f} ms the model's (sharing of cores, transfers, the schedule).")
 
 
 def _warmup(results: Path) -> int:

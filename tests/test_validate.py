@@ -203,6 +203,14 @@ def test_explain_a_cell_of_the_validation(done, capsys, against):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "**total**" not in line
             and not line.startswith("| cause")]
     assert sum(float(r.split("|")[4]) for r in rows) == pytest.approx(d, abs=0.05)
+    speed = re.search(r"of the ([-+]\d+\.\d+) ms, ([-+]\d+\.\d+) ms is the machine's speed .* and ([-+]\d+\.\d+) ms "
+                      r"the model's", text)
+    if against == "profile":   # the machine's speed and the model's part add up to the difference
+        assert text.split("\n\n")[-1].startswith("The run's speed: its ranks' CPU per step against the profile's: rank 0 ")
+        assert speed and float(speed[1]) == pytest.approx(d, abs=0.02)
+        assert float(speed[2]) + float(speed[3]) == pytest.approx(float(speed[1]), abs=0.02)
+    else:
+        assert speed is None
 
 
 def test_explain_names_a_missing_cell(done, capsys):
