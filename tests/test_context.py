@@ -66,3 +66,59 @@ def test_excess_counts_the_schedules_computations():
 def test_excess_needs_a_step_after_the_warm_up():
     with pytest.raises(ValueError, match="no step after"):
         CX.excess_per_action([TraceEvent(0, "0F0", 0.0, 1.0, 0)], uniform_profile(1), 1, 1, warmup=1)
+
+
+def _shared_core_profile():
+    host = Host(cores=2, slowdown={1: 1.0, 2: 2.0}, placement=(0, 1, 0))
+    base = uniform_profile(3, f=0.010, b=0.020, latency=1e-4, bandwidth=1e9, nbytes=100_000, opt=0.003, host=host)
+    return replace(base, stages=tuple(replace(st, compute={1: replace(st.compute[1], overhead_s=0.0005 * (r + 1))})
+                                      for r, st in enumerate(base.stages)))
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zbh1", "interleaved1f1b"])
+def test_cpu_per_step_is_what_the_engine_charges_each_rank_without_sharing(schedule):
+    """The profile's CPU per step per rank: computations, optimizer and overhead per computation
+    (engine.rank_work), the same with or without the host model (the run's CPU time does not
+    count waiting for a core)."""
+    prof = _shared_core_profile()
+    got = CX.cpu_per_step(prof, schedule, 1, 6)
+    want = [c + n * prof.stages[r].compute[1].overhead(schedule)
+            for r, (c, n) in enumerate(E.rank_work(prof, schedule, 1, 6))]
+    assert got == pytest.approx(want, rel=1e-12)
+    assert CX.cpu_per_step(replace(prof, host=None), schedule, 1, 6) == pytest.approx(got, rel=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zbh1", "interleaved1f1b"])
+def test_cpu_replay_simulates_each_rank_at_the_runs_cpu(schedule):
+    """A run whose ranks took the profile's CPU replays to the profile's own simulation; one whose
+    rank 1 took 30% more (and rank 2 10% less) replays to the profile with exactly those ranks
+    scaled, whose CPU per step is then the run's, simulated with the sharing of core 0."""
+    prof = _shared_core_profile()
+    net = "delay 2ms"
+    plain = E.simulate(prof, schedule, 1, 6, net, steps=3, record=False).step_time
+    same = CX.cpu_replay(prof, schedule, 1, 6, net, CX.cpu_per_step(prof, schedule, 1, 6))
+    assert same.factors == pytest.approx((1.0, 1.0, 1.0), rel=1e-12) and same.step_time == pytest.approx(plain)
+    run = [x * f for x, f in zip(CX.cpu_per_step(prof, schedule, 1, 6), (1.0, 1.3, 0.9))]
+    cr = CX.cpu_replay(prof, schedule, 1, 6, net, run)
+    assert cr.factors == pytest.approx((1.0, 1.3, 0.9), rel=1e-12) and cr.drift == pytest.approx(1.0)
+    scaled = prof.ranks_scaled(cr.factors)
+    assert CX.cpu_per_step(scaled, schedule, 1, 6) == pytest.approx(run, rel=1e-12)
+    assert cr.step_time == pytest.approx(E.simulate(scaled, schedule, 1, 6, net, steps=3, record=False).step_time)
+    assert cr.step_time != pytest.approx(plain, rel=1e-3)
+    # the host model applies: without it the same speeds simulate to another step time
+    alone = CX.cpu_replay(replace(prof, host=None), schedule, 1, 6, net, run)
+    assert alone.step_time < cr.step_time
+
+
+def test_ranks_scaled_and_cpu_replay_refuse_bad_input():
+    prof = _shared_core_profile()
+    assert prof.ranks_scaled([1.5] * 3) == prof.compute_scaled(1.5)
+    with pytest.raises(ValueError, match="2 scale factors for a profile of 3 stages"):
+        prof.ranks_scaled([1.0, 1.0])
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive number"):
+            prof.ranks_scaled([1.0, bad, 1.0])
+    with pytest.raises(ValueError, match="CPU per step for 2 ranks, the profile 3 stages"):
+        CX.cpu_replay(prof, "gpipe", 1, 4, "default", [0.1, 0.1])
+    with pytest.raises(ValueError, match="rank 1's CPU per step must be a positive number"):
+        CX.cpu_replay(prof, "gpipe", 1, 4, "default", [0.1, float("nan"), 0.1])
