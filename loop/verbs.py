@@ -16,7 +16,8 @@ def _ints(text: str) -> list[int]:
 
 
 def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batch: int, steps: int,
-            figures: str, repeats: int) -> None:
+            figures: str | None, repeats: int) -> None:
+    """The flags validate and demo share; ``figures`` None: the figures go in ``<out>/figures``."""
     ap.add_argument("--out", default=out, help="working folder: profile, measured cells, comparison (default %(default)s)")
     ap.add_argument("--model", default="cpu-small", help="model preset (default %(default)s)")
     ap.add_argument("--ranks", type=int, default=3)
@@ -34,7 +35,8 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
     ap.add_argument("--tiebreak-pct", type=float, default=4.0,
                     help="with 2+ repeats, one more run of a cell whose runs are more than this far apart "
                          "(default %(default)s%%)")
-    ap.add_argument("--figures", default=figures, help="folder for the figures ('' for none; default %(default)s)")
+    ap.add_argument("--figures", default=figures,
+                    help="folder for the figures ('' for none; default " + (figures or "<out>/figures") + ")")
     ap.add_argument("--recalibrate", action="store_true", help="calibrate again even if the folder has a profile")
     ap.add_argument("--accept-noise", action="store_true",
                     help="demo: print the MAPE even when the machine was too noisy to claim it (it says so anyway)")
@@ -69,6 +71,8 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
         networks = kept
     schedules = tuple(parse_schedules(ns.schedules, runtime_only=True))
     v = stages_per_rank(ns, schedules)
+    if ns.figures is None:   # the demo's figures go with its folder: out/demo-2 gets out/demo-2/figures
+        ns.figures = os.path.join(ns.out, "figures")
     try:
         validate(ns.out, model=ns.model, ranks=ns.ranks, networks=networks, stages_per_rank=v,
                  micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=schedules,
@@ -152,5 +156,5 @@ def register(sub) -> None:
     ap.add_argument("--out", metavar="DIR", help="folder for comparison.md and comparison.json (default: print only)")
     ap.set_defaults(func=_compare)
     ap = sub.add_parser("demo", help="the whole loop on a reduced grid with the CPU preset (a few minutes)")
-    _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 4, 20, "out/demo/figures", 2)
+    _common(ap, "out/demo", DEMO_NETWORKS, "1,4", 4, 20, None, 2)
     ap.set_defaults(func=lambda ns: _run(ns, demo=True))

@@ -254,10 +254,11 @@ def test_demo_without_testbed_says_why_and_measures_default_cells(done, tmp_path
     shutil.copy(src / "profile.json", out / "profile.json")   # reuse the calibration: this test is about the path
     monkeypatch.setattr(T, "available", lambda: (False, "not running as root"))
     rc = main(["demo", "--out", str(out), "--model", "tiny", "--ranks", "2", "--micro-batch-sizes", "1",
-               "--batch-size", "2", "--steps", "2", "--figures", "", "--accept-noise"])
+               "--batch-size", "2", "--steps", "2", "--accept-noise"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err[-2000:]
     assert "local testbed is not available (not running as root)" in cap.err
+    assert (out / "figures" / "parity.png").stat().st_size > 0   # the figures go with the demo's folder
     runs = V.load_runs(out / "measured.jsonl")
     assert {r[0]["network"] for r in runs.values()} == {"default"}
     # the demo measures each cell twice, and a third time where the two are over 4% apart
