@@ -9,9 +9,11 @@ the profile alone (the prediction) and at the run's own speed
 the MAPE of both per folder and over all cells. It also prints how well three measures
 of the machine's speed follow the runs' measured / predicted step time (correlation over
 runs): the run's CPU per step, the compute probe before the run (``compute_drift``) and
-the speed probe (``drift_pct``). Nothing is fitted; step times are only compared against.
-A run's CPU per step comes from its results file, or, where the run folders were not
-kept (``benchmarks/results/*``), from the folder's ``run_cpu.json`` extracted from them.
+the speed probe (``drift_pct``), and a second table: the median CPU drift of each network
+setting's runs per folder. Nothing is fitted; step times are only compared against.
+A run's CPU per step comes from its record (``cpu_factors``, written since they exist),
+its results file, or, where the run folders were not kept (``benchmarks/results/*``),
+from the folder's ``run_cpu.json`` extracted from them.
 
     python benchmarks/run_speed.py out/validate out/demo-1 ...
 """
@@ -47,6 +49,10 @@ def score(folder: Path) -> dict:
     extracted = json.loads(kept.read_text())["runs"] if kept.exists() else {}
 
     def run_cpu(r: dict) -> list[float] | None:
+        if r.get("cpu_factors"):   # recorded by the run (validate and demo since 2026-11-28, third session)
+            v = int(r["stages_per_rank"]) if r.get("stages_per_rank") else None
+            want = CX.cpu_per_step(prof, r["schedule"], r["micro_batch_size"], r["batch_size"], v)
+            return [f * w for f, w in zip(r["cpu_factors"], want)]
         if r.get("results") in extracted:
             return extracted[r["results"]]
         if r.get("results") and (folder / r["results"]).exists():
@@ -57,6 +63,7 @@ def score(folder: Path) -> dict:
     runs = [r for r in runs if not r.get("disturbed") and run_cpu(r) is not None]
     cells: dict[str, list[tuple[float, float, float, str]]] = {}
     plain_cache: dict[str, float] = {}
+    by_net: dict[str, list[float]] = {}
     ratio: list[float] = []
     by_cpu: list[float | None] = []
     by_probe: list[float | None] = []
@@ -74,6 +81,7 @@ def score(folder: Path) -> dict:
         cr = CX.cpu_replay(prof, r["schedule"], r["micro_batch_size"], r["batch_size"], net, cpu,
                            transport=transport, steps=C.SIM_STEPS, stages_per_rank=v)
         cells.setdefault(r["key"], []).append((r["median"], plain, cr.step_time, r["schedule"]))
+        by_net.setdefault(r["network"].split(" (")[0], []).append(cr.drift - 1)
         ratio.append(r["median"] / plain - 1)
         by_cpu.append(cr.drift - 1)
         by_probe.append(r["compute_drift"] - 1 if r.get("compute_drift") else None)
@@ -84,7 +92,7 @@ def score(folder: Path) -> dict:
         for i, way in ((1, "profile"), (2, "run speed")):
             errs[way].setdefault(rs[0][3], []).append(100 * (statistics.median(x[i] for x in rs) - measured) / measured)
     return {"folder": str(folder), "runs": len(runs), "cells": len(cells), "errs": errs,
-            "corr": (_corr(by_cpu, ratio), _corr(by_probe, ratio), _corr(by_numpy, ratio))}
+            "corr": (_corr(by_cpu, ratio), _corr(by_probe, ratio), _corr(by_numpy, ratio)), "by_net": by_net}
 
 
 def main(argv: list[str]) -> int:
@@ -92,6 +100,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[-1].strip())
         return 2
     every: dict[str, list[float]] = {"profile": [], "run speed": []}
+    nets: dict[str, dict[str, list[float]]] = {}
     print("| folder | cells | prediction MAPE (worst) | at the run's speed MAPE (worst) "
           "| corr: run CPU | compute probe | speed probe |")
     print("|---|---:|---|---|---:|---:|---:|")
@@ -103,12 +112,22 @@ def main(argv: list[str]) -> int:
             every[way] += [abs(x) for v in e.values() for x in v]
             cols.append(" / ".join(f"{k} {statistics.fmean(map(abs, v)):.1f}%" for k, v in e.items())
                         + f" ({max(abs(x) for v in e.values() for x in v):.1f}%)")
+        for net, v in s["by_net"].items():
+            nets.setdefault(net, {})[f] = v
         c = s["corr"]
         print(f"| {f} | {s['cells']} | {cols[0]} | {cols[1]} | {c[0]} | {c[1]} | {c[2]} |")
     for way, v in every.items():
         q = statistics.quantiles(v, n=10)[-1] if len(v) >= 2 else v[0]
         print(f"all {len(v)} cells, {way}: mean absolute error {statistics.fmean(v):.2f}%, p90 {q:.1f}%, "
               f"worst {max(v):.1f}%")
+    print("\nCPU drift (the runs' CPU per step over the profile's, median over the runs; + is slower) per network "
+          "setting, one column per folder in the order given, then all runs:\n")
+    print("| network | " + " | ".join(str(i + 1) for i in range(len(argv))) + " | all runs |")
+    print("|---|" + "---:|" * (len(argv) + 1))
+    for net, per in nets.items():
+        cols = [f"{100 * statistics.median(per[f]):+.1f}%" if f in per else "" for f in argv]
+        flat = [x for v in per.values() for x in v]
+        print(f"| {net} | " + " | ".join(cols) + f" | {100 * statistics.median(flat):+.1f}% ({len(flat)}) |")
     return 0
 
 

@@ -1,0 +1,122 @@
+"""Would another estimate of the overhead from the same probe launches predict better?
+
+Calibration's overhead probe (``calibrate/overhead.py``) launches each (schedule,
+micro-batch size) 3 times and keeps every launch's CPU per step per rank in
+``raw.overhead_probe.runs``. The profile takes the median of the launches (``median``).
+This script rebuilds the gpipe and 1f1b overheads of each folder's profile with other
+estimators of the same launches, simulates every measured cell, and prints each
+estimator's MAPE per folder and over all cells:
+
+- ``median``: the median of the launches (what calibration does);
+- ``min``: the fastest launch (the least disturbed one);
+- ``mean``: their mean;
+- ``pooled``: one value for gpipe and 1f1b, the median over both schedules' launches;
+- ``linear``: per rank and schedule, a least-squares line in the micro-batch size
+  through all its launches (smooths the noise of one cell with its neighbours).
+
+Nothing is fitted to measured runs. Usage:
+
+    python benchmarks/overhead_estimators.py benchmarks/results/validation-2026-11-28-s2/validate ...
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from loop import compare as C
+from pipesim import engine as E
+from pipesim import profile as P
+
+ESTIMATORS = ("median", "min", "mean", "pooled", "linear")
+SCHEDULES = ("gpipe", "1f1b")
+
+
+def _per_action(rec: dict, cpu: float) -> float:
+    return (cpu - rec["solo_compute_s"]) / rec.get("actions_per_step", 8)
+
+
+def estimate(runs: dict, how: str, schedule: str, mbs: int, rank: int) -> float | None:
+    rec = runs.get(schedule, {}).get(str(mbs), {}).get(str(rank))
+    if rec is None:
+        return None
+    launches = rec["cpu_per_step_launches_s"]
+    if how in ("median", "min", "mean"):
+        cpu = {"median": statistics.median, "min": min, "mean": statistics.fmean}[how](launches)
+        return max(0.0, _per_action(rec, cpu))
+    if how == "pooled":
+        both = [r for s in SCHEDULES if (r := runs.get(s, {}).get(str(mbs), {}).get(str(rank)))]
+        return max(0.0, statistics.median(_per_action(r, x) for r in both for x in r["cpu_per_step_launches_s"]))
+    pts = [(int(m), _per_action(r, x)) for m, per in runs.get(schedule, {}).items()
+           if (r := per.get(str(rank))) for x in r["cpu_per_step_launches_s"]]
+    a = np.array([[1.0, m] for m, _ in pts])
+    coef = np.linalg.lstsq(a, np.array([y for _, y in pts]), rcond=None)[0]
+    return max(0.0, float(coef[0] + coef[1] * mbs))
+
+
+def rebuilt(prof: P.Profile, how: str) -> P.Profile:
+    runs = (prof.raw or {}).get("overhead_probe", {}).get("runs", {})
+    stages = []
+    for k, st in enumerate(prof.stages):
+        comp = {}
+        for m, c in st.compute.items():
+            by = dict(c.overhead_by_schedule_s or {})
+            for s in SCHEDULES:
+                x = estimate(runs, how, s, m, k)
+                if x is not None:
+                    by[s] = x
+            comp[m] = replace(c, overhead_by_schedule_s=by)
+        stages.append(replace(st, compute=comp))
+    return replace(prof, stages=tuple(stages))
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__.strip().splitlines()[-1].strip())
+        return 2
+    every: dict[str, list[float]] = {h: [] for h in ESTIMATORS}
+    print("| folder | " + " | ".join(f"{h}: gpipe / 1f1b (worst)" for h in ESTIMATORS) + " |")
+    print("|---|" + "---|" * len(ESTIMATORS))
+    for f in map(Path, argv):
+        prof = P.load(f / "profile.json")
+        if not (prof.raw or {}).get("overhead_probe", {}).get("runs"):
+            print(f"| {f} | no overhead probe in its profile |")
+            continue
+        transport = E.Transport.for_profile(prof)
+        recs = [json.loads(x) for x in (f / "measured.jsonl").read_text().splitlines() if x.strip()]
+        cells: dict[str, list[dict]] = {}
+        for r in recs:
+            if r["schedule"] in SCHEDULES and not r.get("disturbed"):
+                cells.setdefault(r["key"], []).append(r)
+        if not cells:
+            print(f"| {f} | no gpipe or 1f1b cells |")
+            continue
+        cols = []
+        for how in ESTIMATORS:
+            p = rebuilt(prof, how)
+            errs: dict[str, list[float]] = {}
+            for rs in cells.values():
+                r = rs[0]
+                sim = E.simulate(p, r["schedule"], r["micro_batch_size"], r["batch_size"], C.setting_of(r["network"]),
+                                 transport=transport, steps=C.SIM_STEPS, record=False).step_time
+                meas = statistics.median(x["median"] for x in rs)
+                errs.setdefault(r["schedule"], []).append(100 * (sim - meas) / meas)
+            flat = [abs(x) for v in errs.values() for x in v]
+            every[how] += flat
+            cols.append(" / ".join(f"{statistics.fmean(map(abs, v)):.1f}%" for v in errs.values())
+                        + f" ({max(flat):.1f}%)")
+        print(f"| {f} | " + " | ".join(cols) + " |")
+    for how, v in every.items():
+        if v:
+            print(f"all {len(v)} cells, {how}: mean absolute error {statistics.fmean(v):.2f}%, "
+                  f"p90 {statistics.quantiles(v, n=10)[-1]:.1f}%, worst {max(v):.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
