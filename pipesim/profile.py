@@ -239,7 +239,7 @@ class Profile:
     def compute_scaled(self, factor: float) -> Profile:
         """This profile with every computation taking ``factor`` times as long: forward,
         backward (and its B and W parts), the optimizer step and the runtime's overhead
-        per action, of every stage and virtual stage. Links and the host model are kept.
+        per computation, of every stage and virtual stage. Links and the host model are kept.
 
         What a validation uses when it tracks the machine's speed: the compute probe
         before a run over the same probe right after calibration (``calibrate.drift``)."""

@@ -117,6 +117,14 @@ def test_zbh1_refused_for_the_slices_of_its_w_overhead(alarm):
         E.simulate(_overhead_profile(9e-7), "zbh1", 1, 6)
 
 
+def test_a_replay_is_not_refused_for_slices_it_does_not_make(alarm):
+    """A replay (given durations) runs without the host model, so a quantum that would cut the
+    profile's compute into too many slices does not stop it."""
+    prof = _overhead_profile(1e-300)
+    r = E.simulate(prof, "gpipe", 1, 4, steps=1, durations=lambda rank, step, action: 1e-3)
+    assert r.step_time > 0
+
+
 def test_host_overflow_is_a_value_error(alarm):
     prof = uniform_profile(3, host=Host(cores=2, slowdown={1: 1.0, 2: 1e308}))
     with pytest.raises(ValueError, match="simulated time overflows"):
