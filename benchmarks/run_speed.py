@@ -26,9 +26,11 @@ import sys
 from pathlib import Path
 
 from loop import compare as C
+from loop.validate import run_speed
 from pipesim import context as CX
 from pipesim import engine as E
 from pipesim import profile as P
+from pipesim.schedule import VIRTUAL
 
 
 def _corr(xs: list[float | None], ys: list[float]) -> str:
@@ -48,19 +50,22 @@ def score(folder: Path) -> dict:
     kept = folder / "run_cpu.json"
     extracted = json.loads(kept.read_text())["runs"] if kept.exists() else {}
 
-    def run_cpu(r: dict) -> list[float] | None:
-        if r.get("cpu_factors"):   # recorded by the run (validate and demo since 2026-11-28, third session)
-            v = int(r["stages_per_rank"]) if r.get("stages_per_rank") else None
-            want = CX.cpu_per_step(prof, r["schedule"], r["micro_batch_size"], r["batch_size"], v)
-            return [f * w for f, w in zip(r["cpu_factors"], want)]
+    def speed_of(r: dict) -> tuple[float, float] | None:
+        """(the cell at the run's speed, its CPU drift): as recorded by the run (validate and demo
+        since 2026-11-28, third session), else from run_cpu.json or the run's results file."""
+        if "speed_replay_s" in r and "cpu_drift" in r:
+            return r["speed_replay_s"], r["cpu_drift"]
+        v = int(r["stages_per_rank"]) if r.get("stages_per_rank") else 1
+        args = (prof, r["schedule"], r["micro_batch_size"], r["batch_size"], C.setting_of(r["network"]))
         if r.get("results") in extracted:
-            return extracted[r["results"]]
+            cr = CX.cpu_replay(*args, extracted[r["results"]], transport=transport, steps=C.SIM_STEPS,
+                               stages_per_rank=v if r["schedule"] in VIRTUAL else None)
+            return cr.step_time, cr.drift
         if r.get("results") and (folder / r["results"]).exists():
-            res = json.loads((folder / r["results"]).read_text())
-            return [x["cpu_per_step"]["median"] for x in sorted(res["per_rank"], key=lambda x: x["rank"])]
+            sp = run_speed(*args, json.loads((folder / r["results"]).read_text()), transport, v)
+            return (sp["speed_replay_s"], sp["cpu_drift"]) if sp else None
         return None
 
-    runs = [r for r in runs if not r.get("disturbed") and run_cpu(r) is not None]
     cells: dict[str, list[tuple[float, float, float, str]]] = {}
     plain_cache: dict[str, float] = {}
     by_net: dict[str, list[float]] = {}
@@ -68,22 +73,23 @@ def score(folder: Path) -> dict:
     by_cpu: list[float | None] = []
     by_probe: list[float | None] = []
     by_numpy: list[float | None] = []
+    counted = 0
     for r in runs:
-        cpu = run_cpu(r)
-        assert cpu is not None
-        v = int(r["stages_per_rank"]) if r.get("stages_per_rank") else None
-        net = C.setting_of(r["network"])
+        speed = None if r.get("disturbed") else speed_of(r)
+        if speed is None:
+            continue
+        counted += 1
+        at_speed, drift = speed
         if r["key"] not in plain_cache:
-            plain_cache[r["key"]] = E.simulate(prof, r["schedule"], r["micro_batch_size"], r["batch_size"], net,
-                                               transport=transport, steps=C.SIM_STEPS, record=False,
-                                               stages_per_rank=v).step_time
+            v = int(r["stages_per_rank"]) if r.get("stages_per_rank") else None
+            plain_cache[r["key"]] = E.simulate(prof, r["schedule"], r["micro_batch_size"], r["batch_size"],
+                                               C.setting_of(r["network"]), transport=transport, steps=C.SIM_STEPS,
+                                               record=False, stages_per_rank=v).step_time
         plain = plain_cache[r["key"]]
-        cr = CX.cpu_replay(prof, r["schedule"], r["micro_batch_size"], r["batch_size"], net, cpu,
-                           transport=transport, steps=C.SIM_STEPS, stages_per_rank=v)
-        cells.setdefault(r["key"], []).append((r["median"], plain, cr.step_time, r["schedule"]))
-        by_net.setdefault(r["network"].split(" (")[0], []).append(cr.drift - 1)
+        cells.setdefault(r["key"], []).append((r["median"], plain, at_speed, r["schedule"]))
+        by_net.setdefault(r["network"].split(" (")[0], []).append(drift - 1)
         ratio.append(r["median"] / plain - 1)
-        by_cpu.append(cr.drift - 1)
+        by_cpu.append(drift - 1)
         by_probe.append(r["compute_drift"] - 1 if r.get("compute_drift") else None)
         by_numpy.append(r["drift_pct"] / 100 if r.get("drift_pct") is not None else None)
     errs: dict[str, dict[str, list[float]]] = {"profile": {}, "run speed": {}}
@@ -91,7 +97,7 @@ def score(folder: Path) -> dict:
         measured = statistics.median(x[0] for x in rs)
         for i, way in ((1, "profile"), (2, "run speed")):
             errs[way].setdefault(rs[0][3], []).append(100 * (statistics.median(x[i] for x in rs) - measured) / measured)
-    return {"folder": str(folder), "runs": len(runs), "cells": len(cells), "errs": errs,
+    return {"folder": str(folder), "runs": counted, "cells": len(cells), "errs": errs,
             "corr": (_corr(by_cpu, ratio), _corr(by_probe, ratio), _corr(by_numpy, ratio)), "by_net": by_net}
 
 

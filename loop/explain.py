@@ -69,7 +69,8 @@ def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, agains
     med = statistics.median_low([r["median"] for r in runs])
     run = next(r for r in runs if r["median"] == med)
     measured = read_csv(out / run["trace"])
-    batch, warmup = int(run["batch_size"]), _warmup(out / run["results"]) if run.get("results") else 1
+    results = _results(out, run)
+    batch, warmup = int(run["batch_size"]), int(results.get("warmup", 1))
     net = C.setting_of(run["network"])
     transport = E.Transport.for_profile(prof)
     v = C.stages_of(run)
@@ -86,24 +87,23 @@ def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, agains
             f"{len(runs)} run{'s' if len(runs) > 1 else ''}) against {what}")
     text = head + "\n\n" + ex.table(top=top)
     if against != "replay":
-        speed = _speed_split(out, run, prof, schedule, mbs, batch, net, transport, v, ex)
+        speed = _speed_split(run, results, prof, schedule, mbs, batch, net, transport, v, ex)
         if speed:
             text += "\n\n" + speed
     return text
 
 
-def _speed_split(out: Path, run: dict, prof: P.Profile, schedule: str, mbs: int, batch: int, net, transport,
+def _speed_split(run: dict, results: dict, prof: P.Profile, schedule: str, mbs: int, batch: int, net, transport,
                  v: int, ex: X.Explanation) -> str | None:
     """How much of the difference is the machine's speed in the run: the cell simulated with
     each rank at the run's own CPU per step (:func:`pipesim.context.cpu_replay`) against the
-    simulation from the profile; the rest is the model's. None for runs without CPU per step."""
+    simulation from the profile; the rest is the model's. As the run recorded it, else (a folder
+    older than the record) from its results. None for runs without CPU per step."""
     from loop.validate import run_speed
 
-    try:
-        res = json.loads((out / run["results"]).read_text())
-    except (KeyError, OSError, ValueError):
-        return None
-    sp = run_speed(prof, res, schedule, mbs, batch, net, transport, v)
+    keys = ("cpu_factors", "speed_replay_s")
+    sp = {k: run[k] for k in keys} if all(k in run for k in keys) else \
+        run_speed(prof, results, schedule, mbs, batch, net, transport, v)
     if not sp:
         return None
     sim, meas = ex.simulated.period, ex.measured.period
@@ -115,11 +115,12 @@ def _speed_split(out: Path, run: dict, prof: P.Profile, schedule: str, mbs: int,
             f"{model * 1e3:+.2f} ms the model's (sharing of cores, transfers, the schedule).")
 
 
-def _warmup(results: Path) -> int:
+def _results(out: Path, run: dict) -> dict:
+    """The run's results file ({} where it has none or it cannot be read)."""
     try:
-        return int(json.loads(results.read_text()).get("warmup", 1))
-    except (OSError, ValueError):
-        return 1
+        return json.loads((out / run["results"]).read_text())
+    except (KeyError, OSError, ValueError):
+        return {}
 
 
 def explain_traces(measured: list[TraceEvent], simulated: list[TraceEvent], warmup: int = 1,

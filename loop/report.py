@@ -25,7 +25,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pipesim.schedule import DEFAULT_STAGES_PER_RANK, VIRTUAL
+from pipesim.schedule import cell_groups as mape_groups
+from pipesim.schedule import schedule_label, stages_of  # noqa: F401  (stages_of: part of this module's API)
 
 
 @dataclass(frozen=True)
@@ -44,111 +45,93 @@ class Summary:
     cpu_drift: tuple[float, float, float] | None = None  # the cells' CPU per step over the profile's, percent
 
     def last_line(self) -> str:
-        parts = ", ".join(f"{s} {v:.1f}%" for s, v in self.mape.items())
-        return f"MAPE: {parts}, worst {self.worst_pct:.1f}% ({self.worst_cell})"
+        text = _mape_text("MAPE:", self.mape, self.worst_pct, self.worst_cell)
+        assert text is not None   # every summary has a prediction
+        return text
 
     def replay_line(self) -> str | None:
-        if not self.replay_mape:
-            return None
-        parts = ", ".join(f"{s} {v:.1f}%" for s, v in self.replay_mape.items())
-        return f"Replay MAPE (each run with its own compute): {parts}, worst {self.replay_worst_pct:.1f}% " \
-               f"({self.replay_worst_cell})"
+        return _mape_text("Replay MAPE (each run with its own compute):", self.replay_mape, self.replay_worst_pct,
+                          self.replay_worst_cell)
 
     def speed_line(self) -> str | None:
-        if not self.speed_mape:
-            return None
-        parts = ", ".join(f"{s} {v:.1f}%" for s, v in self.speed_mape.items())
-        return f"At each run's own speed (the profile at its ranks' CPU per step): {parts}, worst " \
-               f"{self.speed_worst_pct:.1f}% ({self.speed_worst_cell})"
+        return _mape_text("At each run's own speed (the profile at its ranks' CPU per step):", self.speed_mape,
+                          self.speed_worst_pct, self.speed_worst_cell)
 
     def drift_line(self) -> str | None:
         if self.cpu_drift is not None:
-            med, lo, hi = self.cpu_drift
-            return (f"Machine speed during the runs (each rank's CPU per step against the profile's; + is slower): "
-                    f"median {med:+.1f}%, cells from {lo:+.1f}% to {hi:+.1f}%")
+            return _range_text("Machine speed during the runs (each rank's CPU per step against the profile's; "
+                               "+ is slower):", self.cpu_drift)
         if self.drift is None:
             return None
-        med, lo, hi = self.drift
-        return (f"Machine speed during the runs against right after calibration (speed probe; + is slower): "
-                f"median {med:+.1f}%, cells from {lo:+.1f}% to {hi:+.1f}%")
+        return _range_text("Machine speed during the runs against right after calibration (speed probe; + is "
+                           "slower):", self.drift)
 
     def lines(self) -> list[str]:
         """The summary lines, the prediction's MAPE line last."""
         return [x for x in (self.drift_line(), self.replay_line(), self.speed_line()) if x] + [self.last_line()]
 
 
+def _mape_text(title: str, mape: dict[str, float] | None, worst_pct: float | None,
+               worst_cell: str | None) -> str | None:
+    """A MAPE line: per group, then the worst cell (None for a level no cell has)."""
+    if not mape or worst_pct is None:
+        return None
+    parts = ", ".join(f"{s} {v:.1f}%" for s, v in mape.items())
+    return f"{title} {parts}, worst {worst_pct:.1f}% ({worst_cell})"
+
+
+def _range_text(title: str, spread: tuple[float, float, float]) -> str:
+    med, lo, hi = spread
+    return f"{title} median {med:+.1f}%, cells from {lo:+.1f}% to {hi:+.1f}%"
+
+
+def _error(cell: dict, key: str) -> float:
+    """Percent error against the measured step time of the cell's ``key`` (a simulated time)."""
+    return 100.0 * (cell[key] - cell["measured_s"]) / cell["measured_s"]
+
+
 def error_pct(cell: dict) -> float:
-    return 100.0 * (cell["simulated_s"] - cell["measured_s"]) / cell["measured_s"]
+    return _error(cell, "simulated_s")
 
 
 def replay_error_pct(cell: dict) -> float:
-    return 100.0 * (cell["replay_s"] - cell["measured_s"]) / cell["measured_s"]
+    return _error(cell, "replay_s")
 
 
 def speed_error_pct(cell: dict) -> float:
-    return 100.0 * (cell["speed_replay_s"] - cell["measured_s"]) / cell["measured_s"]
-
-
-def stages_of(cell: dict) -> int:
-    """The virtual stages per rank a cell ran with: its ``stages_per_rank``, else the command
-    line's default for an interleaved schedule (:data:`pipesim.schedule.VIRTUAL`), else 1."""
-    if cell["schedule"] not in VIRTUAL:
-        return 1
-    return int(cell.get("stages_per_rank") or DEFAULT_STAGES_PER_RANK)
-
-
-def schedule_label(cell: dict) -> str:
-    """The schedule as a table shows it: an interleaved one with its stages per rank,
-    ``interleaved1f1b (v 2)``, so that two cells of different v are told apart; the others
-    as named."""
-    s = cell["schedule"]
-    return f"{s} (v {stages_of(cell)})" if s in VIRTUAL else s
+    return _error(cell, "speed_replay_s")
 
 
 def cell_name(cell: dict) -> str:
     return f"{schedule_label(cell)}, {cell['network']}, mbs {cell['micro_batch_size']}"
 
 
-def mape_groups(cells: Sequence[dict]) -> dict[str, list[dict]]:
-    """Cells grouped for a MAPE line: per schedule, and per stages per rank as well where one
-    schedule's cells ran several (``interleaved1f1b (v 2)``, ``interleaved1f1b (v 3)``)."""
-    groups: dict[str, list[dict]] = {}
-    for s in dict.fromkeys(c["schedule"] for c in cells):
-        mine = [c for c in cells if c["schedule"] == s]
-        if len({stages_of(c) for c in mine}) > 1:
-            for c in mine:
-                groups.setdefault(schedule_label(c), []).append(c)
-        else:
-            groups[s] = mine
-    return groups
+def _level(cells: Sequence[dict], key: str) -> tuple[dict[str, float] | None, float | None, str | None]:
+    """One level of error over the cells that have ``key``: MAPE per group (:func:`mape_groups`),
+    the worst cell's error and its name (all None where no cell has it)."""
+    have = [c for c in cells if c.get(key) is not None]
+    if not have:
+        return None, None, None
+    mape = {g: sum(abs(_error(c, key)) for c in mine) / len(mine) for g, mine in mape_groups(have).items()}
+    worst = max(have, key=lambda c: abs(_error(c, key)))
+    return mape, abs(_error(worst, key)), cell_name(worst)
+
+
+def _spread(values: list[float]) -> tuple[float, float, float] | None:
+    return (statistics.median(values), min(values), max(values)) if values else None
 
 
 def summarize(cells: list[dict]) -> Summary:
     if not cells:
         raise ValueError("no measured cells to compare")
-    mape = {g: sum(abs(error_pct(c)) for c in mine) / len(mine) for g, mine in mape_groups(cells).items()}
-    worst = max(cells, key=lambda c: abs(error_pct(c)))
+    mape, worst_pct, worst_cell = _level(cells, "simulated_s")
+    assert mape is not None and worst_pct is not None and worst_cell is not None   # every cell is simulated
     noise = [c["noise_pct"] for c in cells if c.get("noise_pct") is not None]
-    replay_mape = rworst = None
-    replayed = [c for c in cells if c.get("replay_s") is not None]
-    if replayed:
-        replay_mape = {g: sum(abs(replay_error_pct(c)) for c in mine) / len(mine)
-                       for g, mine in mape_groups(replayed).items()}
-        rworst = max(replayed, key=lambda c: abs(replay_error_pct(c)))
-    drifts = [c["drift_pct"] for c in cells if c.get("drift_pct") is not None]
-    speed_mape = sworst = None
-    sped = [c for c in cells if c.get("speed_replay_s") is not None]
-    if sped:
-        speed_mape = {g: sum(abs(speed_error_pct(c)) for c in mine) / len(mine)
-                      for g, mine in mape_groups(sped).items()}
-        sworst = max(sped, key=lambda c: abs(speed_error_pct(c)))
-    cpu = [100 * (c["cpu_drift"] - 1) for c in cells if c.get("cpu_drift") is not None]
-    return Summary(mape, abs(error_pct(worst)), cell_name(worst), statistics.median(noise) if noise else None,
-                   replay_mape, abs(replay_error_pct(rworst)) if rworst else None,
-                   cell_name(rworst) if rworst else None,
-                   (statistics.median(drifts), min(drifts), max(drifts)) if drifts else None,
-                   speed_mape, abs(speed_error_pct(sworst)) if sworst else None, cell_name(sworst) if sworst else None,
-                   (statistics.median(cpu), min(cpu), max(cpu)) if cpu else None)
+    return Summary(mape, worst_pct, worst_cell, statistics.median(noise) if noise else None,
+                   *_level(cells, "replay_s"),
+                   _spread([c["drift_pct"] for c in cells if c.get("drift_pct") is not None]),
+                   *_level(cells, "speed_replay_s"),
+                   _spread([100 * (c["cpu_drift"] - 1) for c in cells if c.get("cpu_drift") is not None]))
 
 
 def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[dict], str]]] = ()) -> str:

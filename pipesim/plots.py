@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from . import engine as E  # noqa: E402
 from .network import LinkOverride, NetworkSetting  # noqa: E402
+from .schedule import cell_groups  # noqa: E402
 from .trace import TraceEvent  # noqa: E402
 
 COLORS = {"gpipe": "#1f77b4", "1f1b": "#d62728"}
@@ -62,25 +63,14 @@ def parity(cells: Sequence[dict], path, title: str = "Simulated vs measured step
     return _save(fig, path)
 
 
-def bar_groups(cells: Sequence[dict]) -> dict[str, list[dict]]:
-    """The cells per group of bars: per schedule, and per stages per rank as well where one
-    schedule's cells ran several (``interleaved1f1b (v 3)``), so that none hides another."""
-    vs: dict[str, set] = {}
-    for c in cells:
-        vs.setdefault(c["schedule"], set()).add(c.get("stages_per_rank") or None)
-    out: dict[str, list[dict]] = {}
-    for c in cells:
-        s = c["schedule"]
-        g = f"{s} (v {c.get('stages_per_rank') or 'default'})" if len(vs[s]) > 1 else s
-        out.setdefault(g, []).append(c)
-    return out
+bar_groups = cell_groups  # the groups of bars: a schedule's cells, per stages per rank where they ran several
 
 
 def bars(cells: Sequence[dict], path, title: str = "Step time per network setting") -> Path:
     """One panel per micro-batch size; per setting, simulated beside measured for both schedules."""
     mbs_list = sorted({c["micro_batch_size"] for c in cells})
     nets = list(dict.fromkeys(c["network"] for c in cells))
-    groups = bar_groups(cells)
+    groups = cell_groups(cells)
     scheds = list(groups)
     idx = {(g, c["network"], c["micro_batch_size"]): c for g, mine in groups.items() for c in mine}
     fig, axes = plt.subplots(len(mbs_list), 1, figsize=(max(8, 1.0 * len(nets) + 2), 2.6 * len(mbs_list)),

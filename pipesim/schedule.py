@@ -586,3 +586,35 @@ def peak_inflight(compute_or_lowered: Sequence[Sequence[Action]]) -> list[int]:
                 live -= 1
         peaks.append(peak)
     return peaks
+
+
+def stages_of(cell: dict) -> int:
+    """The virtual stages per rank a cell ran with: its ``stages_per_rank``, else the command
+    line's default for an interleaved schedule (:data:`VIRTUAL`), else 1."""
+    if cell["schedule"] not in VIRTUAL:
+        return 1
+    return int(cell.get("stages_per_rank") or DEFAULT_STAGES_PER_RANK)
+
+
+def schedule_label(cell: dict) -> str:
+    """The schedule as a table shows it: an interleaved one with its stages per rank,
+    ``interleaved1f1b (v 2)``, so that two cells of different v are told apart; the others
+    as named."""
+    s = cell["schedule"]
+    return f"{s} (v {stages_of(cell)})" if s in VIRTUAL else s
+
+
+def cell_groups(cells: Sequence[dict]) -> dict[str, list[dict]]:
+    """Measured or simulated cells (dicts with ``schedule`` and, for interleaved ones,
+    ``stages_per_rank``) grouped for a MAPE line or a figure: per schedule, and per stages
+    per rank as well where one schedule's cells ran several (``interleaved1f1b (v 2)``,
+    ``interleaved1f1b (v 3)``)."""
+    groups: dict[str, list[dict]] = {}
+    for s in dict.fromkeys(c["schedule"] for c in cells):
+        mine = [c for c in cells if c["schedule"] == s]
+        if len({stages_of(c) for c in mine}) > 1:
+            for c in mine:
+                groups.setdefault(schedule_label(c), []).append(c)
+        else:
+            groups[s] = mine
+    return groups
