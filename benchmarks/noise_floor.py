@@ -9,9 +9,9 @@ cell's true mean step time exactly would show errors. This script
 
 1. estimates the per-launch spread from the kept folders: for every cell measured at
    least twice, the relative difference of its first two launches (their sd / sqrt 2);
-2. draws launches from that spread (normal, and the pairs' own differences resampled) with
-   the validation's protocol and with more launches per cell, and prints the MAPE and the
-   worst cell of a perfect model over a grid of ``--cells`` cells (60: the seed grid).
+2. draws launches from that spread (normal; :mod:`loop.noise`) with the validation's
+   protocol and with more launches per cell, and prints the MAPE and the worst cell of a
+   perfect model over a grid of ``--cells`` cells (60: the seed grid).
 
 Nothing is fitted to predictions; step times are only compared with each other.
 
@@ -26,9 +26,11 @@ import random
 import statistics
 from pathlib import Path
 
+from loop import noise as NF
 
-def launch_pairs(folders: list[str]) -> list[float]:
-    """Relative difference (b - a) / mean of each cell's first two counted launches."""
+
+def cell_runs(folders: list[str]) -> list[list[float]]:
+    """Each cell's counted launches (step times, in run order) over the folders."""
     out = []
     for f in folders:
         path = Path(f) / "measured.jsonl"
@@ -39,23 +41,25 @@ def launch_pairs(folders: list[str]) -> list[float]:
             r = json.loads(line) if line.strip() else None
             if r and not r.get("disturbed"):
                 cells.setdefault(r["key"], {})[int(r.get("run", 0))] = r["median"]
-        for runs in cells.values():
-            if 0 in runs and 1 in runs:
-                a, b = runs[0], runs[1]
-                out.append((b - a) / ((a + b) / 2))
+        out += [[runs[i] for i in sorted(runs)] for runs in cells.values()]
     return out
 
 
-def measured(draw, launches: int | None, tiebreak: float = 0.04) -> float:
-    """One cell's measured value (true value 1.0): ``launches`` launches and their median, or
-    (None) the validation's protocol: 2 launches, a third where they are over ``tiebreak`` apart."""
-    if launches is None:
-        xs = [draw(), draw()]
-        if (max(xs) - min(xs)) / min(xs) > tiebreak:
-            xs.append(draw())
-    else:
-        xs = [draw() for _ in range(launches)]
-    return statistics.median(xs)
+def validate_protocol(sd: float, cells: int, trials: int, seed: int, tiebreak: float = 0.04) -> tuple[float, float]:
+    """(mean MAPE, mean worst cell) of a perfect model under validate's own protocol: 2 launches,
+    a third where they are over ``tiebreak`` apart, the median."""
+    rng = random.Random(seed)
+    mapes, worsts = [], []
+    for _ in range(trials):
+        errs = []
+        for _ in range(cells):
+            xs = [1.0 + rng.gauss(0.0, sd), 1.0 + rng.gauss(0.0, sd)]
+            if (max(xs) - min(xs)) / min(xs) > tiebreak:
+                xs.append(1.0 + rng.gauss(0.0, sd))
+            errs.append(abs(1.0 / statistics.median(xs) - 1.0))
+        mapes.append(statistics.fmean(errs))
+        worsts.append(max(errs))
+    return statistics.fmean(mapes), statistics.fmean(worsts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,33 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=2000, help="validations drawn per protocol")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args(argv)
-    pairs = launch_pairs(a.folders)
-    if len(pairs) < 10:
-        print(f"only {len(pairs)} cells measured twice in these folders: too few to estimate the spread")
+    est = NF.launch_sd(cell_runs(a.folders))
+    if est is None:
+        print(f"fewer than {NF.MIN_CELLS} cells measured twice in these folders: too few to estimate the spread")
         return 1
-    sd = statistics.pstdev(pairs) / 2 ** 0.5
-    print(f"{len(pairs)} cells measured at least twice: one launch's sd {100 * sd:.2f}% "
-          f"(first two launches differ by a median of {100 * statistics.median(map(abs, pairs)):.1f}%)\n")
-    rng = random.Random(a.seed)
-    # a launch's deviation: normal with that sd, or one launch's share of a kept pair's difference
-    draws = {"normal": lambda: 1.0 + rng.gauss(0.0, sd),
-             "resampled pairs": lambda: 1.0 + rng.choice(pairs) / 2 ** 0.5 * rng.choice((-1, 1))}
-    print(f"A perfect model over {a.cells} cells, {a.trials} validations drawn per row "
-          "(mean over them; in brackets the 10th-90th percentile):\n")
-    print("| launches per cell | launch noise | MAPE | worst cell | cells over 8% |")
-    print("|---|---|---:|---:|---:|")
-    for launches in (None, 3, 5, 7):
-        for name, draw in draws.items():
-            mapes, worsts, over = [], [], []
-            for _ in range(a.trials):
-                errs = [abs(1.0 / measured(draw, launches) - 1.0) for _ in range(a.cells)]
-                mapes.append(statistics.fmean(errs))
-                worsts.append(max(errs))
-                over.append(sum(e > 0.08 for e in errs))
-            q = statistics.quantiles(worsts, n=10)
-            what = "2, a 3rd if >4% apart (validate)" if launches is None else str(launches)
-            print(f"| {what} | {name} | {100 * statistics.fmean(mapes):.1f}% | {100 * statistics.fmean(worsts):.1f}% "
-                  f"({100 * q[0]:.1f}-{100 * q[-1]:.1f}%) | {statistics.fmean(over):.1f} |")
+    sd, pairs = est
+    print(f"{pairs} cells measured at least twice: one launch's sd {100 * sd:.2f}%\n")
+    print(f"A perfect model over {a.cells} cells, {a.trials} grids drawn per row (mean over them; for fixed "
+          "launches also the worst cell's 10th-90th percentile):\n")
+    print("| launches per cell | MAPE | worst cell |")
+    print("|---|---:|---:|")
+    mape, worst = validate_protocol(sd, a.cells, a.trials, a.seed)
+    print(f"| 2, a 3rd if over 4% apart (validate's) | {100 * mape:.1f}% | {100 * worst:.1f}% |")
+    for n in (3, 5, 7):
+        f = NF.floor(sd, [n] * a.cells, trials=a.trials, seed=a.seed)
+        print(f"| {n} | {100 * f.mape:.1f}% | {100 * f.worst:.1f}% ({100 * f.worst_p10:.1f}-{100 * f.worst_p90:.1f}%) |")
     return 0
 
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loop import measured as M
+from loop import noise as NF
 from loop import report as R
 from loop.report import stages_of
 from pipesim import engine as E
@@ -135,6 +136,9 @@ def spread_lines(rows: Sequence[dict], summ: R.Summary) -> list[str]:
         worst = max(noisy, key=lambda r: r["noise_pct"])
         out.append(f"Run-to-run spread of a cell ((max - min) / min of its runs): median {summ.noise_pct:.1f}%, "
                    f"worst {worst['noise_pct']:.1f}% ({R.cell_name(worst)}).")
+    fl = NF.floor_line([list(r.get("runs_s") or []) for r in rows])
+    if fl:
+        out.append(fl)
     return out
 
 

@@ -1,0 +1,61 @@
+"""The noise floor of a comparison (loop/noise.py): a perfect model's errors against launches."""
+
+import math
+
+import pytest
+
+from loop import compare as C
+from loop import noise as NF
+from loop import report as R
+
+
+def test_launch_sd_from_first_two_runs():
+    # 10 cells one way, 10 the other: every difference is +-0.1 / 1.05, so their sd is that
+    runs = [[1.0, 1.1]] * 10 + [[1.1, 1.0, 5.0]] * 10   # a third run is not used
+    sd, n = NF.launch_sd(runs)
+    assert n == 20
+    assert sd == pytest.approx(0.1 / 1.05 / math.sqrt(2))
+
+
+def test_launch_sd_needs_enough_cells_measured_twice():
+    assert NF.launch_sd([[1.0, 1.1]] * (NF.MIN_CELLS - 1) + [[1.0]] * 50) is None
+    assert NF.launch_sd([[1.0, 1.1]] * NF.MIN_CELLS) is not None
+
+
+def test_floor_without_noise_is_zero():
+    f = NF.floor(0.0, [2] * 60, trials=20)
+    assert f.mape == 0.0 and f.worst == 0.0 and f.worst_p90 == 0.0
+
+
+def test_floor_one_launch_matches_the_normal_mean_absolute_deviation():
+    # one launch per cell: |1/(1+x) - 1| ~ |x| for small x, whose mean is sd * sqrt(2/pi)
+    sd = 0.01
+    f = NF.floor(sd, [1] * 200, trials=300, seed=3)
+    assert f.mape == pytest.approx(sd * math.sqrt(2 / math.pi), rel=0.03)
+    assert f.worst_p10 <= f.worst <= f.worst_p90
+
+
+def test_floor_is_deterministic_and_falls_with_more_launches():
+    a = NF.floor(0.05, [2] * 60, trials=200, seed=1)
+    assert a == NF.floor(0.05, [2] * 60, trials=200, seed=1)
+    b = NF.floor(0.05, [7] * 60, trials=200, seed=1)
+    assert b.mape < a.mape and b.worst < a.worst
+    # the worst of 60 cells is well above their mean error
+    assert a.worst > 2 * a.mape
+
+
+def test_floor_refuses_nonsense():
+    for args in ((-0.1, [2]), (0.1, []), (0.1, [0, 2])):
+        with pytest.raises(ValueError):
+            NF.floor(*args)
+
+
+def test_floor_line_in_a_comparisons_notes():
+    rows = [{"schedule": "gpipe", "network": f"delay {i}ms", "micro_batch_size": 1, "simulated_s": 0.1,
+             "measured_s": 0.1, "error_pct": 0.0, "runs_s": [0.1, 0.1 * (1.05 if i % 2 else 0.95)],
+             "noise_pct": 5.0} for i in range(12)]
+    assert NF.floor_line([r["runs_s"] for r in rows[:5]]) is None
+    line = NF.floor_line([r["runs_s"] for r in rows])
+    assert line is not None and line.startswith("Noise floor") and "12 cells" in line
+    summ = R.summarize(rows)
+    assert any(x.startswith("Noise floor") for x in C.spread_lines(rows, summ))
