@@ -156,8 +156,13 @@ def render(title: str, intro: Sequence[str], rows: Sequence[dict], notes: Sequen
 
 def comparison_doc(rows: Sequence[dict], summ: R.Summary, **extra) -> dict:
     """comparison.json: the rows, the summary, then ``extra``."""
+    fl = NF.floor_of([list(r.get("runs_s") or []) for r in rows])
     return {"cells": list(rows), "mape": summ.mape, "worst_pct": summ.worst_pct, "worst_cell": summ.worst_cell,
-            "noise_pct": summ.noise_pct, "step_spread_pct": step_spread(rows), **extra}
+            "noise_pct": summ.noise_pct, "step_spread_pct": step_spread(rows),
+            "noise_floor": None if fl is None else {"launch_sd_pct": 100 * fl.launch_sd, "cells_measured_twice": fl.pairs,
+                                                     "mape_pct": 100 * fl.mape, "worst_pct": 100 * fl.worst,
+                                                     "worst_p10_pct": 100 * fl.worst_p10,
+                                                     "worst_p90_pct": 100 * fl.worst_p90}, **extra}
 
 
 def write_outputs(out: str | Path, lines: Sequence[str], doc: dict) -> tuple[Path, Path]:

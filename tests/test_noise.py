@@ -59,3 +59,15 @@ def test_floor_line_in_a_comparisons_notes():
     assert line is not None and line.startswith("Noise floor") and "12 cells" in line
     summ = R.summarize(rows)
     assert any(x.startswith("Noise floor") for x in C.spread_lines(rows, summ))
+
+
+def test_floor_in_comparison_json():
+    rows = [{"schedule": "gpipe", "network": f"delay {i}ms", "micro_batch_size": 1, "simulated_s": 0.1,
+             "measured_s": 0.1, "error_pct": 0.0, "runs_s": [0.1, 0.1 * (1.05 if i % 2 else 0.95)],
+             "noise_pct": 5.0} for i in range(12)]
+    doc = C.comparison_doc(rows, R.summarize(rows))
+    fl = doc["noise_floor"]
+    assert fl["cells_measured_twice"] == 12 and fl["worst_p10_pct"] <= fl["worst_pct"] <= fl["worst_p90_pct"]
+    for r in rows:
+        r["runs_s"] = r["runs_s"][:1]
+    assert C.comparison_doc(rows, R.summarize(rows))["noise_floor"] is None
