@@ -21,27 +21,20 @@ Nothing is fitted to predictions; step times are only compared with each other.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 from pathlib import Path
 
 from loop import noise as NF
+from loop.validate import load_runs
 
 
 def cell_runs(folders: list[str]) -> list[list[float]]:
     """Each cell's counted launches (step times, in run order) over the folders."""
     out = []
     for f in folders:
-        path = Path(f) / "measured.jsonl"
-        if not path.exists():
-            continue
-        cells: dict[str, dict[int, float]] = {}
-        for line in path.read_text().splitlines():
-            r = json.loads(line) if line.strip() else None
-            if r and not r.get("disturbed"):
-                cells.setdefault(r["key"], {})[int(r.get("run", 0))] = r["median"]
-        out += [[runs[i] for i in sorted(runs)] for runs in cells.values()]
+        for by_run in load_runs(Path(f) / "measured.jsonl").values():
+            out.append([by_run[i]["median"] for i in sorted(by_run)])
     return out
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import os
 import socket
 import statistics
 import struct
@@ -44,13 +43,6 @@ PORT = 29517
 
 
 # ------------------------------------------------------------------------------------------- probe
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def _recv_exact(sock: socket.socket, buf: memoryview) -> None:
     got = 0
@@ -104,8 +96,8 @@ def send(addr: str, size: int, count: int, stop: bool, port: int = PORT) -> dict
 
 def probe(delay: str = "delay 1ms", sizes=SIZES, count: int = COUNT) -> list[dict]:
     """For each size: the delay line's CPU seconds over ``count`` messages (and the round trips' wall time)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from testbed import Testbed
+    from testbed.check import cpu_seconds
 
     points = []
     with Testbed(num_hosts=2, network=delay) as tb:
@@ -118,10 +110,10 @@ def probe(delay: str = "delay 1ms", sizes=SIZES, count: int = COUNT) -> list[dic
             # a warm-up connection first (TCP's first round trips, the delay line's learned wake-up bias)
             tb.run(0, [*me, "send", tb.addresses[1], str(sizes[0]), str(count // 4)], timeout=300)
             for i, size in enumerate(sizes):
-                c0 = _cpu_s(tb.helper_pid)
+                c0 = cpu_seconds(tb.helper_pid)
                 p = tb.run(0, [*me, "send", tb.addresses[1], str(size), str(count)]
                            + (["--stop"] if i == len(sizes) - 1 else []), timeout=300)
-                c1 = _cpu_s(tb.helper_pid)
+                c1 = cpu_seconds(tb.helper_pid)
                 if p.returncode != 0:
                     raise RuntimeError(f"the probe's sender failed: {p.stderr.strip()[-300:]}")
                 points.append({**json.loads(p.stdout.strip().splitlines()[-1]), "cpu_s": c1 - c0})
@@ -186,6 +178,7 @@ def charged_engine(cost):
 
 def score(folders: list[str], table: dict[int, float]) -> None:
     from loop import compare as C
+    from loop.validate import load_runs
     from pipesim import engine as E
     from pipesim import profile as P
 
@@ -198,13 +191,10 @@ def score(folders: list[str], table: dict[int, float]) -> None:
         folder = Path(f)
         prof = P.load(folder / "profile.json")
         transport = E.Transport.for_profile(prof)
-        cells: dict[str, list[dict]] = {}
-        for line in (folder / "measured.jsonl").read_text().splitlines():
-            r = json.loads(line) if line.strip() else None
-            if r and not r.get("disturbed"):
-                cells.setdefault(r["key"], []).append(r)
+        cells = load_runs(folder / "measured.jsonl")
         errs: dict[str, list[float]] = {k: [] for k in every}
-        for rs in cells.values():
+        for by_run in cells.values():
+            rs = [by_run[i] for i in sorted(by_run)]
             r = rs[0]
             measured = statistics.median(x["median"] for x in rs)
             v = int(r["stages_per_rank"]) if r.get("stages_per_rank") else None

@@ -18,7 +18,6 @@ session) can be scored.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from loop import compare as C
 from pipesim import engine as E
 from pipesim import profile as P
+from pipesim.util import read_jsonl
 
 WINDOWS = (0, 5, 10, 20, 40)   # runs looked back; 0: the profile alone (the prediction)
 
@@ -33,8 +33,7 @@ WINDOWS = (0, 5, 10, 20, 40)   # runs looked back; 0: the profile alone (the pre
 def score(folder: Path) -> dict[int, list[float]] | None:
     prof = P.load(folder / "profile.json")
     transport = E.Transport.for_profile(prof)
-    runs = [json.loads(x) for x in (folder / "measured.jsonl").read_text().splitlines() if x.strip()]
-    runs = [r for r in runs if not r.get("disturbed")]   # in the order measured
+    runs = [r for r in read_jsonl(folder / "measured.jsonl") if not r.get("disturbed")]   # in the order measured
     if not runs or any(r.get("cpu_drift") is None for r in runs):
         return None
     cache: dict[tuple, float] = {}

@@ -136,10 +136,15 @@ def spread_lines(rows: Sequence[dict], summ: R.Summary) -> list[str]:
         worst = max(noisy, key=lambda r: r["noise_pct"])
         out.append(f"Run-to-run spread of a cell ((max - min) / min of its runs): median {summ.noise_pct:.1f}%, "
                    f"worst {worst['noise_pct']:.1f}% ({R.cell_name(worst)}).")
-    fl = NF.floor_line([list(r.get("runs_s") or []) for r in rows])
-    if fl:
-        out.append(fl)
+    fl = NF.floor_of(_runs(rows))   # computed once per set of runs (the JSON asks for the same)
+    if fl is not None:
+        out.append(fl.line())
     return out
+
+
+def _runs(rows: Sequence[dict]) -> list[list[float]]:
+    """Each row's runs (step times), for the noise floor."""
+    return [list(r.get("runs_s") or []) for r in rows]
 
 
 def body_lines(rows: Sequence[dict], notes: Sequence[str], columns: Sequence = ()) -> list[str]:
@@ -156,13 +161,10 @@ def render(title: str, intro: Sequence[str], rows: Sequence[dict], notes: Sequen
 
 def comparison_doc(rows: Sequence[dict], summ: R.Summary, **extra) -> dict:
     """comparison.json: the rows, the summary, then ``extra``."""
-    fl = NF.floor_of([list(r.get("runs_s") or []) for r in rows])
+    fl = NF.floor_of(_runs(rows))
     return {"cells": list(rows), "mape": summ.mape, "worst_pct": summ.worst_pct, "worst_cell": summ.worst_cell,
             "noise_pct": summ.noise_pct, "step_spread_pct": step_spread(rows),
-            "noise_floor": None if fl is None else {"launch_sd_pct": 100 * fl.launch_sd, "cells_measured_twice": fl.pairs,
-                                                     "mape_pct": 100 * fl.mape, "worst_pct": 100 * fl.worst,
-                                                     "worst_p10_pct": 100 * fl.worst_p10,
-                                                     "worst_p90_pct": 100 * fl.worst_p90}, **extra}
+            "noise_floor": None if fl is None else fl.to_json(), **extra}
 
 
 def write_outputs(out: str | Path, lines: Sequence[str], doc: dict) -> tuple[Path, Path]:

@@ -24,6 +24,7 @@ import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 MIN_CELLS = 10      # cells with two runs needed to estimate a launch's spread
 TRIALS = 500
@@ -37,6 +38,20 @@ class Floor:
     worst: float          # its mean worst cell (fraction)
     worst_p10: float
     worst_p90: float
+    cells: int = 0        # cells per drawn grid
+
+    def line(self) -> str:
+        """One line for a comparison's notes."""
+        return (f"Noise floor (a perfect model against launches as far apart as these, one launch's sd "
+                f"{100 * self.launch_sd:.1f}% from {self.pairs} cells measured twice): MAPE about "
+                f"{100 * self.mape:.1f}%, worst cell about {100 * self.worst:.1f}% ({100 * self.worst_p10:.1f}-"
+                f"{100 * self.worst_p90:.1f}% in 8 of 10 grids of {self.cells} cells).")
+
+    def to_json(self) -> dict:
+        """comparison.json's ``noise_floor``, in percent."""
+        return {"launch_sd_pct": 100 * self.launch_sd, "cells_measured_twice": self.pairs,
+                "mape_pct": 100 * self.mape, "worst_pct": 100 * self.worst,
+                "worst_p10_pct": 100 * self.worst_p10, "worst_p90_pct": 100 * self.worst_p90}
 
 
 def launch_sd(runs: Sequence[Sequence[float]]) -> tuple[float, int] | None:
@@ -53,6 +68,11 @@ def floor(sd: float, counts: Sequence[int], trials: int = TRIALS, seed: int = 0,
     median of ``counts[i]`` launches of relative sd ``sd`` (deterministic for a ``seed``)."""
     if sd < 0 or not counts or min(counts) < 1 or trials < 1:
         raise ValueError("floor needs sd >= 0, at least one cell, one run per cell and one trial")
+    return _floor(sd, tuple(counts), trials, seed, pairs)
+
+
+@lru_cache(maxsize=16)
+def _floor(sd: float, counts: tuple[int, ...], trials: int, seed: int, pairs: int) -> Floor:
     rng = random.Random(seed)
     mapes, worsts = [], []
     for _ in range(trials):
@@ -61,7 +81,7 @@ def floor(sd: float, counts: Sequence[int], trials: int = TRIALS, seed: int = 0,
         mapes.append(statistics.fmean(errs))
         worsts.append(max(errs))
     q = statistics.quantiles(worsts, n=10) if trials >= 2 else [worsts[0]] * 9
-    return Floor(sd, pairs, statistics.fmean(mapes), statistics.fmean(worsts), q[0], q[-1])
+    return Floor(sd, pairs, statistics.fmean(mapes), statistics.fmean(worsts), q[0], q[-1], len(counts))
 
 
 def floor_of(runs: Sequence[Sequence[float]], trials: int = TRIALS) -> Floor | None:
@@ -75,9 +95,4 @@ def floor_of(runs: Sequence[Sequence[float]], trials: int = TRIALS) -> Floor | N
 def floor_line(runs: Sequence[Sequence[float]]) -> str | None:
     """One line for a comparison's notes (None where the runs cannot show it)."""
     f = floor_of(runs)
-    if f is None:
-        return None
-    return (f"Noise floor (a perfect model against launches as far apart as these, one launch's sd "
-            f"{100 * f.launch_sd:.1f}% from {f.pairs} cells measured twice): MAPE about {100 * f.mape:.1f}%, "
-            f"worst cell about {100 * f.worst:.1f}% ({100 * f.worst_p10:.1f}-{100 * f.worst_p90:.1f}% in 8 of 10 "
-            f"grids of {sum(1 for r in runs if r)} cells).")
+    return None if f is None else f.line()

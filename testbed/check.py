@@ -40,7 +40,8 @@ class Result:
     bw_ok: bool | None         # None: no cap to judge against
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -62,7 +63,7 @@ def iperf(tb: Testbed, src: int, dst: int, seconds: float = 3.0, omit: float = 1
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.05)
-        cpu0 = _cpu_seconds(tb.helper_pid) if tb.helper_pid else 0.0
+        cpu0 = cpu_seconds(tb.helper_pid) if tb.helper_pid else 0.0
         t0 = time.monotonic()
         doc: dict = {}
         for _attempt in range(40):
@@ -77,7 +78,7 @@ def iperf(tb: Testbed, src: int, dst: int, seconds: float = 3.0, omit: float = 1
                 break
             time.sleep(0.05)        # server not listening yet
         wall = time.monotonic() - t0
-        cpu = (_cpu_seconds(tb.helper_pid) - cpu0) / wall if tb.helper_pid else 0.0
+        cpu = (cpu_seconds(tb.helper_pid) - cpu0) / wall if tb.helper_pid else 0.0
         if "error" in doc or "sum_received" not in doc.get("end", {}):
             raise RuntimeError(f"iperf3 from host {src} to host {dst} failed: {doc.get('error', doc)}")
         return float(doc["end"]["sum_received"]["bits_per_second"]), cpu
