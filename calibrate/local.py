@@ -149,6 +149,26 @@ def _asked_shapes(extra_args: Sequence[str]) -> tuple[bool, int]:
     return ns.split_backward, ns.stages_per_rank
 
 
+def delay_excess(latency_s: float, probed: Sequence[tuple[float, float | None]]) -> float:
+    """What a delay element adds to a link's latency beyond its nominal delay.
+
+    ``probed`` holds (fitted latency, delay of the setting on this link) for each probe
+    of the link under a delay; the excess is the median over them of the fitted latency
+    less the delay and the link's undelayed ``latency_s``. On the local testbed it is
+    the delay line's own time per message (about 0.05-0.2 ms); under tc netem on a
+    cluster, netem's. It is never below 0: a link that is faster under a delay than
+    without one had its undelayed latency inflated by something the runs do not show
+    (the wrap-around link of interleaved 1F1B, between two ranks pinned to one core,
+    probes at about 2 ms), and letting that through scored worse
+    (``benchmarks/delay_excess.py``). 0 without a delayed probe."""
+    xs = sorted(lat - d - latency_s for lat, d in probed if d)
+    if not xs:
+        return 0.0
+    mid = len(xs) // 2
+    med = xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+    return max(med, 0.0)
+
+
 def merge_window_probe(prof: Profile, probe_docs, probes) -> Profile:
     """Set each link's ``window_bytes`` from links-only runs under delayed links.
 
@@ -170,6 +190,7 @@ def merge_window_probe(prof: Profile, probe_docs, probes) -> Profile:
     links = dict(prof.links)
     for key, link in sorted(prof.links.items()):
         per = []
+        delayed = []   # (fitted latency, the probe's delay on this link)
         for f, probe in zip(fits, probes):
             if key not in f:
                 continue
@@ -178,6 +199,7 @@ def merge_window_probe(prof: Profile, probe_docs, probes) -> Profile:
             shaped = probe.for_link(*key).bandwidth_bps
             expected = min(link.bandwidth_bps, shaped) if shaped else link.bandwidth_bps
             per.append((pf, expected, probe.label))
+            delayed.append((pf.latency_s, probe.for_link(*key).delay_s))
         if not per:
             continue
         entry = {"src": key[0], "dst": key[1],
@@ -196,14 +218,18 @@ def merge_window_probe(prof: Profile, probe_docs, probes) -> Profile:
                 win = None
                 entry["verdict"] = "capacity ceiling under delay, not a window (throughput does not fall with RTT)"
                 entry["ceiling_bps"] = min(p1.bandwidth_bps, p2.bandwidth_bps)
-        links[key] = replace(link, window_bytes=win)
+        excess = delay_excess(link.latency_s, delayed)
+        links[key] = replace(link, window_bytes=win, delay_excess_s=excess)
         entry["window_bytes"] = win
+        entry["delay_excess_s"] = excess
         report.append(entry)
     labels = [p.label for p in probes]
     raw = {**(prof.raw or {}), "window_probe": {
         "networks": labels,
         "method": "links re-measured under these settings; window = bandwidth * 2 * latency / 8 where the "
-                  "throughput is below 0.8x the expected and (with two probes) falls as the round trip grows",
+                  "throughput is below 0.8x the expected and (with two probes) falls as the round trip grows; "
+                  "delay_excess_s = the probed latency less the delay and the undelayed latency (median over "
+                  "the probes)",
         "links": report, "raw_links": [pd["raw"]["links"] for pd in probe_docs]}}
     desc = prof.description + f"; single-connection cap probed under {' and '.join(repr(l) for l in labels)}"
     return replace(prof, links=links, raw=raw, description=desc)

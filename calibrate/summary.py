@@ -41,6 +41,10 @@ def summary(profile) -> str:
                if f.get("rms_rel_error") is not None else "fit failed")
         win = _bytes(l.window_bytes) if l.window_bytes else "none"
         lines.append(f"{s}->{d}    {_ms(l.latency_s):>10}   {_bps(l.bandwidth_bps):>14}   {win:>9}   {err}")
+    excess = [(k, l.delay_excess_s) for k, l in sorted(profile.links.items()) if l.delay_excess_s]
+    if excess:
+        lines += ["", "under a delay, each message also takes (the delay element's own time): "
+                  + ", ".join(f"{a}->{b} {_ms(x)} ms" for (a, b), x in excess)]
     if profile.host is not None:
         sl = ", ".join(f"{k}: {v:.2f}" for k, v in sorted(profile.host.slowdown.items()))
         lines += ["", f"host: {profile.host.cores} cores, slowdown with k ranks computing at once: {sl}"]

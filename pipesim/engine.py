@@ -83,7 +83,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import simpy
 
@@ -447,7 +447,7 @@ class _Sim:
         if (a, b) in self.profile.links:
             return self.profile.link(a, b, self.setting)
         base = self.profile.links[(0, 1) if a < b else (1, 0)]
-        return Link(a, b, base.latency_s, base.bandwidth_bps, base.window_bytes).shaped(self.setting.for_link(a, b))
+        return replace(base, src=a, dst=b).shaped(self.setting.for_link(a, b))
 
     # --------------------------------------------------------------- messages
 

@@ -75,6 +75,8 @@ SECONDS = Range("seconds", "s", 0.0, 86400.0, lo_open=True,
 SECONDS_OR_ZERO = Range("seconds", "s", 0.0, 86400.0,
                         doc="optimizer step, overheads, spreads (>= 0, at most a day)")
 LATENCY_S = Range("latency", "s", 0.0, 3600.0, doc="one-way link latency, per message overhead included")
+DELAY_EXCESS_S = Range("delay excess", "s", 0.0, 3600.0,
+                       doc="what a delay element adds to a link's latency beyond its nominal delay, per message")
 LINK_BANDWIDTH_BPS = Range("bandwidth", "bit/s", 1e3, 1e15, doc="a link's measured throughput, bits per second")
 BYTES = Range("bytes", "bytes", 0, 2 ** 50, integer=True, doc="bytes of one message (activation or gradient), whole")
 WINDOW_BYTES = Range("window", "bytes", 1, 2 ** 40, integer=True,
@@ -124,7 +126,7 @@ ALL = {
     "profile: optimizer_s, overhead_s, *_spread_s, overhead_by_schedule_s": SECONDS_OR_ZERO,
     "profile: activation_bytes, gradient_bytes, transport.eager_limit_bytes": BYTES,
     "profile: links[].latency_s": LATENCY_S, "profile: links[].bandwidth_bps": LINK_BANDWIDTH_BPS,
-    "profile: links[].window_bytes": WINDOW_BYTES,
+    "profile: links[].window_bytes": WINDOW_BYTES, "profile: links[].delay_excess_s": DELAY_EXCESS_S,
     "profile: host.cores": CORES, "profile: host.slowdown": SLOWDOWN, "profile: host.quantum_s": QUANTUM_S,
     "profile: stages[].layers, model.layers": LAYERS,
     "profile: model.d_model, heads, seq_len, vocab, stages": MODEL_SIZE,

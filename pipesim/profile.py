@@ -41,7 +41,9 @@ every weight-gradient W of a split-backward schedule (zbh1); optional ``overhead
 Per directed link: one-way ``latency_s`` (including per-message software overhead),
 ``bandwidth_bps`` (bits per second), and ``window_bytes``: the most a single
 connection keeps in flight, so that its throughput is at most ``window / RTT`` as the
-round trip grows (null: no cap). Links missing from the file default to the entry
+round trip grows (null: no cap); optional ``delay_excess_s``: what a delay element adds
+per message beyond its nominal delay (calibration's delayed-link probe measures it; the
+simulator adds it wherever a setting adds a delay). Links missing from the file default to the entry
 named ``"default_link"`` if given.
 
 ``host`` (optional) says that all ranks share one machine of ``cores`` cores, as on
@@ -159,12 +161,24 @@ class Link:
     latency_s: float
     bandwidth_bps: float
     window_bytes: int | None = None
+    # what a delay element adds to latency_s beyond its nominal delay, measured under a delay (0: nothing)
+    delay_excess_s: float = 0.0
 
     def shaped(self, override) -> Link:
-        """This link under a setting's override: extra delay added, bandwidth capped."""
-        lat = self.latency_s + (override.delay_s or 0.0)
+        """This link under a setting's override: extra delay added, bandwidth capped.
+
+        Under a delay the one-way latency is ``latency_s + delay + delay_excess_s``;
+        ``delay_excess_s`` applies only where the setting adds a delay."""
+        d = override.delay_s or 0.0
+        lat = self.latency_s + d + self.delay_excess_s if d > 0 else self.latency_s
         bw = self.bandwidth_bps if override.bandwidth_bps is None else min(self.bandwidth_bps, override.bandwidth_bps)
         return Link(self.src, self.dst, lat, bw, self.window_bytes)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        if not self.delay_excess_s:   # left out where it is 0, as profiles before it were written
+            del doc["delay_excess_s"]
+        return doc
 
 
 @dataclass(frozen=True)
@@ -308,7 +322,7 @@ class Profile:
                 }
                 for s in self.stages
             ],
-            "links": [asdict(l) for _, l in sorted(self.links.items())],
+            "links": [l.to_json() for _, l in sorted(self.links.items())],
         }
         if self.host is not None:
             doc["host"] = {"cores": self.host.cores, "slowdown": {str(k): v for k, v in sorted(self.host.slowdown.items())}}
@@ -462,7 +476,8 @@ def _build(doc: dict, origin: str) -> Profile:
     def link(src: int, dst: int, ld: dict) -> Link:
         win = ld.get("window_bytes")
         return Link(src, dst, latency_s=float(ld["latency_s"]), bandwidth_bps=float(ld["bandwidth_bps"]),
-                    window_bytes=None if win is None else int(win))
+                    window_bytes=None if win is None else int(win),
+                    delay_excess_s=float(ld.get("delay_excess_s") or 0.0))
 
     default_link = doc.get("default_link")
     if "links" not in doc and default_link is None:

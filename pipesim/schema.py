@@ -127,7 +127,7 @@ def _schema_json() -> str:
     }, ["compute"], description="one pipeline stage (one rank)")
     link_props = {
         "latency_s": _num(L.LATENCY_S), "bandwidth_bps": _num(L.LINK_BANDWIDTH_BPS),
-        "window_bytes": _num(L.WINDOW_BYTES, null=True),
+        "window_bytes": _num(L.WINDOW_BYTES, null=True), "delay_excess_s": _num(L.DELAY_EXCESS_S),
     }
     index = {"type": "integer", "minimum": 0, "description": "stage index, 0 for the first stage"}
     link = _obj({"src": {**index, "description": "sending stage"}, "dst": {**index, "description": "receiving stage"},

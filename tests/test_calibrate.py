@@ -477,3 +477,47 @@ def test_overhead_probe_schedules_follow_what_calibration_measured():
     assert _asked_shapes(["--timing", "wall", "--device", "cpu", "--stages-per-rank", "1"]) == (False, 1)
     assert _asked_shapes(["--timing", "wall", "--stages-per-rank", "2", "--split-backward"]) == (True, 2)
     assert _asked_shapes(["--split-backward"]) == (True, 1)
+
+
+def test_window_probe_measures_what_the_delay_element_adds():
+    """The delayed-link probe's latency, less the delay and the undelayed latency, is the delay
+    element's own time per message; the simulator adds it wherever a setting adds a delay."""
+    from calibrate.local import delay_excess, merge_window_probe
+    from pipesim.network import parse
+
+    base = _base_profile()   # undelayed latency 50 us
+    pr = merge_window_probe(base, _probe_doc(5e-3 + 5e-5 + 120e-6, 1e9), parse("delay 5ms"))
+    link = pr.links[(0, 1)]
+    assert math.isclose(link.delay_excess_s, 120e-6, rel_tol=1e-9)
+    assert pr.links[(1, 0)].delay_excess_s == 0.0   # not probed
+    assert math.isclose(pr.raw["window_probe"]["links"][0]["delay_excess_s"], 120e-6, rel_tol=1e-9)
+    assert math.isclose(pr.link(0, 1, parse("delay 1ms")).latency_s, 5e-5 + 1e-3 + 120e-6, rel_tol=1e-9)
+    assert pr.link(0, 1, parse("default")).latency_s == 5e-5              # no delay: nothing added
+    assert pr.link(0, 1, parse("bandwidth 1Gbps")).latency_s == 5e-5
+    assert prof.from_json(pr.to_json()) == pr
+    from calibrate.summary import summary
+    assert "each message also takes (the delay element's own time): 0->1 0.120 ms" in summary(pr)
+    # two probes: the median; a link faster under a delay than without: 0, never negative
+    assert math.isclose(delay_excess(5e-5, [(5e-3 + 5e-5 + 1e-4, 5e-3), (20e-3 + 5e-5 + 3e-4, 20e-3)]), 2e-4)
+    assert delay_excess(2e-3, [(5.1e-3, 5e-3)]) == 0.0
+    assert delay_excess(5e-5, [(1e-3, None)]) == 0.0   # a probe without a delay on this link
+
+
+def test_delay_excess_lengthens_a_delayed_simulation_only():
+    from calibrate.local import merge_window_probe
+    from pipesim import engine
+    from pipesim.network import parse
+
+    base = uniform_profile(3, latency=5e-5, bandwidth=1e10, nbytes=1000)
+    doc = {"raw": {"links": [{"src": a, "dst": b, "fit": {"latency_s": 5e-3 + 5e-5 + 2e-4, "bandwidth_bps": 1e9,
+                                                         "rms_rel_error": 0.01, "max_rel_error": 0.02}}
+                             for a, b in ((0, 1), (1, 0), (1, 2), (2, 1))]}}
+    pr = merge_window_probe(base, doc, parse("delay 5ms"))
+
+    def step(p, net):
+        return engine.simulate(p, "gpipe", 1, 4, parse(net), steps=4, record=False).step_time
+
+    assert step(pr, "default") == step(base, "default")
+    assert step(pr, "bandwidth 1Gbps") == step(base, "bandwidth 1Gbps")
+    # GPipe's step crosses each of the 2 links twice on its critical path (forward, then backward)
+    assert math.isclose(step(pr, "delay 10ms") - step(base, "delay 10ms"), 4 * 2e-4, rel_tol=1e-6)

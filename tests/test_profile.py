@@ -200,6 +200,8 @@ BAD_TEXT = [  # (old text in the document, new text, the message)
     ('"forward_s": 1.0', '"forward_s": 1e400', r"forward_s must be a number > 0 .*, got 1e400$"),
     ('"window_bytes": null', '"window_bytes": 1e-300',
      r"links\[0\]\.window_bytes must be an integer >= 1 and <= 1,099,511,627,776 bytes, or null, got 1e-300$"),
+    ('"window_bytes": null', '"window_bytes": null, "delay_excess_s": -1e-4',
+     r"links\[0\]\.delay_excess_s must be a number >= 0 and <= 3600 s, got -0.0001$"),
     ('"activation_bytes": 10', '"activation_bytes": 10.5', r"activation_bytes must be an integer >= 0 .*, got 10.5$"),
     ('"layers": null', '"layers": -1', r"stages\[0\]\.layers must be an integer >= 1 and <= 1e6, or null, got -1$"),
     ('"layers": null', '"layers": 0', r"stages\[0\]\.layers must be an integer .*, got 0$"),
