@@ -9,6 +9,8 @@ import sys
 from pipesim import limits, network
 from pipesim.util import output_dir, output_path
 
+from .overhead import OVERHEAD_LAUNCHES
+
 TORCHRUN_HINT = ("on a cluster, start one rank per machine with torchrun, e.g.\n"
                  "  torchrun --nnodes 3 --nproc-per-node 1 --node-rank R --master-addr HOST0 --master-port 29500 \\\n"
                  "      -m calibrate.worker --model gpt3-small --micro-batch-sizes 1,2,4 --iface eth0 --out profile.json\n"
@@ -34,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--overhead-method", choices=["cpu", "trace"], default="cpu",
                    help="with --local: the overhead probe's estimate the profile carries: CPU accounting (default) or "
                         "wall time in context from the probe's traces (both are recorded in raw.overhead_probe)")
+    p.add_argument("--overhead-launches", type=int, default=OVERHEAD_LAUNCHES, metavar="N",
+                   help="with --local: launches of each (schedule, micro-batch size) in the overhead probe; the "
+                        "profile takes their median (default %(default)s)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before a hung calibration is stopped")
     p.add_argument("--log-dir", default=None, help="keep each rank's log here")
     from .cluster import add_args as add_cluster_args
@@ -83,6 +88,7 @@ def _run(args) -> int:
                                      window_probe=args.window_probe, contention_s=args.contention_s, link_max_bytes=args.link_max_bytes,
                                      timeout_s=args.timeout, log_dir=args.log_dir,
                                      overhead_probe=not args.no_overhead_probe, overhead_method=args.overhead_method,
+                                     overhead_launches=args.overhead_launches,
                                      extra_args=["--timing", args.timing, "--device", args.device, "--backend", args.backend,
                                                  "--dtype", args.dtype, "--stages-per-rank", str(args.stages_per_rank)]
                                      + (["--split-backward"] if args.split_backward else []))

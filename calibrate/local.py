@@ -22,6 +22,7 @@ from pipesim import profile as _profile
 from pipesim.profile import Profile
 
 from .fit import LinkFit, fit_window
+from .overhead import OVERHEAD_LAUNCHES
 
 
 def _sizes_arg(micro_batch_sizes) -> str:
@@ -40,7 +41,7 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                           window_probe: str | Sequence[str] | None = None, contention_s: float = 0.6, link_max_bytes: int = 16 << 20, timeout_s: float = 900,
                           log_dir: str | Path | None = None, echo: bool = True,
                           extra_args: Sequence[str] = (), overhead_probe: bool = True,
-                          overhead_method: str = "cpu") -> Profile:
+                          overhead_method: str = "cpu", overhead_launches: int = OVERHEAD_LAUNCHES) -> Profile:
     """Calibrate ``ranks`` stages of ``model`` on this machine and write the profile to ``out``.
 
     ``network``: run the ranks in the local testbed under that setting (None or
@@ -50,6 +51,7 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
     without it ``window_bytes`` stays null (no cap).
     ``overhead_method``: what the runtime-overhead probe puts in the profile, ``"cpu"``
     (CPU accounting) or ``"trace"`` (wall time in context); see :mod:`calibrate.overhead`.
+    ``overhead_launches``: launches per (schedule, micro-batch size) of that probe.
     ``extra_args``: more worker flags; with ``--split-backward`` the overhead probe also
     runs zbh1, with ``--stages-per-rank V`` (V > 1) interleaved1f1b with that V.
     Raises ``FileExistsError`` if ``out`` exists and not ``force``, ``ValueError`` on
@@ -59,8 +61,9 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
 
     if not isinstance(ranks, int) or isinstance(ranks, bool) or ranks < 1:
         raise ValueError(f"--ranks must be a positive integer, got {ranks!r}")
-    from .overhead import METHODS
+    from .overhead import METHODS, check_launches
 
+    check_launches(overhead_launches)
     if overhead_method not in METHODS:
         raise ValueError(f"--overhead-method must be one of {', '.join(METHODS)}, got {overhead_method!r}")
     sizes = _sizes_arg(micro_batch_sizes)
@@ -133,7 +136,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                 print(f"runtime overhead probe: a few steps of {', '.join(schedules)} per micro-batch size "
                       "(CPU time per action)", flush=True)
             prof = probe_overhead(prof, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False,
-                                  method=overhead_method, schedules=schedules, stages_per_rank=v)
+                                  method=overhead_method, schedules=schedules, stages_per_rank=v,
+                                  launches=overhead_launches)
         prof.save(out, force=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -44,8 +44,14 @@ bookkeeping): with 3 micro-batches it was spread over 6 actions instead of 8, an
 micro-batch-1 cells came out 5.3% slow on average (against +2.2% and -2.0% with 4).
 Calibrations differ by a few ms per step in this excess anyway (the machine drifts between
 the compute and the probe runs), so it is not split into per-step and per-action parts.
-Each cell's CPU per step is the median of ``launches`` (3) interleaved launches: one launch
-of the same configuration measured up to 13% more or less CPU per step than another.
+Each cell's CPU per step is the median of ``launches`` (:data:`OVERHEAD_LAUNCHES`, 7)
+interleaved launches: one launch of the same configuration measured up to 13% more or less
+CPU per step than another. Over the kept profiles of 2026-11-28 (3 launches each), a
+launch's CPU per step sat 5.4% (sd) from its cell's median, all ranks together (one rank
+apart from the others: 2%), so it is the launch, not the steps, that varies; and the
+runs of a validation used 3.0% (sd over (schedule, micro-batch size), the folder's own
+drift taken out) more or less CPU per step than their cell's probe. 7 launches bring the
+median's error from about 4% to about 2.6% for about 1.5 more minutes of calibration.
 
 Each local launch also writes the runtime's trace, and the same excess is estimated a
 second way, from wall time in context (:func:`pipesim.context.excess_per_action`: each
@@ -89,6 +95,7 @@ TRACE_METHOD = ("the same launches' traces: each rank's mean per step of its com
                 "compute and count as the CPU method, at least 0, median of the launches")
 
 BASE_SCHEDULES = ("gpipe", "1f1b")
+OVERHEAD_LAUNCHES = 7   # launches per (schedule, micro-batch size); the profile takes their median
 
 
 def schedules_for(split_backward: bool = False, stages_per_rank: int = 1) -> tuple[str, ...]:
@@ -117,9 +124,16 @@ def microbatches_for(schedule: str, ranks: int, wanted: int, stages_per_rank: in
             m += 1
 
 
+def check_launches(launches) -> int:
+    """``launches`` if it is a whole number from 1 to 50, else ``ValueError`` naming the flag."""
+    if not isinstance(launches, int) or isinstance(launches, bool) or not 1 <= launches <= 50:
+        raise ValueError(f"--overhead-launches must be a whole number from 1 to 50, got {launches!r}")
+    return launches
+
+
 def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
           timeout_s: float = 300, echo: bool = False, schedules=BASE_SCHEDULES, stages_per_rank: int | None = None,
-          launches: int = 3, run=None, method: str = "cpu") -> Profile:
+          launches: int = OVERHEAD_LAUNCHES, run=None, method: str = "cpu") -> Profile:
     """``prof`` with ``overhead_s`` and ``overhead_by_schedule_s`` probed, and the raw figures in ``raw.overhead_probe``.
 
     ``stages_per_rank``: the V interleaved1f1b runs with (default: the length of the
@@ -134,6 +148,7 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
 
     if method not in METHODS:
         raise ValueError(f"overhead probe method must be one of {', '.join(METHODS)}, got {method!r}")
+    check_launches(launches)
     if not isinstance(probe_microbatches, int) or probe_microbatches < 1:
         raise ValueError(f"probe_microbatches must be a positive integer, got {probe_microbatches!r}")
     schedules = tuple(s.lower() for s in schedules)

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from calibrate.overhead import OVERHEAD_LAUNCHES
+
 DEMO_NETWORKS = "default, delay 5ms, bandwidth 200Mbps, delay 10ms bandwidth 1Gbps"
 
 
@@ -42,6 +44,9 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
                     help="demo: print the MAPE even when the machine was too noisy to claim it (it says so anyway)")
     ap.add_argument("--window-probe", default="delay 5ms",
                     help="delayed setting under which links are probed for the single-connection cap ('' for none)")
+    ap.add_argument("--overhead-launches", type=int, default=OVERHEAD_LAUNCHES, metavar="N",
+                    help="calibration: launches of each (schedule, micro-batch size) in the runtime-overhead probe "
+                         "(default %(default)s)")
     ap.add_argument("--overhead-method", choices=["cpu", "trace"], default="cpu",
                     help="the calibration's estimate of the runtime's time per action: CPU accounting (default) or "
                          "wall time in context from the probe's traces (both are recorded in the profile's raw)")
@@ -78,7 +83,7 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
                  micro_batch_sizes=_ints(ns.micro_batch_sizes), schedules=schedules,
                  batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None, repeats=ns.repeats,
                  tiebreak_pct=ns.tiebreak_pct, recalibrate=ns.recalibrate, window_probe=ns.window_probe or None,
-                 overhead_method=ns.overhead_method,
+                 overhead_method=ns.overhead_method, overhead_launches=ns.overhead_launches,
                  refuse_noisy=demo and not ns.accept_noise)
     except LaunchError as e:
         print(f"pipesim validate: {e}\nmeasured cells so far are kept in {os.path.join(ns.out, 'measured.jsonl')}; "

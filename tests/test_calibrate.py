@@ -131,6 +131,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, capsys):
     (["--local", "--repeats", "0"], "--repeats must be >= 1"),
     (["--local", "--network", "delay -1ms"], "delay"),
     (["--local", "--window-probe", "bandwidth 1Gbps"], "must add a delay"),
+    (["--local", "--overhead-launches", "0"], "--overhead-launches must be a whole number from 1 to 50, got 0"),
     ([], "--local --ranks N"),
 ])
 def test_bad_arguments_give_clear_errors(tmp_path, capsys, argv, msg):

@@ -267,7 +267,8 @@ def test_demo_without_testbed_says_why_and_measures_default_cells(done, tmp_path
 
 
 @pytest.mark.parametrize("args, msg", [(["--micro-batch-sizes", "1,3", "--batch-size", "4"], "not a multiple"),
-                                       (["--repeats", "0"], "at least 1")])
+                                       (["--repeats", "0"], "at least 1"),
+                                       (["--overhead-launches", "51"], "--overhead-launches must be a whole number")])
 def test_bad_arguments_are_refused(tmp_path, capsys, args, msg):
     rc = main(["validate", "--out", str(tmp_path), *args])
     assert rc != 0 and msg in capsys.readouterr().err
