@@ -200,12 +200,13 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     # 1. calibrate
     if recalibrate or not prof_path.exists():
         from calibrate.local import run_local_calibration
+        from calibrate.overhead import OVERHEAD_LAUNCHES
 
         _log(f"[1/4] calibrating {model} on {ranks} ranks, micro-batch sizes {list(micro_batch_sizes)} "
              f"(default network{', probe ' + window_probe if window_probe else ''})")
         run_local_calibration(ranks, model, list(micro_batch_sizes), out=prof_path, force=True,
                               repeats=calibrate_repeats, window_probe=window_probe, overhead_method=overhead_method,
-                              **({} if overhead_launches is None else {"overhead_launches": overhead_launches}),
+                              overhead_launches=OVERHEAD_LAUNCHES if overhead_launches is None else overhead_launches,
                               log_dir=out / "calibrate-logs", echo=False,
                               # B and W separately for the schedules that split the backward
                               extra_args=(["--split-backward"] if set(schedules) & set(S.SPLIT_BACKWARD) else [])
