@@ -51,7 +51,8 @@ launch's CPU per step sat 5.4% (sd) from its cell's median, all ranks together (
 apart from the others: 2%), so it is the launch, not the steps, that varies; and the
 runs of a validation used 3.0% (sd over (schedule, micro-batch size), the folder's own
 drift taken out) more or less CPU per step than their cell's probe. 7 launches bring the
-median's error from about 4% to about 2.6% for about 1.5 more minutes of calibration.
+median's error from about 4% to about 2.6%; validate's calibration (micro-batch sizes 1,
+2 and 4) then took 5.6 min instead of 3.
 
 Each local launch also writes the runtime's trace, and the same excess is estimated a
 second way, from wall time in context (:func:`pipesim.context.excess_per_action`: each
