@@ -8,6 +8,9 @@ estimators of the same launches, simulates every measured cell, and prints each
 estimator's MAPE per folder and over all cells:
 
 - ``median``: the median of the launches (what calibration does);
+- ``median3``, ``median5``: the median of the first 3 or 5 launches only (what a probe with
+  ``--overhead-launches 3`` or ``5`` would have measured; the launches go in passes over the
+  cells, so the first ones are a whole shorter probe);
 - ``min``: the fastest launch (the least disturbed one);
 - ``mean``: their mean;
 - ``pooled``: one value for gpipe and 1f1b, the median over both schedules' launches;
@@ -33,7 +36,7 @@ from loop import compare as C
 from pipesim import engine as E
 from pipesim import profile as P
 
-ESTIMATORS = ("median", "min", "mean", "pooled", "linear")
+ESTIMATORS = ("median", "median3", "median5", "min", "mean", "pooled", "linear")
 SCHEDULES = ("gpipe", "1f1b")
 
 
@@ -46,6 +49,9 @@ def estimate(runs: dict, how: str, schedule: str, mbs: int, rank: int) -> float 
     if rec is None:
         return None
     launches = rec["cpu_per_step_launches_s"]
+    if how in ("median3", "median5"):   # what a probe of 3 or 5 launches would have taken (its first ones)
+        launches = launches[:int(how[-1])]
+        how = "median"
     if how in ("median", "min", "mean"):
         cpu = {"median": statistics.median, "min": min, "mean": statistics.fmean}[how](launches)
         return max(0.0, _per_action(rec, cpu))
