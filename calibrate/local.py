@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
@@ -165,12 +166,8 @@ def delay_excess(latency_s: float, probed: Sequence[tuple[float, float | None]])
     (the wrap-around link of interleaved 1F1B, between two ranks pinned to one core,
     probes at about 2 ms), and letting that through scored worse
     (``benchmarks/delay_excess.py``). 0 without a delayed probe."""
-    xs = sorted(lat - d - latency_s for lat, d in probed if d)
-    if not xs:
-        return 0.0
-    mid = len(xs) // 2
-    med = xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
-    return max(med, 0.0)
+    xs = [lat - d - latency_s for lat, d in probed if d]
+    return max(statistics.median(xs), 0.0) if xs else 0.0
 
 
 def merge_window_probe(prof: Profile, probe_docs, probes) -> Profile:
@@ -200,10 +197,10 @@ def merge_window_probe(prof: Profile, probe_docs, probes) -> Profile:
                 continue
             pf = LinkFit(f[key]["latency_s"], f[key]["bandwidth_bps"], f[key]["rms_rel_error"] or 0.0,
                          f[key]["max_rel_error"] or 0.0)
-            shaped = probe.for_link(*key).bandwidth_bps
-            expected = min(link.bandwidth_bps, shaped) if shaped else link.bandwidth_bps
+            ov = probe.for_link(*key)
+            expected = min(link.bandwidth_bps, ov.bandwidth_bps) if ov.bandwidth_bps else link.bandwidth_bps
             per.append((pf, expected, probe.label))
-            delayed.append((pf.latency_s, probe.for_link(*key).delay_s))
+            delayed.append((pf.latency_s, ov.delay_s))
         if not per:
             continue
         entry = {"src": key[0], "dst": key[1],

@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from calibrate.overhead import OVERHEAD_LAUNCHES, check_launches
 from loop import compare as C
 from loop import measured as M
 from loop import report as R
@@ -171,7 +172,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              window_probe: str | None = "delay 5ms", recalibrate: bool = False, cell_timeout_s: float = 300,
              calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0,
              retries: int = RETRIES, refuse_noisy: bool = False, overhead_method: str = "cpu",
-             overhead_launches: int | None = None,
+             overhead_launches: int = OVERHEAD_LAUNCHES,
              stages_per_rank: int = DEFAULT_STAGES_PER_RANK, track_compute: bool = True) -> R.Summary:
     """Calibrate, simulate, measure and compare a grid on this machine (see the module
     docstring). ``stages_per_rank``: the v of interleaved schedules (calibrated per
@@ -180,10 +181,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     v = stages_per_rank
     if repeats < 1 or steps < 1:
         raise ValueError(f"--repeats and --steps must be at least 1, got {repeats} and {steps}")
-    if overhead_launches is not None:
-        from calibrate.overhead import check_launches
-
-        check_launches(overhead_launches)
+    check_launches(overhead_launches)
     # everything the simulation would refuse, refused before minutes of calibration
     limits.RANKS.check(ranks, "--ranks")
     limits.RUN_STEPS.check(steps, "--steps")
@@ -200,13 +198,12 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     # 1. calibrate
     if recalibrate or not prof_path.exists():
         from calibrate.local import run_local_calibration
-        from calibrate.overhead import OVERHEAD_LAUNCHES
 
         _log(f"[1/4] calibrating {model} on {ranks} ranks, micro-batch sizes {list(micro_batch_sizes)} "
              f"(default network{', probe ' + window_probe if window_probe else ''})")
         run_local_calibration(ranks, model, list(micro_batch_sizes), out=prof_path, force=True,
                               repeats=calibrate_repeats, window_probe=window_probe, overhead_method=overhead_method,
-                              overhead_launches=OVERHEAD_LAUNCHES if overhead_launches is None else overhead_launches,
+                              overhead_launches=overhead_launches,
                               log_dir=out / "calibrate-logs", echo=False,
                               # B and W separately for the schedules that split the backward
                               extra_args=(["--split-backward"] if set(schedules) & set(S.SPLIT_BACKWARD) else [])
