@@ -7,13 +7,15 @@ This script rebuilds the gpipe and 1f1b overheads of each folder's profile with 
 estimators of the same launches, simulates every measured cell, and prints each
 estimator's MAPE per folder and over all cells:
 
-- ``median``: the median of the launches (what calibration does);
+- ``median``: each schedule's median of its launches (what calibration did until 2026-11-28's
+  sixth session);
 - ``median3``, ``median5``: the median of the first 3 or 5 launches only (what a probe with
   ``--overhead-launches 3`` or ``5`` would have measured; the launches go in passes over the
   cells, so the first ones are a whole shorter probe);
 - ``min``: the fastest launch (the least disturbed one);
 - ``mean``: their mean;
-- ``pooled``: one value for gpipe and 1f1b, the median over both schedules' launches;
+- ``pooled``: one value for gpipe and 1f1b, the median over both schedules' launches (what
+  calibration does since, ``calibrate.overhead.POOLED``);
 - ``linear``: per rank and schedule, a least-squares line in the micro-batch size
   through all its launches (smooths the noise of one cell with its neighbours).
 

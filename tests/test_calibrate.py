@@ -247,11 +247,22 @@ def test_overhead_probe_fills_the_profile(monkeypatch):
 
     monkeypatch.setattr(runtime.launch, "run_local", fake_run_local)
     base = uniform_profile(2, f=0.5, b=1.0, opt=0.25, bandwidth=1e10, mbs=(1,))
-    pr = probe(base, 2, "tiny", [1], launches=1)
+    per_schedule = probe(base, 2, "tiny", [1], launches=1, pool=())
     # overhead = (cpu - m * (f + b) - opt) / (2 m) with m = 4 micro-batches: (10 - 6 - 0.25) / 8
-    c0, c1 = pr.stages[0].compute[1], pr.stages[1].compute[1]
+    c0, c1 = per_schedule.stages[0].compute[1], per_schedule.stages[1].compute[1]
     assert c0.overhead_s == pytest.approx(3.75 / 8) and c1.overhead_s == pytest.approx(5.75 / 8)
     assert c0.overhead_by_schedule_s == pytest.approx({"gpipe": 3.75 / 8, "1f1b": 2.75 / 8})
+    assert "pooled" not in per_schedule.raw["overhead_probe"]
+    # by default gpipe and 1f1b share one overhead per action: the median of both schedules' launches
+    pr = probe(base, 2, "tiny", [1], launches=1)
+    c0, c1 = pr.stages[0].compute[1], pr.stages[1].compute[1]
+    assert c0.overhead_by_schedule_s == pytest.approx({"gpipe": 3.25 / 8, "1f1b": 3.25 / 8})
+    assert c1.overhead_by_schedule_s == pytest.approx({"gpipe": 5.25 / 8, "1f1b": 5.25 / 8})
+    assert c0.overhead_s == pytest.approx(3.25 / 8)
+    rec = pr.raw["overhead_probe"]["runs"]["gpipe"]["1"]["0"]
+    assert rec["pooled"] and rec["overhead_s"] == pytest.approx(3.25 / 8)
+    assert rec["cpu_overhead_s"] == pytest.approx(3.75 / 8)   # the schedule's own figure stays recorded
+    assert pr.raw["overhead_probe"]["pooled"]["schedules"] == ["gpipe", "1f1b"]
     assert base.stages[0].compute[1].overhead_s == 0.0   # the input is left alone
     assert pr.raw["overhead_probe"]["runs"]["1f1b"]["1"]["1"]["cpu_per_step_s"] == 11.0
     assert "runtime overhead per action probed" in pr.description
@@ -412,7 +423,7 @@ def test_overhead_probe_divides_by_each_schedules_computations():
         calls.append((schedule, m, batch, steps, v))
         return {"per_rank": [{"rank": r, "cpu_per_step": {"median": cpu[schedule][r]}} for r in (1, 0)]}
 
-    pr = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=schedules, run=run)
+    pr = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=schedules, run=run, pool=())
     assert sorted(calls) == sorted([(s, 1, 4, 5, 2 if s == "interleaved1f1b" else 1) for s in schedules])
     m = 4
     for r, st in enumerate(pr.stages):
@@ -437,6 +448,13 @@ def test_overhead_probe_divides_by_each_schedules_computations():
     for s in schedules:   # the simulator reproduces the probed CPU per step on every rank
         res = E.simulate(pr, s, 1, 4, steps=2, record=False)
         assert [x.compute for x in res.ranks] == pytest.approx(cpu[s], rel=1e-12), s
+    # pooled (the default): gpipe and 1f1b are both charged the mean of their probed CPU per step
+    # (the median of two launches), zbh1 and interleaved1f1b their own
+    pooled = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=schedules, run=run)
+    for s in schedules:
+        res = E.simulate(pooled, s, 1, 4, steps=2, record=False)
+        want = [(cpu["gpipe"][r] + cpu["1f1b"][r]) / 2 if s in ("gpipe", "1f1b") else cpu[s][r] for r in range(2)]
+        assert [x.compute for x in res.ranks] == pytest.approx(want, rel=1e-12), s
 
 
 def test_overhead_probe_picks_a_micro_batch_count_interleaved_can_run():
