@@ -43,7 +43,7 @@ SCHEDULES = ("gpipe", "1f1b")
 
 
 def _per_action(rec: dict, cpu: float) -> float:
-    return (cpu - rec["solo_compute_s"]) / rec.get("actions_per_step", 8)
+    return (cpu - rec["solo_compute_s"] - rec.get("step_overhead_s", 0.0)) / rec.get("actions_per_step", 8)
 
 
 def estimate(runs: dict, how: str, schedule: str, mbs: int, rank: int) -> float | None:

@@ -108,6 +108,13 @@ TRACE_METHOD = ("the same launches' traces: each rank's mean per step of its com
                 "compute and count as the CPU method, at least 0, median of the launches")
 
 BASE_SCHEDULES = ("gpipe", "1f1b")
+STEP_KEY = "gpipe@1"   # the step probe's launches (gpipe, one micro-batch per step)
+STEP_METHOD = ("gpipe launched with one micro-batch per step beside the probe's count n, per micro-batch size; per rank, "
+               "e1 and en: CPU per step less solo compute at 1 and at n micro-batches (en: median over the pooled "
+               "schedules' launches); per computation b = max(0, (en - e1) / (2 n - 2)); per step "
+               "step_overhead_s = max(0, e1 - 2 b), which the simulator adds to the rank's optimizer step; every "
+               "schedule's overhead per computation is then (CPU per step - solo compute - step_overhead_s) / "
+               "(computations per step)")
 OVERHEAD_LAUNCHES = 3   # launches per (schedule, micro-batch size); the profile takes their median
 POOLED = BASE_SCHEDULES  # schedules given one overhead per action, from all their launches (the module docstring says why)
 POOL_METHOD = ("one overhead per action for these schedules, per stage and micro-batch size: the median over all "
@@ -150,7 +157,8 @@ def check_launches(launches) -> int:
 
 def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
           timeout_s: float = 300, echo: bool = False, schedules=BASE_SCHEDULES, stages_per_rank: int | None = None,
-          launches: int = OVERHEAD_LAUNCHES, run=None, method: str = "cpu", pool=POOLED) -> Profile:
+          launches: int = OVERHEAD_LAUNCHES, run=None, method: str = "cpu", pool=POOLED,
+          step_probe: bool = True) -> Profile:
     """``prof`` with ``overhead_s`` and ``overhead_by_schedule_s`` probed, and the raw figures in ``raw.overhead_probe``.
 
     ``stages_per_rank``: the V interleaved1f1b runs with (default: the length of the
@@ -158,7 +166,10 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
     ``run(schedule, micro_batch_size, batch_size, steps, stages_per_rank)``, if given, runs one
     cell and returns the runtime's results dict, instead of a local launch (under torchrun:
     calibrate/cluster.py). ``pool``: the schedules given one overhead per action from all
-    their launches (default :data:`POOLED`, GPipe and 1F1B; ``()``: each its own)."""
+    their launches (default :data:`POOLED`, GPipe and 1F1B; ``()``: each its own).
+    ``step_probe``: also launch GPipe with one micro-batch per step, and split each rank's
+    excess into a part per step (``step_overhead_s``) and a part per computation (the module
+    docstring says how)."""
     from pipesim.context import excess_per_action
     from pipesim.engine import rank_work
     from pipesim.trace import read_csv
@@ -186,16 +197,22 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
         raw["stages_per_rank"] = stages_per_rank
     cpus: dict[tuple[str, int], list[list[float]]] = {}
     traced: dict[tuple[str, int], list[dict[int, float]]] = {}
+    # the step probe: gpipe with one micro-batch, beside the probe's count, to split per step from per action
+    step_probe = step_probe and "gpipe" in schedules and mb_of["gpipe"] > 1
+    cells = [(schedule, mb_of[schedule]) for schedule in schedules] + ([("gpipe", 1)] if step_probe else [])
+    if step_probe:
+        raw["step_probe"] = {"schedule": "gpipe", "microbatches": 1, "method": STEP_METHOD}
     with tempfile.TemporaryDirectory(prefix="pipesim-overhead-") as tmp:
         # launches interleaved over the cells, so that a slow spell lands on one launch of a cell
         for i in range(launches):
             for m in micro_batch_sizes:
-                for schedule in schedules:
-                    n, v = mb_of[schedule], v_of[schedule]
-                    out = Path(tmp) / f"{schedule}_mbs{m}_{i}.json"
+                for schedule, n in cells:
+                    v = v_of[schedule]
+                    key = (schedule if n == mb_of[schedule] else STEP_KEY, m)
+                    out = Path(tmp) / f"{key[0]}_mbs{m}_{i}.json"
                     if run is not None:
                         res = run(schedule, m, m * n, steps, v)
-                        cpus.setdefault((schedule, m), []).append(
+                        cpus.setdefault(key, []).append(
                             [pr["cpu_per_step"]["median"] for pr in sorted(res["per_rank"], key=lambda pr: pr["rank"])])
                         continue
                     trace = out.with_suffix(".csv")
@@ -203,41 +220,67 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
                                           "--batch-size", str(m * n), "--steps", str(steps),
                                           *(["--stages-per-rank", str(v)] if schedule in S.VIRTUAL else []),
                                           "--warmup", str(warmup), "--out", str(out), "--trace", str(trace)],
-                              ranks, timeout_s=timeout_s, log_dir=Path(tmp) / f"logs_{schedule}_{m}_{i}", echo=echo)
+                              ranks, timeout_s=timeout_s, log_dir=Path(tmp) / f"logs_{key[0]}_{m}_{i}", echo=echo)
                     res = json.loads(out.read_text())
-                    if trace.exists():   # (a launch stand-in in the tests may write none)
-                        traced.setdefault((schedule, m), []).append(
+                    if trace.exists() and key[0] != STEP_KEY:   # (a launch stand-in in the tests may write none)
+                        traced.setdefault(key, []).append(
                             excess_per_action(read_csv(trace), prof, m, n, warmup, schedule=schedule,
                                               stages_per_rank=v if schedule in S.VIRTUAL else None))
                     per_rank = sorted(res["per_rank"], key=lambda pr: pr["rank"])
-                    cpus.setdefault((schedule, m), []).append([pr["cpu_per_step"]["median"] for pr in per_rank])
+                    cpus.setdefault(key, []).append([pr["cpu_per_step"]["median"] for pr in per_rank])
+    pooled = tuple(s for s in pool if s in schedules)
+    if len(pooled) < 2:
+        pooled = ()
+    base = without_step_overhead(prof)
+    work = {(schedule, m): rank_work(base, schedule, m, mb_of[schedule], v_of[schedule] if schedule in S.VIRTUAL else None)
+            for (schedule, m) in cpus if schedule != STEP_KEY}
+    # per (micro-batch size, rank): the runtime's CPU per step that does not grow with the computations
+    step_s: dict[tuple[int, int], float] = {}
+    if step_probe:
+        raw["step_runs"] = {}
+        for (schedule, m), runs1 in cpus.items():
+            if schedule != STEP_KEY:
+                continue
+            w1 = rank_work(base, "gpipe", m, 1)
+            per = {}
+            for r in range(len(runs1[0])):
+                (solo1, act1), (solo_n, act_n) = w1[r], work[("gpipe", m)][r]
+                e1 = statistics.median(run[r] - solo1 for run in runs1)
+                e_n = statistics.median(run[r] - solo_n for s in (pooled or ("gpipe",)) for run in cpus[(s, m)])
+                per_action = max(0.0, (e_n - e1) / (act_n - act1))
+                step_s[(m, r)] = a = max(0.0, e1 - act1 * per_action)
+                per[str(r)] = {"cpu_per_step_launches_s": [run[r] for run in runs1], "solo_compute_s": solo1,
+                               "actions_per_step": act1, "excess_s": e1, "excess_probe_s": e_n,
+                               "per_action_s": per_action, "step_overhead_s": a}
+            raw["step_runs"][str(m)] = per
     stages = list(prof.stages)
     per_launch: dict[tuple[str, int, int], list[float]] = {}   # the method's overhead per action, per launch
     for (schedule, m), runs in cpus.items():
-        n = mb_of[schedule]
-        work = rank_work(prof, schedule, m, n, v_of[schedule] if schedule in S.VIRTUAL else None)
+        if schedule == STEP_KEY:
+            continue
         per = {}
         for r in range(len(runs[0])):
-            solo, actions = work[r]
+            solo, actions = work[(schedule, m)][r]
+            a = step_s.get((m, r), 0.0)
             cpu = statistics.median(run[r] for run in runs)
-            cpu_oh = max(0.0, (cpu - solo) / actions)
+            cpu_oh = max(0.0, (cpu - solo - a) / actions)
             tr = traced.get((schedule, m)) or []
-            trace_oh = statistics.median(t[r] for t in tr) if tr else None
+            trace_oh = max(0.0, statistics.median(t[r] for t in tr) - a / actions) if tr else None
             use_trace = method == "trace" and bool(tr)
-            per_launch[(schedule, m, r)] = ([t[r] for t in tr] if use_trace
-                                           else [(run[r] - solo) / actions for run in runs])
+            per_launch[(schedule, m, r)] = ([t[r] - a / actions for t in tr] if use_trace
+                                           else [(run[r] - solo - a) / actions for run in runs])
             per[str(r)] = {"cpu_per_step_s": cpu, "cpu_per_step_launches_s": [run[r] for run in runs],
                            "solo_compute_s": solo, "actions_per_step": actions,
                            "overhead_s": trace_oh if use_trace else cpu_oh,
                            "cpu_overhead_s": cpu_oh, "trace_overhead_s": trace_oh,
-                           "trace_overhead_launches_s": [t[r] for t in tr] if tr else None}
+                           "trace_overhead_launches_s": [t[r] for t in tr] if tr else None,
+                           **({"step_overhead_s": a} if step_probe else {})}
         raw["runs"].setdefault(schedule, {})[str(m)] = per
-    pooled = tuple(s for s in pool if s in schedules)
-    if len(pooled) > 1:
+    if pooled:
         raw["pooled"] = {"schedules": list(pooled), "method": POOL_METHOD}
     for (schedule, m, r), values in per_launch.items():
         rec = raw["runs"][schedule][str(m)][str(r)]
-        if schedule in pooled and len(pooled) > 1:
+        if schedule in pooled:
             values = [x for s in pooled for x in per_launch[(s, m, r)]]
             rec["overhead_s"] = max(0.0, statistics.median(values))
             rec["pooled"] = True
@@ -245,7 +288,8 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
         stage = stages[r]
         c = stage.compute[m]
         c = replace(c, overhead_by_schedule_s={**(c.overhead_by_schedule_s or {}), schedule: oh},
-                    overhead_s=oh if schedule == schedules[0] else c.overhead_s)
+                    overhead_s=oh if schedule == schedules[0] else c.overhead_s,
+                    step_overhead_s=step_s.get((m, r), c.step_overhead_s))
         stages[r] = replace(stage, compute={**stage.compute, m: c})
     counts = sorted(set(mb_of.values()))
     what = (f"{counts[0]} micro-batches" if len(counts) == 1
@@ -255,6 +299,12 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
     desc = prof.description + f"; runtime overhead per action probed ({what}, {listed})"
     return virtual_overhead(replace(prof, stages=tuple(stages), raw={**(prof.raw or {}), "overhead_probe": raw},
                                     description=desc))
+
+
+def without_step_overhead(prof: Profile) -> Profile:
+    """``prof`` with every ``step_overhead_s`` set to 0 (what the probe's solo compute is taken from)."""
+    return replace(prof, stages=tuple(replace(st, compute={m: replace(c, step_overhead_s=0.0) for m, c in st.compute.items()})
+                                      for st in prof.stages))
 
 
 def virtual_overhead(prof: Profile) -> Profile:

@@ -379,8 +379,16 @@ def lowered_work(profile: Profile, lowered: list[list[S.Action]], micro_batch_si
         mine = [a for a in lst if a.kind.is_compute]
         solo = sum(compute_s(comp[a.stage], a, split) for a in mine)
         overhead = sum(comp[a.stage].overhead(schedule) for a in mine)
-        out.append((solo + profile.stages[r].optimizer_s, len(mine), overhead))
+        out.append((solo + step_cpu(profile, r, micro_batch_size), len(mine), overhead))
     return out
+
+
+def step_cpu(profile: Profile, rank: int, micro_batch_size: int) -> float:
+    """What the engine charges rank ``rank`` once per step, after its computations: its stage's
+    ``optimizer_s`` plus the runtime's ``step_overhead_s`` at that micro-batch size (if any)."""
+    st = profile.stages[rank]
+    c = st.compute.get(micro_batch_size)
+    return st.optimizer_s + (c.step_overhead_s if c is not None else 0.0)
 
 
 def _peer(a: S.Action) -> int:
@@ -406,7 +414,7 @@ class _Sim:
         self.n = len(self.placement)  # (virtual) stages
         self.comp = profile.virtual_compute(mbs, self.placement)  # per stage
         self.split = [S.split_backward(acts) for acts in sched]  # per rank: (stage, mb) with a W
-        self.opt = [profile.stages[r].optimizer_s for r in range(p)]
+        self.opt = [step_cpu(profile, r, mbs) for r in range(p)]
         host = profile.host if durations is None else None  # replayed durations already hold the sharing
         self.core_of: list[SharedCPU] | None = None
         self.cpu: _HostCPU | None = None

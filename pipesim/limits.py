@@ -123,7 +123,7 @@ MAX_STEP_TIME_S = 1e9
 ALL = {
     "network: delay": DELAY_S, "network: bandwidth": BANDWIDTH_BPS,
     "profile: forward_s, backward_s": SECONDS,
-    "profile: optimizer_s, overhead_s, *_spread_s, overhead_by_schedule_s": SECONDS_OR_ZERO,
+    "profile: optimizer_s, overhead_s, step_overhead_s, *_spread_s, overhead_by_schedule_s": SECONDS_OR_ZERO,
     "profile: activation_bytes, gradient_bytes, transport.eager_limit_bytes": BYTES,
     "profile: links[].latency_s": LATENCY_S, "profile: links[].bandwidth_bps": LINK_BANDWIDTH_BPS,
     "profile: links[].window_bytes": WINDOW_BYTES, "profile: links[].delay_excess_s": DELAY_EXCESS_S,

@@ -36,7 +36,10 @@ sent back to the previous stage, per micro-batch; optional ``overhead_s``, the
 runtime's own CPU time per computation (posting messages, copies, its threads), which
 the simulator adds to each computation of the schedule: every forward and backward, and
 every weight-gradient W of a split-backward schedule (zbh1); optional ``overhead_by_schedule_s``
-(``{"gpipe": s, "1f1b": s}``), the same probed per schedule, used when present.
+(``{"gpipe": s, "1f1b": s}``), the same probed per schedule, used when present; optional
+``step_overhead_s``, the runtime's own CPU time per step on that stage's rank beyond its
+computations and optimizer (zero_grad, bookkeeping), which the simulator adds to the rank's
+optimizer step.
 
 Per directed link: one-way ``latency_s`` (including per-message software overhead),
 ``bandwidth_bps`` (bits per second), and ``window_bytes``: the most a single
@@ -93,6 +96,9 @@ class StageCompute:
     # split backward (zbh1): input-gradient part B and weight-gradient part W; None: derived (backward_split)
     backward_input_s: float | None = None
     backward_weight_s: float | None = None
+    # runtime CPU per step of the rank beyond its computations' and optimizer's (zero_grad, bookkeeping);
+    # on a rank's stage (not on virtual stages): the simulator adds it to the rank's optimizer step
+    step_overhead_s: float = 0.0
 
     def overhead(self, schedule: str | None = None) -> float:
         """The runtime's CPU per computation (F, B or W) under ``schedule`` (its own probe if any)."""
@@ -125,7 +131,8 @@ class StageCompute:
             forward_s=self.forward_s / v, backward_s=self.backward_s / v, activation_bytes=self.activation_bytes,
             gradient_bytes=self.gradient_bytes, forward_spread_s=self.forward_spread_s / v,
             backward_spread_s=self.backward_spread_s / v, overhead_s=self.overhead_s,
-            overhead_by_schedule_s=self.overhead_by_schedule_s, backward_input_s=b / v, backward_weight_s=w / v)
+            overhead_by_schedule_s=self.overhead_by_schedule_s, backward_input_s=b / v, backward_weight_s=w / v,
+            step_overhead_s=0.0)
 
 
 BACKWARD_INPUT_SHARE = 0.5
@@ -280,7 +287,7 @@ class Profile:
                                {k: x * factor for k, x in c.overhead_by_schedule_s.items()},
                                backward_input_s=None if c.backward_input_s is None else c.backward_input_s * factor,
                                backward_weight_s=None if c.backward_weight_s is None else
-                               c.backward_weight_s * factor)
+                               c.backward_weight_s * factor, step_overhead_s=c.step_overhead_s * factor)
 
             return replace(st, compute={m: sc(c) for m, c in st.compute.items()}, optimizer_s=st.optimizer_s * factor,
                            virtual_stages=None if st.virtual_stages is None else
@@ -349,6 +356,8 @@ def _compute_json(compute: dict[int, StageCompute]) -> dict[str, Any]:
         for opt in ("backward_input_s", "backward_weight_s"):
             if d[opt] is None:
                 del d[opt]
+        if not d["step_overhead_s"]:   # left out where it is 0, as profiles before it were written
+            del d["step_overhead_s"]
         out[str(k)] = d
     return out
 
@@ -455,7 +464,8 @@ def _build(doc: dict, origin: str) -> Profile:
                 forward_spread_s=_num(cd.get("forward_spread_s")), backward_spread_s=_num(cd.get("backward_spread_s")),
                 overhead_s=_num(cd.get("overhead_s")),
                 overhead_by_schedule_s=None if by is None else {name: float(v) for name, v in by.items()},
-                backward_input_s=opt(cd.get("backward_input_s")), backward_weight_s=opt(cd.get("backward_weight_s")))
+                backward_input_s=opt(cd.get("backward_input_s")), backward_weight_s=opt(cd.get("backward_weight_s")),
+                step_overhead_s=_num(cd.get("step_overhead_s")))
             for name, part in zip(("backward_input_s", "backward_weight_s"), c.backward_split()):
                 if not part > 0:
                     raise _fail(origin, f'{where}["{k}"]',

@@ -101,6 +101,10 @@ def _schema_json() -> str:
                            doc="the runtime's own CPU time per computation of the schedule (each forward and "
                                "backward, and each weight-gradient W of a split-backward schedule such as zbh1), "
                                "added to each by the simulator"),
+        "step_overhead_s": _num(L.SECONDS_OR_ZERO, null=True,
+                                doc="the runtime's own CPU time per step on this stage's rank beyond its computations "
+                                    "and optimizer step (zero_grad, bookkeeping), added to the rank's optimizer step by "
+                                    "the simulator (null or left out: 0)"),
         "overhead_by_schedule_s": {
             "type": ["object", "null"],
             "description": "overhead_s probed per schedule, used for that schedule when present",

@@ -174,6 +174,8 @@ def test_local_calibration_two_ranks_tiny(tmp_path):
     assert p.transport == Transport.for_backend("gloo")   # the transport of the runtime it calibrated with
     assert all(c.overhead_by_schedule_s and set(c.overhead_by_schedule_s) == {"gpipe", "1f1b"}
                for st in p.stages for c in st.compute.values())   # the overhead probe ran
+    assert all(c.step_overhead_s >= 0 for st in p.stages for c in st.compute.values())
+    assert set(json.loads(out.read_text())["raw"]["overhead_probe"]["step_runs"]) == {str(m) for m in p.stages[0].compute}
     raw = json.loads(out.read_text())["raw"]
     assert len(raw["links"]) == 2 and all(len(r["points"]) >= 5 and "fit" in r for r in raw["links"])
     assert max(pt["bytes"] for pt in raw["links"][0]["points"]) >= 2 * 2 * cfg.seq_len * cfg.d_model * 4
@@ -247,14 +249,14 @@ def test_overhead_probe_fills_the_profile(monkeypatch):
 
     monkeypatch.setattr(runtime.launch, "run_local", fake_run_local)
     base = uniform_profile(2, f=0.5, b=1.0, opt=0.25, bandwidth=1e10, mbs=(1,))
-    per_schedule = probe(base, 2, "tiny", [1], launches=1, pool=())
+    per_schedule = probe(base, 2, "tiny", [1], launches=1, pool=(), step_probe=False)
     # overhead = (cpu - m * (f + b) - opt) / (2 m) with m = 4 micro-batches: (10 - 6 - 0.25) / 8
     c0, c1 = per_schedule.stages[0].compute[1], per_schedule.stages[1].compute[1]
     assert c0.overhead_s == pytest.approx(3.75 / 8) and c1.overhead_s == pytest.approx(5.75 / 8)
     assert c0.overhead_by_schedule_s == pytest.approx({"gpipe": 3.75 / 8, "1f1b": 2.75 / 8})
     assert "pooled" not in per_schedule.raw["overhead_probe"]
     # by default gpipe and 1f1b share one overhead per action: the median of both schedules' launches
-    pr = probe(base, 2, "tiny", [1], launches=1)
+    pr = probe(base, 2, "tiny", [1], launches=1, step_probe=False)
     c0, c1 = pr.stages[0].compute[1], pr.stages[1].compute[1]
     assert c0.overhead_by_schedule_s == pytest.approx({"gpipe": 3.25 / 8, "1f1b": 3.25 / 8})
     assert c1.overhead_by_schedule_s == pytest.approx({"gpipe": 5.25 / 8, "1f1b": 5.25 / 8})
@@ -299,7 +301,7 @@ def test_overhead_probe_trace_method_reads_the_launches_traces(monkeypatch):
         write(run.trace, args[args.index("--trace") + 1])
 
     monkeypatch.setattr(runtime.launch, "run_local", fake_run_local)
-    pr = probe(base, 3, "tiny", [1], launches=1, steps=3, method="trace", schedules=schedules, stages_per_rank=2)
+    pr = probe(base, 3, "tiny", [1], launches=1, steps=3, method="trace", schedules=schedules, stages_per_rank=2, step_probe=False)
     for r in range(3):
         c = pr.stages[r].compute[1]
         # each schedule's count of computations (8, 8, 12, 16) gives the same overhead back
@@ -423,7 +425,7 @@ def test_overhead_probe_divides_by_each_schedules_computations():
         calls.append((schedule, m, batch, steps, v))
         return {"per_rank": [{"rank": r, "cpu_per_step": {"median": cpu[schedule][r]}} for r in (1, 0)]}
 
-    pr = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=schedules, run=run, pool=())
+    pr = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=schedules, run=run, pool=(), step_probe=False)
     assert sorted(calls) == sorted([(s, 1, 4, 5, 2 if s == "interleaved1f1b" else 1) for s in schedules])
     m = 4
     for r, st in enumerate(pr.stages):
@@ -450,11 +452,86 @@ def test_overhead_probe_divides_by_each_schedules_computations():
         assert [x.compute for x in res.ranks] == pytest.approx(cpu[s], rel=1e-12), s
     # pooled (the default): gpipe and 1f1b are both charged the mean of their probed CPU per step
     # (the median of two launches), zbh1 and interleaved1f1b their own
-    pooled = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=schedules, run=run)
+    pooled = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=schedules, run=run, step_probe=False)
     for s in schedules:
         res = E.simulate(pooled, s, 1, 4, steps=2, record=False)
         want = [(cpu["gpipe"][r] + cpu["1f1b"][r]) / 2 if s in ("gpipe", "1f1b") else cpu[s][r] for r in range(2)]
         assert [x.compute for x in res.ranks] == pytest.approx(want, rel=1e-12), s
+
+
+def test_overhead_probe_splits_the_excess_per_step_from_per_computation():
+    """The step probe: a stand-in runtime whose ranks spend a known CPU per step beyond their
+    computations (a) and per computation (b), at any count of micro-batches. The probe (GPipe
+    and 1F1B with 4 micro-batches, GPipe with 1) gives a and b back exactly; every schedule's
+    overhead per computation is b; and the simulator, given the probed profile, charges each
+    rank exactly the stand-in's CPU per step at 1, 2 and 4 micro-batches (it used to charge
+    the per-step part spread over the probe's 8 computations: too little at 1 and 2)."""
+    from calibrate.overhead import probe
+    from pipesim import engine as E
+
+    base = _split_virtual_profile()
+    schedules = ("gpipe", "1f1b", "zbh1", "interleaved1f1b")
+    a, b = [0.6, 1.1], [0.05, 0.08]   # per rank: seconds per step, seconds per computation
+
+    def cpu(schedule, m, n, v, r):
+        solo, actions = E.rank_work(base, schedule, m, n, v if schedule == "interleaved1f1b" else None)[r]
+        return solo + a[r] + b[r] * actions
+
+    calls = []
+
+    def run(schedule, m, batch, steps, v):
+        calls.append((schedule, batch))
+        return {"per_rank": [{"rank": r, "cpu_per_step": {"median": cpu(schedule, m, batch // m, v, r)}} for r in (0, 1)]}
+
+    pr = probe(base, 2, "tiny", [1], launches=2, steps=5, schedules=schedules, run=run)
+    assert sorted(set(calls)) == sorted({(s, 4) for s in schedules} | {("gpipe", 1)})
+    assert len(calls) == 2 * 5   # two launches of each cell, the step probe's too
+    raw = pr.raw["overhead_probe"]
+    assert raw["step_probe"]["microbatches"] == 1
+    for r, st in enumerate(pr.stages):
+        c = st.compute[1]
+        assert c.step_overhead_s == pytest.approx(a[r], rel=1e-9)
+        assert c.overhead_by_schedule_s == pytest.approx({s: b[r] for s in schedules}, rel=1e-9)
+        assert raw["step_runs"]["1"][str(r)]["per_action_s"] == pytest.approx(b[r], rel=1e-9)
+        for part in st.virtual_stages:   # per step belongs to the rank, charged once: not on its virtual stages
+            assert part[1].step_overhead_s == 0.0
+    assert prof.from_json(pr.to_json()) == pr
+    for s in schedules:
+        for n in ((1, 2, 4) if s != "interleaved1f1b" else (2, 4)):
+            res = E.simulate(pr, s, 1, n, steps=2, record=False)
+            want = [cpu(s, 1, n, 2, r) for r in range(2)]
+            assert [x.compute for x in res.ranks] == pytest.approx(want, rel=1e-9), (s, n)
+    # a step excess that does not grow with the computations: all of it per step, none per computation
+    flat = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=("gpipe", "1f1b"),
+                 run=lambda s, m, batch, steps, v: {"per_rank": [
+                     {"rank": r, "cpu_per_step": {"median": E.rank_work(base, s, m, batch // m)[r][0] + 0.5}}
+                     for r in (0, 1)]})
+    c = flat.stages[0].compute[1]
+    assert c.step_overhead_s == pytest.approx(0.5) and c.overhead_by_schedule_s == pytest.approx({"gpipe": 0.0, "1f1b": 0.0})
+
+
+def test_step_overhead_is_charged_once_per_step_on_its_rank():
+    """step_overhead_s goes on the rank's optimizer step, once per step, whatever the schedule
+    and the count of micro-batches; in the SimPy engine and the fast path alike."""
+    from dataclasses import replace
+
+    from pipesim import engine as E
+
+    base = uniform_profile(3, f=0.01, b=0.02, opt=0.002, latency=1e-4, bandwidth=1e9, nbytes=10_000, mbs=(1, 2))
+    with_step = replace(base, stages=tuple(
+        replace(st, compute={m: replace(c, step_overhead_s=0.003 * (r + 1) if m == 1 else 0.0) for m, c in st.compute.items()})
+        for r, st in enumerate(base.stages)))
+    for s in ("gpipe", "1f1b", "zbh1"):
+        for n in (1, 3):
+            plain = E.simulate(base, s, 1, n, steps=2, record=False)
+            more = E.simulate(with_step, s, 1, n, steps=2, record=False)
+            assert [m.compute - p.compute for m, p in zip(more.ranks, plain.ranks)] == pytest.approx(
+                [0.003, 0.006, 0.009]), (s, n)
+            assert E.rank_work(with_step, s, 1, n)[0][0] == pytest.approx(E.rank_work(base, s, 1, n)[0][0] + 0.003)
+        # another micro-batch size has none
+        assert E.simulate(with_step, s, 2, 2, steps=2).step_time == pytest.approx(E.simulate(base, s, 2, 2, steps=2).step_time)
+    assert prof.from_json(with_step.to_json()) == with_step
+    assert "step_overhead_s" not in json.dumps(base.to_json())   # left out where 0
 
 
 def test_overhead_probe_picks_a_micro_batch_count_interleaved_can_run():
@@ -472,7 +549,8 @@ def test_overhead_probe_picks_a_micro_batch_count_interleaved_can_run():
         calls[schedule] = batch
         return {"per_rank": [{"rank": r, "cpu_per_step": {"median": 20.0}} for r in range(2)]}
 
-    pr = probe(base, 2, "tiny", [1], launches=1, probe_microbatches=5, schedules=("gpipe", "interleaved1f1b"), run=run)
+    pr = probe(base, 2, "tiny", [1], launches=1, probe_microbatches=5, schedules=("gpipe", "interleaved1f1b"), run=run,
+               step_probe=False)
     assert calls == {"gpipe": 5, "interleaved1f1b": 6}
     assert pr.raw["overhead_probe"]["microbatches"] == {"gpipe": 5, "interleaved1f1b": 6}
     c = pr.stages[0].compute[1]
