@@ -207,8 +207,8 @@ def finish(prof, gathered: list[dict], args, world: int):
 
             v = getattr(args, "stages_per_rank", 1)
             schedules = schedules_for(getattr(args, "split_backward", False), v)
-            print(f"runtime overhead probe: a few steps of {', '.join(schedules)} per micro-batch size, and of gpipe "
-                  "with one micro-batch, in-process over this torchrun job (CPU time per action and per step)", flush=True)
+            print(f"runtime overhead probe: a few steps of {', '.join(schedules)} per micro-batch size, in-process "
+                  "over this torchrun job (CPU time per action)", flush=True)
             prof = probe(prof, world, prof.model["name"], args.mbs, schedules=schedules, stages_per_rank=v,
                          run=lambda s, m, b, n, sv: _cell(args, s, m, b, n, sv))
     finally:

@@ -134,8 +134,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
             split_backward, v = _asked_shapes(extra_args)
             schedules = schedules_for(split_backward, v)   # the new schedules where their compute was measured
             if echo:
-                print(f"runtime overhead probe: a few steps of {', '.join(schedules)} per micro-batch size, and of gpipe "
-                      "with one micro-batch (CPU time per action and per step)", flush=True)
+                print(f"runtime overhead probe: a few steps of {', '.join(schedules)} per micro-batch size "
+                      "(CPU time per action)", flush=True)
             prof = probe_overhead(prof, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False,
                                   method=overhead_method, schedules=schedules, stages_per_rank=v,
                                   launches=overhead_launches)

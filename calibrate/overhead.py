@@ -28,6 +28,28 @@ computation, reproduces the probed CPU per step:
   The overhead lands on the rank's compute and on each of its virtual stages
   (:func:`virtual_overhead`), where the simulator reads it.
 
+**Per step and per computation.** Part of the excess does not grow with the computations:
+zero_grad, the step's bookkeeping, the end-of-step hand-offs. Spread over the probe's
+``2 m`` computations it undercharges a cell with fewer micro-batches per step than the
+probe (at batch 4, micro-batch 4 runs one, micro-batch 2 two, against the probe's four).
+So the probe also launches GPipe with one micro-batch per step (``step_probe``, the same
+number of launches, interleaved with the others) and, per micro-batch size and rank, with
+``e1`` and ``en`` the CPU per step beyond the solo compute at 1 and at n micro-batches
+(``en``: the median over the pooled schedules' launches):
+
+    per computation  b = max(0, (en - e1) / (2 n - 2))
+    per step         step_overhead_s = max(0, e1 - 2 b)
+
+``step_overhead_s`` goes on the rank's stage (not on its virtual stages), and the
+simulator adds it to the rank's optimizer step, once per step
+(:func:`pipesim.engine.step_cpu`). Every schedule's overhead per computation is then
+``(CPU per step - solo compute - step_overhead_s) / (computations per step)``, so the
+simulator still reproduces each probed CPU per step, and now both counts. Measured on the
+2-core VM of 2026-11-28 at micro-batch 4 (GPipe, one probe of 4 launches per count): 1.1,
+1.9 and 2.1 ms per step on ranks 0-2, against 0.5-1.1 ms per computation; at micro-batch
+4 and batch 4 the old figure charged 2.5 ms per step where the runs spent 3.3. The raw
+figures are in ``raw.overhead_probe.step_runs``.
+
 :func:`schedules_for` says which schedules a calibration probes. interleaved1f1b splits
 the micro-batches into ``max(1, m // ranks)`` equal rounds (torch's rule,
 :func:`pipesim.schedule.check_shape`); where ``probe_microbatches`` does not split so, the
@@ -158,7 +180,7 @@ def check_launches(launches) -> int:
 def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
           timeout_s: float = 300, echo: bool = False, schedules=BASE_SCHEDULES, stages_per_rank: int | None = None,
           launches: int = OVERHEAD_LAUNCHES, run=None, method: str = "cpu", pool=POOLED,
-          step_probe: bool = True) -> Profile:
+          step_probe: bool = False) -> Profile:
     """``prof`` with ``overhead_s`` and ``overhead_by_schedule_s`` probed, and the raw figures in ``raw.overhead_probe``.
 
     ``stages_per_rank``: the V interleaved1f1b runs with (default: the length of the
@@ -169,7 +191,7 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
     their launches (default :data:`POOLED`, GPipe and 1F1B; ``()``: each its own).
     ``step_probe``: also launch GPipe with one micro-batch per step, and split each rank's
     excess into a part per step (``step_overhead_s``) and a part per computation (the module
-    docstring says how)."""
+    docstring says how, and why it is off by default)."""
     from pipesim.context import excess_per_action
     from pipesim.engine import rank_work
     from pipesim.trace import read_csv
