@@ -83,6 +83,28 @@ def rebuilt(prof: P.Profile, how: str) -> P.Profile:
     return replace(prof, stages=tuple(stages))
 
 
+def cells_of(folder: Path) -> dict[str, list[dict]]:
+    """The folder's gpipe and 1f1b runs not flagged disturbed, per cell (``key``)."""
+    cells: dict[str, list[dict]] = {}
+    for line in (folder / "measured.jsonl").read_text().splitlines():
+        r = json.loads(line) if line.strip() else None
+        if r and r["schedule"] in SCHEDULES and not r.get("disturbed"):
+            cells.setdefault(r["key"], []).append(r)
+    return cells
+
+
+def errors(prof: P.Profile, cells: dict[str, list[dict]], transport: E.Transport) -> list[tuple[str, int, float]]:
+    """(schedule, micro-batch size, signed % error of the simulation against the median of the runs) per cell."""
+    out = []
+    for rs in cells.values():
+        r = rs[0]
+        sim = E.simulate(prof, r["schedule"], r["micro_batch_size"], r["batch_size"], C.setting_of(r["network"]),
+                         transport=transport, steps=C.SIM_STEPS, record=False).step_time
+        meas = statistics.median(x["median"] for x in rs)
+        out.append((r["schedule"], r["micro_batch_size"], 100 * (sim - meas) / meas))
+    return out
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__.strip().splitlines()[-1].strip())
@@ -96,24 +118,15 @@ def main(argv: list[str]) -> int:
             print(f"| {f} | no overhead probe in its profile |")
             continue
         transport = E.Transport.for_profile(prof)
-        recs = [json.loads(x) for x in (f / "measured.jsonl").read_text().splitlines() if x.strip()]
-        cells: dict[str, list[dict]] = {}
-        for r in recs:
-            if r["schedule"] in SCHEDULES and not r.get("disturbed"):
-                cells.setdefault(r["key"], []).append(r)
+        cells = cells_of(f)
         if not cells:
             print(f"| {f} | no gpipe or 1f1b cells |")
             continue
         cols = []
         for how in ESTIMATORS:
-            p = rebuilt(prof, how)
             errs: dict[str, list[float]] = {}
-            for rs in cells.values():
-                r = rs[0]
-                sim = E.simulate(p, r["schedule"], r["micro_batch_size"], r["batch_size"], C.setting_of(r["network"]),
-                                 transport=transport, steps=C.SIM_STEPS, record=False).step_time
-                meas = statistics.median(x["median"] for x in rs)
-                errs.setdefault(r["schedule"], []).append(100 * (sim - meas) / meas)
+            for schedule, _, e in errors(rebuilt(prof, how), cells, transport):
+                errs.setdefault(schedule, []).append(e)
             flat = [abs(x) for v in errs.values() for x in v]
             every[how] += flat
             cols.append(" / ".join(f"{statistics.fmean(map(abs, v)):.1f}%" for v in errs.values())

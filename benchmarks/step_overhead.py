@@ -21,18 +21,16 @@ micro-batches per step than the probe). Nothing is fitted to step times. Usage:
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from loop import compare as C
+from overhead_estimators import SCHEDULES, cells_of, errors
+
 from pipesim import engine as E
 from pipesim import profile as P
-
-SCHEDULES = ("gpipe", "1f1b")
 
 
 def without_step(prof: P.Profile) -> P.Profile:
@@ -70,22 +68,13 @@ def main(argv: list[str]) -> int:
             print(f"| {f} | no step probe in its profile | | |")
             continue
         transport = E.Transport.for_profile(prof)
-        cells: dict[str, list[dict]] = {}
-        for line in (f / "measured.jsonl").read_text().splitlines():
-            r = json.loads(line) if line.strip() else None
-            if r and r["schedule"] in SCHEDULES and not r.get("disturbed"):
-                cells.setdefault(r["key"], []).append(r)
+        cells = cells_of(f)
         cols = []
         for how, p in (("with", prof), ("without", without_step(prof))):
             errs: dict[str, list[float]] = {}
-            for rs in cells.values():
-                r = rs[0]
-                sim = E.simulate(p, r["schedule"], r["micro_batch_size"], r["batch_size"], C.setting_of(r["network"]),
-                                 transport=transport, steps=C.SIM_STEPS, record=False).step_time
-                meas = statistics.median(x["median"] for x in rs)
-                e = 100 * (sim - meas) / meas
-                errs.setdefault(r["schedule"], []).append(e)
-                signed[(how, r["micro_batch_size"])].append(e)
+            for schedule, mbs, e in errors(p, cells, transport):
+                errs.setdefault(schedule, []).append(e)
+                signed[(how, mbs)].append(e)
             flat = [abs(x) for v in errs.values() for x in v]
             every[how] += flat
             cols.append(" / ".join(f"{statistics.fmean(map(abs, v)):.1f}%" for v in errs.values()) + f" ({max(flat):.1f}%)")
