@@ -164,7 +164,9 @@ def comparison_doc(rows: Sequence[dict], summ: R.Summary, **extra) -> dict:
     fl = NF.floor_of(_runs(rows))
     return {"cells": list(rows), "mape": summ.mape, "worst_pct": summ.worst_pct, "worst_cell": summ.worst_cell,
             "noise_pct": summ.noise_pct, "step_spread_pct": step_spread(rows),
-            "noise_floor": None if fl is None else fl.to_json(), **extra}
+            "noise_floor": None if fl is None else fl.to_json(),
+            **({"recal_mape": summ.recal_mape, "recal_worst_pct": summ.recal_worst_pct} if summ.recal_mape else {}),
+            **extra}
 
 
 def write_outputs(out: str | Path, lines: Sequence[str], doc: dict) -> tuple[Path, Path]:

@@ -108,8 +108,10 @@ def _seconds(value, where: str) -> float:
 
 # per-run figures that a cell takes the median of, when every run has one: the replay of the run
 # with its own compute (pipesim.replay), the machine's drift against calibration (runtime.speed),
-# and the model's compute probed before the run against after calibration (calibrate.drift)
-RUN_EXTRAS = ("replay_s", "drift_pct", "compute_drift", "cpu_drift", "speed_replay_s")
+# the model's compute probed before the run against after calibration (calibrate.drift), the run's
+# CPU per step against the profile's and the cell at that speed (pipesim.context.cpu_replay), and
+# the cell from the profile at the machine's level re-probed before the run (loop.level)
+RUN_EXTRAS = ("replay_s", "drift_pct", "compute_drift", "cpu_drift", "speed_replay_s", "recal_s")
 
 
 def run_record(schedule: str, network: str, mbs: int, batch: int, median: float, p10: float | None = None,

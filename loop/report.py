@@ -6,7 +6,8 @@ list of dicts with at least ``schedule``, ``network``, ``micro_batch_size``,
 ``measured_lo_s``/``measured_hi_s`` (spread) and ``noise_pct`` (run-to-run noise);
 ``replay_s`` (the run replayed with its own compute: :mod:`pipesim.replay`),
 ``speed_replay_s`` and ``cpu_drift`` (the profile at the run's own CPU per step per rank,
-and that CPU over the profile's: :func:`pipesim.context.cpu_replay`) and ``drift_pct``
+and that CPU over the profile's: :func:`pipesim.context.cpu_replay`), ``recal_s`` (the
+profile at the machine's level re-probed before the run: :mod:`loop.level`) and ``drift_pct``
 (the speed probe against calibration's); ``stages_per_rank`` for an interleaved schedule
 (absent: :data:`pipesim.schedule.DEFAULT_STAGES_PER_RANK`).
 
@@ -15,8 +16,9 @@ Up to three errors per cell, from the most to the least the simulator is given: 
 the *error at the run's speed* (the profile scaled to each rank's CPU per step in the run:
 adds the model of compute in context, the sharing of cores; what it takes away from the
 prediction's error is the machine's speed in that run and calibration's error) and the
-*prediction error* (simulated from the profile alone vs measured). The prediction's
-``MAPE:`` line is always last.
+*prediction error* (simulated from the profile alone vs measured). Beside them, where a
+validation re-probed the machine's level, the *recalibrated error* (the profile scaled to
+that level, never to a step time). The prediction's ``MAPE:`` line is always last.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class Summary:
     speed_worst_pct: float | None = None
     speed_worst_cell: str | None = None
     cpu_drift: tuple[float, float, float] | None = None  # the cells' CPU per step over the profile's, percent
+    recal_mape: dict[str, float] | None = None  # per schedule, percent: the profile at the re-probed level
+    recal_worst_pct: float | None = None
+    recal_worst_cell: str | None = None
 
     def last_line(self) -> str:
         text = _mape_text("MAPE:", self.mape, self.worst_pct, self.worst_cell)
@@ -57,6 +62,10 @@ class Summary:
         return _mape_text("At each run's own speed (the profile at its ranks' CPU per step):", self.speed_mape,
                           self.speed_worst_pct, self.speed_worst_cell)
 
+    def recal_line(self) -> str | None:
+        return _mape_text("Recalibrated (the profile at the machine's level, re-probed before each setting):",
+                          self.recal_mape, self.recal_worst_pct, self.recal_worst_cell)
+
     def drift_line(self) -> str | None:
         if self.cpu_drift is not None:
             return _range_text("Machine speed during the runs (each rank's CPU per step against the profile's; "
@@ -68,7 +77,8 @@ class Summary:
 
     def lines(self) -> list[str]:
         """The summary lines, the prediction's MAPE line last."""
-        return [x for x in (self.drift_line(), self.replay_line(), self.speed_line()) if x] + [self.last_line()]
+        return [x for x in (self.drift_line(), self.replay_line(), self.speed_line(), self.recal_line()) if x] \
+            + [self.last_line()]
 
 
 def _mape_text(title: str, mape: dict[str, float] | None, worst_pct: float | None,
@@ -102,6 +112,10 @@ def speed_error_pct(cell: dict) -> float:
     return _error(cell, "speed_replay_s")
 
 
+def recal_error_pct(cell: dict) -> float:
+    return _error(cell, "recal_s")
+
+
 def cell_name(cell: dict) -> str:
     return f"{schedule_label(cell)}, {cell['network']}, mbs {cell['micro_batch_size']}"
 
@@ -131,7 +145,8 @@ def summarize(cells: list[dict]) -> Summary:
                    *_level(cells, "replay_s"),
                    _spread([c["drift_pct"] for c in cells if c.get("drift_pct") is not None]),
                    *_level(cells, "speed_replay_s"),
-                   _spread([100 * (c["cpu_drift"] - 1) for c in cells if c.get("cpu_drift") is not None]))
+                   _spread([100 * (c["cpu_drift"] - 1) for c in cells if c.get("cpu_drift") is not None]),
+                   *_level(cells, "recal_s"))
 
 
 def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[dict], str]]] = ()) -> str:
@@ -146,6 +161,8 @@ def comparison_table(cells: list[dict], columns: Sequence[tuple[str, Callable[[d
     if any(c.get("speed_replay_s") is not None for c in cells):
         auto.append(("at run speed err",
                      lambda c: f"{speed_error_pct(c):+.1f}%" if c.get("speed_replay_s") is not None else ""))
+    if any(c.get("recal_s") is not None for c in cells):
+        auto.append(("recal err", lambda c: f"{recal_error_pct(c):+.1f}%" if c.get("recal_s") is not None else ""))
     if any(c.get("cpu_drift") is not None for c in cells):   # the run's CPU speed, where measured
         auto.append(("CPU drift", lambda c: f"{100 * (c['cpu_drift'] - 1):+.0f}%" if c.get("cpu_drift") is not None
                      else ""))

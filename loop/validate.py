@@ -173,10 +173,13 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              calibrate_repeats: int = 20, repeats: int = 2, tiebreak_pct: float | None = 4.0,
              retries: int = RETRIES, refuse_noisy: bool = False, overhead_method: str = "cpu",
              overhead_launches: int = OVERHEAD_LAUNCHES,
-             stages_per_rank: int = DEFAULT_STAGES_PER_RANK, track_compute: bool = True) -> R.Summary:
+             stages_per_rank: int = DEFAULT_STAGES_PER_RANK, track_compute: bool = True,
+             level_probe: bool = True) -> R.Summary:
     """Calibrate, simulate, measure and compare a grid on this machine (see the module
     docstring). ``stages_per_rank``: the v of interleaved schedules (calibrated per
-    virtual stage, run, simulated and replayed with it)."""
+    virtual stage, run, simulated and replayed with it). ``level_probe``: a short runtime
+    re-probe of the machine's CPU level before each network setting, and each run's
+    recalibrated prediction from it (:mod:`loop.level`)."""
     settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
     v = stages_per_rank
     if repeats < 1 or steps < 1:
@@ -230,6 +233,12 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     # tie-break run for cells whose runs disagree by more than `tiebreak_pct`.
     mpath = out / "measured.jsonl"
     runs = load_runs(mpath)
+    levels = None
+    if level_probe and prof.device.get("type", "cpu") == "cpu":   # a GPU run's CPU time is not its compute
+        from loop.level import LevelProbe
+
+        levels = LevelProbe(out, model, ranks, prof, transport, min(micro_batch_sizes), stages_per_rank=v,
+                            timeout_s=cell_timeout_s)
     # the timeline: the last setting of the last schedule, with the most micro-batches
     tl = timeline_cell or (schedules[-1], settings[-1].label, micro_batch_sizes[0])
 
@@ -237,9 +246,16 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         return _cell_key(cell[0], cell[1].label, cell[2])
 
     def measure(i_run: int, todo: list, what: str) -> None:
-        _log(f"[3/4] {what}: measuring {len(todo)} of {len(cells)} cells")
+        _log(f"[3/4] {what}: measuring {len(todo)} of {len(cells)} cells"
+             + (", re-probing the machine's level before each setting" if levels is not None else ""))
+        group = None
         for i, (s, net, m) in enumerate(todo, 1):
             key = key_of((s, net, m))
+            if levels is not None and (s, net.label) != group:
+                group = (s, net.label)
+                lv = levels.measure(s, key)
+                _log(f"  level probe ({s}, default network): CPU x{lv['cpu_drift']:.3f}"
+                     if "cpu_drift" in lv else "  level probe: no CPU per step read")
             for attempt in range(retries + 1):
                 meas = measure_cell(out, model, ranks, s, net, m, batch_size, steps, warmup, cell_timeout_s,
                                     trace=(s, net.label, m) == tuple(tl), run=i_run, profile=prof,
@@ -249,6 +265,9 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                        "batch_size": batch_size, **meas}
                 if meas.get("speed_ms"):
                     rec["drift_pct"] = 100 * (meas["speed_ms"] / speed_ref - 1)
+                rc = levels.predict(s, net, m, batch_size, SIM_STEPS, v) if levels is not None else None
+                if rc is not None:
+                    rec["level"], rec["recal_s"], rec["level_readings"] = rc
                 why = disturbed(meas.get("usage") or {})
                 if why and attempt < retries:
                     rec["disturbed"] = why  # kept in the log, not counted
@@ -296,7 +315,8 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
                                                        drift_pct=x.get("drift_pct"),
                                                        compute_drift=x.get("compute_drift"),
                                                        cpu_drift=x.get("cpu_drift"),
-                                                       speed_replay_s=x.get("speed_replay_s")) for x in recs]))
+                                                       speed_replay_s=x.get("speed_replay_s"),
+                                                       recal_s=x.get("recal_s")) for x in recs]))
     skipped: list[str] = []
     rows = C.build_rows(prof, measured, transport, simulated={k: r.step_time for k, r in grid.items()},
                         skipped=skipped)

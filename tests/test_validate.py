@@ -76,11 +76,13 @@ def test_validation_writes_comparison_figures_and_the_mape_line(done):
     assert (out / "runs" / tl / "run0" / "trace.json").exists()
     assert not (out / "runs" / "gpipe_default_mbs1" / "run0" / "trace.json").exists()
     text = (out / "comparison.md").read_text()
-    assert "| replay s | replay err | at run speed err | CPU drift |" in text
+    assert "| replay s | replay err | at run speed err | recal err | CPU drift |" in text
     lines = text.strip().splitlines()
-    assert lines[-3].startswith("Replay MAPE (each run with its own compute): gpipe ")
-    assert lines[-2].startswith("At each run's own speed (the profile at its ranks' CPU per step): gpipe ")
-    assert lines[-4].startswith("Machine speed during the runs (each rank's CPU per step against the profile's")
+    assert lines[-4].startswith("Replay MAPE (each run with its own compute): gpipe ")
+    assert lines[-3].startswith("At each run's own speed (the profile at its ranks' CPU per step): gpipe ")
+    assert lines[-2].startswith("Recalibrated (the profile at the machine's level, re-probed before each setting): "
+                                "gpipe ")
+    assert lines[-5].startswith("Machine speed during the runs (each rank's CPU per step against the profile's")
 
 
 def test_every_run_records_its_speed_against_the_profile(done):
@@ -117,6 +119,47 @@ def test_every_run_records_the_compute_probe_against_its_reference(done):
         m = r["micro_batch_size"]
         assert r["compute_drift"] == pytest.approx(compute_drift({"per_rank_s": r["compute_probe_s"]}, ref[str(m)]))
         assert "tracked_s" not in r
+
+
+def test_the_level_is_reprobed_before_each_setting_and_recalibrates_the_runs_prediction(done):
+    """One level probe (the runtime on the default network, 4 micro-batches) before each
+    (schedule, setting) of each pass; every run records the level of the probes before it
+    (the median of the last LEVEL_WINDOW) and the cell simulated from the profile at that
+    level, never from a step time."""
+    from loop import level as L
+
+    out, _, _ = done
+    prof = P.load(out / "profile.json")
+    readings = [json.loads(x) for x in (out / "levels.jsonl").read_text().splitlines()]
+    groups = 2 * len(N.parse_grid(_networks()))
+    assert len(readings) == 2 * groups                   # two passes, no tie-break
+    assert [r["index"] for r in readings] == list(range(len(readings)))
+    for r in readings:
+        res = json.loads((out / r["results"]).read_text())
+        assert res["network"] in (None, "default") and res["num_microbatches"] == 4 and r["schedule"] == res["schedule"]
+        assert r["cpu_drift"] == pytest.approx(statistics.median(r["cpu_factors"])) and r["cpu_drift"] > 0
+    tr = E.Transport.for_profile(prof)
+    recs = [x for by in V.load_runs(out / "measured.jsonl").values() for x in by.values()]
+    for r in recs:
+        n = r["level_readings"]
+        assert 1 <= n <= len(readings) and r["level"] == L.level_of(readings, n)
+        again = E.simulate(prof.compute_scaled(r["level"]), r["schedule"], r["micro_batch_size"], r["batch_size"],
+                           C.setting_of(r["network"]), transport=tr, steps=V.SIM_STEPS, record=False)
+        assert r["recal_s"] == pytest.approx(again.step_time, rel=1e-12)
+    comp = json.loads((out / "comparison.json").read_text())
+    assert set(comp["recal_mape"]) == {"gpipe", "1f1b"} and comp["recal_worst_pct"] >= max(comp["recal_mape"].values())
+
+
+def test_the_level_is_the_median_of_the_last_undisturbed_readings():
+    from loop.level import level_of
+
+    rs = [{"cpu_drift": x} for x in (1.0, 1.2, 0.9, 1.1)]
+    assert level_of([]) is None and level_of(rs, 0) is None
+    assert level_of(rs, 1) == 1.0 and level_of(rs, 2) == pytest.approx(1.1) and level_of(rs) == pytest.approx(1.05)
+    assert level_of(rs, window=2) == pytest.approx(1.0)                   # the last two: 0.9 and 1.1
+    rs[3]["disturbed"] = "other processes used 40% of a core"
+    assert level_of(rs, window=2) == pytest.approx(1.05)                  # 1.2 and 0.9: the disturbed one left out
+    assert level_of([{"disturbed": "x", "cpu_drift": 2.0}, {}]) is None   # no usable reading
 
 
 def test_predictions_come_from_the_profile_alone(done):
