@@ -174,7 +174,7 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              retries: int = RETRIES, refuse_noisy: bool = False, overhead_method: str = "cpu",
              overhead_launches: int = OVERHEAD_LAUNCHES,
              stages_per_rank: int = DEFAULT_STAGES_PER_RANK, track_compute: bool = True,
-             level_probe: bool = True) -> R.Summary:
+             level_probe: bool = False) -> R.Summary:
     """Calibrate, simulate, measure and compare a grid on this machine (see the module
     docstring). ``stages_per_rank``: the v of interleaved schedules (calibrated per
     virtual stage, run, simulated and replayed with it). ``level_probe``: a short runtime

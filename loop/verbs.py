@@ -47,9 +47,10 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
     ap.add_argument("--overhead-launches", type=int, default=OVERHEAD_LAUNCHES, metavar="N",
                     help="calibration: launches of each (schedule, micro-batch size) in the runtime-overhead probe "
                          "(default %(default)s)")
-    ap.add_argument("--no-level-probe", action="store_true",
-                    help="skip the short runtime re-probe of the machine's level before each network setting "
-                         "(and the recalibrated prediction it gives; docs/validate.md)")
+    ap.add_argument("--level-probe", action="store_true",
+                    help="re-probe the machine's level with a short runtime launch before each network setting and "
+                         "print the recalibrated prediction beside the profile's (about 6.5 s per setting and pass; "
+                         "docs/validate.md)")
     ap.add_argument("--overhead-method", choices=["cpu", "trace"], default="cpu",
                     help="the calibration's estimate of the runtime's time per action: CPU accounting (default) or "
                          "wall time in context from the probe's traces (both are recorded in the profile's raw)")
@@ -87,7 +88,7 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
                  batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None, repeats=ns.repeats,
                  tiebreak_pct=ns.tiebreak_pct, recalibrate=ns.recalibrate, window_probe=ns.window_probe or None,
                  overhead_method=ns.overhead_method, overhead_launches=ns.overhead_launches,
-                 refuse_noisy=demo and not ns.accept_noise, level_probe=not ns.no_level_probe)
+                 refuse_noisy=demo and not ns.accept_noise, level_probe=ns.level_probe)
     except LaunchError as e:
         print(f"pipesim validate: {e}\nmeasured cells so far are kept in {os.path.join(ns.out, 'measured.jsonl')}; "
               "run the same command again to resume", file=sys.stderr)

@@ -28,7 +28,7 @@ from pipesim import profile as P  # noqa: E402
 MAPE_LINE = re.compile(r"^MAPE: gpipe \d+\.\d%, 1f1b \d+\.\d%, worst \d+\.\d% \((gpipe|1f1b), .+, mbs \d+\)$")
 KW = dict(model="tiny", ranks=2, micro_batch_sizes=(1, 2), schedules=("gpipe", "1f1b"), batch_size=4, steps=2,
           warmup=1, window_probe=None, calibrate_repeats=3, repeats=2, tiebreak_pct=None, cell_timeout_s=120,
-          retries=0)
+          retries=0, level_probe=True)
 
 
 def _networks():
@@ -307,6 +307,9 @@ def test_demo_without_testbed_says_why_and_measures_default_cells(done, tmp_path
     # the demo measures each cell twice, and a third time where the two are over 4% apart
     assert len(runs) == 2 and all(sorted(r) in ([0, 1], [0, 1, 2]) for r in runs.values())
     assert MAPE_LINE.match(cap.out.strip().splitlines()[-1])
+    # the level probe is asked for (--level-probe), not run by default
+    assert not (out / "levels.jsonl").exists() and "Recalibrated" not in cap.out
+    assert not any("recal_s" in x for r in runs.values() for x in r.values())
 
 
 @pytest.mark.parametrize("args, msg", [(["--micro-batch-sizes", "1,3", "--batch-size", "4"], "not a multiple"),
