@@ -82,8 +82,9 @@ class LevelProbe:
         from loop.validate import disturbed, run_speed
         from runtime.launch import run_local
 
-        v = self.v if schedule in S.VIRTUAL else 1
-        n = microbatches_for(schedule, self.ranks, LEVEL_MICROBATCHES, v if schedule in S.VIRTUAL else None)
+        virtual = schedule in S.VIRTUAL
+        v = self.v if virtual else 1
+        n = microbatches_for(schedule, self.ranks, LEVEL_MICROBATCHES, v if virtual else None)
         i = len(self.readings)
         folder = self.out / "levels" / f"{i:03d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,7 @@ class LevelProbe:
         argv = ["--model", self.model, "--schedule", schedule, "--micro-batch-size", str(self.mbs),
                 "--batch-size", str(self.mbs * n), "--steps", str(LEVEL_STEPS), "--warmup", str(LEVEL_WARMUP),
                 "--out", str(res_path), "--op-timeout", str(max(10.0, self.timeout_s / 2)),
-                *(["--stages-per-rank", str(v)] if schedule in S.VIRTUAL else [])]
+                *(["--stages-per-rank", str(v)] if virtual else [])]
         t0 = time.time()
         launched = run_local("runtime", argv, self.ranks, network=None, timeout_s=self.timeout_s,
                              log_dir=folder / "logs", echo=False)
