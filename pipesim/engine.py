@@ -281,7 +281,7 @@ class CoreScheduler(_HostCPU):
 
 class Message:
     __slots__ = ("key", "src", "dst", "nbytes", "send_post", "recv_post", "notify_at", "pending_send",
-                 "started", "sent", "arrived", "start_ev", "queue_ready", "data_in", "done", "done_ev")
+                 "started", "sent", "arrived", "start_ev", "queue_ready", "data_in", "done", "done_ev", "post_end")
 
     def __init__(self, key, src, dst, nbytes):
         self.key, self.src, self.dst, self.nbytes = key, src, dst, nbytes
@@ -295,6 +295,7 @@ class Message:
         self.data_in = False
         self.done = False  # rank queues: the receive has completed
         self.done_ev = None
+        self.post_end = None  # a replay's send lag: the post returns then (see _Sim._start)
 
 
 class Wire:
@@ -401,9 +402,11 @@ def _peer(a: S.Action) -> int:
 class _Sim:
     def __init__(self, profile: Profile, sched: list[list[S.Action]], mbs: int, setting: NetworkSetting,
                  transport: Transport, steps: int, record: bool, schedule: str | None = None,
-                 durations: Durations | None = None, placement: tuple[int, ...] | None = None):
+                 durations: Durations | None = None, placement: tuple[int, ...] | None = None,
+                 send_lags: Durations | None = None):
         self.env = simpy.Environment()
         self.durations = durations
+        self.send_lags = send_lags  # a replay's: seconds each send's post holds its rank (see simulate)
         self.schedule = schedule
         self.profile, self.sched, self.mbs, self.setting = profile, sched, mbs, setting
         self.transport, self.steps, self.record = transport, steps, record
@@ -485,7 +488,11 @@ class _Sim:
         """The data of m enters its wire now."""
         now = self.env.now
         m.started = True
-        m.sent, m.arrived = self.wires[(m.src, m.dst)].put(now, m.nbytes)
+        w = self.wires[(m.src, m.dst)]
+        m.sent, m.arrived = w.put(now, m.nbytes)
+        if m.post_end is not None:  # the last bytes leave when the post returns
+            m.sent = max(m.sent, m.post_end)
+            m.arrived = max(m.arrived, m.post_end + w.link.latency_s)
         if m.start_ev is not None:
             m.start_ev.succeed()
         if self.rank_mode:
@@ -625,7 +632,12 @@ class _Sim:
                         self.trace.append(TraceEvent(r, str(a), t0, env.now, step))
                 elif k is K.SEND_F or k is K.SEND_B:
                     m = self._msg(step, k is K.SEND_F, a.mb, a.stage, _peer(a))
+                    lag = 0.0 if self.send_lags is None else self.send_lags(r, step, str(a))
+                    if lag > 0:
+                        m.post_end = env.now + lag
                     self.post_send(m)
+                    if lag > 0:
+                        yield env.timeout(lag)
                     sends.append(m)
                 elif k is K.RECV_F or k is K.RECV_B:
                     self.post_recv(self._msg(step, k is K.RECV_F, a.mb, _peer(a), a.stage))
@@ -651,8 +663,9 @@ class _Sim:
             mb, kind = divmod(tag, 2)
             skind, rkind = (S.Kind.SEND_F, S.Kind.RECV_F) if kind == 0 else (S.Kind.SEND_B, S.Kind.RECV_B)
             if m.send_post is not None:  # src, dst: stages; m.src, m.dst: their ranks
-                out.append(TraceEvent(m.src, str(S.Action(src, skind, mb)), m.send_post,
-                                      m.sent if m.started else m.send_post, step, m.nbytes))
+                posted = m.send_post if m.post_end is None else m.post_end  # as the runtime stamps it: on return
+                out.append(TraceEvent(m.src, str(S.Action(src, skind, mb)), posted,
+                                      m.sent if m.started else posted, step, m.nbytes))
             if m.recv_post is not None:
                 out.append(TraceEvent(m.dst, str(S.Action(dst, rkind, mb)), m.recv_post,
                                       m.arrived if m.started else m.recv_post, step, m.nbytes))
@@ -762,7 +775,8 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
              network: str | NetworkSetting = "default", *, transport: Transport | None = None,
              steps: int = 2, record: bool = True, lowered: list[list[S.Action]] | None = None,
              durations: Durations | None = None, stages_per_rank: int | None = None,
-             placement: tuple[int, ...] | None = None, engine: str = "auto") -> SimResult:
+             placement: tuple[int, ...] | None = None, engine: str = "auto",
+             send_lags: Durations | None = None) -> SimResult:
     """Simulate ``steps`` consecutive training steps and report the last one.
 
     The step time is rank 0's period over the last step (the time between the end of
@@ -772,7 +786,11 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     :mod:`pipesim.replay`; the host CPU model is then off, as measured durations already
     hold any sharing of cores). ``stages_per_rank`` is the v of interleaved schedules
     (:data:`pipesim.schedule.VIRTUAL`; default 2); a hand-made ``lowered`` schedule takes its
-    ``placement`` (stage -> rank; default: read from its actions).
+    ``placement`` (stage -> rank; default: read from its actions). ``send_lags`` (a replay's,
+    :func:`pipesim.replay.durations_from_trace`): seconds each send's post holds its rank
+    (rank, step, action such as ``"0SF1"``): the data enters the wire when it is posted, but
+    its last bytes leave no earlier than the post's return, and arrive no earlier than that
+    plus the link's latency; the rank moves on after the post returns.
 
     Sizes are checked against :mod:`pipesim.limits` before anything runs (a simulation
     of more than ``MAX_SIM_ACTIONS`` actions is refused), the network setting against
@@ -814,7 +832,8 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     if durations is None:   # a replay runs without the host model: no time slices to count
         _check_slices(profile, micro_batch_size, lowered, placement, schedule, steps,
                       sum(len(r) for r in lowered) * steps)
-    sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule, durations, placement)
+    sim = _Sim(profile, lowered, micro_batch_size, setting, transport, steps, record, schedule, durations, placement,
+               send_lags)
     used = "simpy"
     if engine != "simpy":
         why = fastpath.ineligible(sim, record, auto=engine == "auto") or fastpath.run(sim, CONTROL_BYTES)

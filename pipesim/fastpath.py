@@ -68,11 +68,12 @@ class FastMsg:
     """A message's times, with the attribute names :meth:`engine._Sim.comm_trace` reads."""
 
     __slots__ = ("key", "src", "dst", "nbytes", "rdv", "send_post", "recv_post", "notify", "sent", "arr",
-                 "arrived", "started", "done", "prevs", "prevr", "wdone", "wsent", "spos", "rpos")
+                 "arrived", "started", "done", "prevs", "prevr", "wdone", "wsent", "spos", "rpos", "post_end")
 
     def __init__(self, key, src, dst, nbytes, rdv):
         self.key, self.src, self.dst, self.nbytes, self.rdv = key, src, dst, nbytes, rdv
         self.send_post = self.recv_post = self.notify = self.sent = self.arr = self.arrived = None
+        self.post_end = None
         self.done = None  # when a compute waiting on it may start
         self.started = False
         self.prevs = self.prevr = None  # rank queues: the previous send / receive of the same rank
@@ -314,7 +315,11 @@ class _Eval:
 
     def put_data(self, w: int, m: FastMsg, t: float) -> None:
         self._check(w, t, m, True)
-        m.sent, m.arr = self.wires[w].put(t, m.nbytes)
+        wire = self.wires[w]
+        m.sent, m.arr = wire.put(t, m.nbytes)
+        if m.post_end is not None:  # as engine._Sim._start: the last bytes leave when the post returns
+            m.sent = max(m.sent, m.post_end)
+            m.arr = max(m.arr, m.post_end + wire.link.latency_s)
         m.started = True
         self._wake(m.wsent)
         if self.rank_mode:
@@ -432,6 +437,7 @@ class _Eval:
         st, pc = self.step[r], self.pc[r]
         steps, rank_mode, rec = self.steps, self.rank_mode, self.sim.record
         durf = self.sim.durations
+        lagf = self.sim.send_lags
         fdur, bdur = self.base[r][1], self.base[r][0]
         sends = self.sends[r]
         busy, wait = self.busy[r], self.wait[r]
@@ -469,13 +475,18 @@ class _Eval:
                             self.trace.append(TraceEvent(r, str(op[1]), t0, c, st))
                     elif code == _SEND:
                         m = ms.get(op[3]) or self.msg(st, op[3])
+                        lag = 0.0 if lagf is None else lagf(r, st, str(op[1]))
                         m.send_post = c
+                        if lag > 0:
+                            m.post_end = c + lag
                         m.spos = pos
                         if rank_mode:
                             m.prevs = self.lastsend[r]
                             self.lastsend[r] = m
                         D[op[2]].append(m)
                         sends.append(m)
+                        if lag > 0:
+                            c = c + lag  # the post holds the rank until it returns
                     else:
                         m = ms.get(op[3]) or self.msg(st, op[3])
                         m.recv_post = c
