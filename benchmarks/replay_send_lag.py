@@ -65,6 +65,11 @@ def score(folder: Path) -> tuple[dict, dict]:
     return out, lags
 
 
+def _line(name: str, errs: list[tuple[float, float]]) -> str:
+    return (f"  {name:16s} {len(errs):3d} cells  without: {_fmt([a for a, _ in errs])}   "
+            f"with lags: {_fmt([b for _, b in errs])}")
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit(__doc__)
@@ -77,15 +82,11 @@ def main(argv: list[str]) -> None:
         print(f"{f}:")
         for sched, errs in sorted(out.items()):
             every[sched] += errs
-            print(f"  {sched:16s} {len(errs):3d} cells  without: {_fmt([a for a, _ in errs])}   "
-                  f"with lags: {_fmt([b for _, b in errs])}")
+            print(_line(sched, errs))
     print("all folders:")
     for sched, errs in sorted(every.items()):
-        print(f"  {sched:16s} {len(errs):3d} cells  without: {_fmt([a for a, _ in errs])}   "
-              f"with lags: {_fmt([b for _, b in errs])}")
-    errs = [e for v in every.values() for e in v]
-    print(f"  {'all':16s} {len(errs):3d} cells  without: {_fmt([a for a, _ in errs])}   "
-          f"with lags: {_fmt([b for _, b in errs])}")
+        print(_line(sched, errs))
+    print(_line("all", [e for v in every.values() for e in v]))
     print("median send lag (ms) by network setting and micro-batch size:")
     for (net, mbs), v in sorted(all_lags.items()):
         print(f"  {net:28s} mbs {mbs}: {statistics.median(v):.3f} ({len(v)} sends)")

@@ -321,11 +321,13 @@ class Wire:
             t += (nbytes - w) * self._extra
         return t
 
-    def put(self, now: float, nbytes: int) -> tuple[float, float]:
-        """Enqueue at ``now``; returns (time the last byte leaves, time it arrives)."""
+    def put(self, now: float, nbytes: int, post_end: float | None = None) -> tuple[float, float]:
+        """Enqueue at ``now``; returns (time the last byte leaves, time it arrives). ``post_end``
+        (a replay's send lag): the last bytes leave no earlier than the post's return."""
         start = now if now > self.free_at else self.free_at
         self.free_at = start + self.serialize_time(nbytes)
-        return self.free_at, self.free_at + self.link.latency_s
+        sent = self.free_at if post_end is None or post_end <= self.free_at else post_end
+        return sent, sent + self.link.latency_s
 
 
 # ------------------------------------------------------------------------------ simulation
@@ -488,11 +490,7 @@ class _Sim:
         """The data of m enters its wire now."""
         now = self.env.now
         m.started = True
-        w = self.wires[(m.src, m.dst)]
-        m.sent, m.arrived = w.put(now, m.nbytes)
-        if m.post_end is not None:  # the last bytes leave when the post returns
-            m.sent = max(m.sent, m.post_end)
-            m.arrived = max(m.arrived, m.post_end + w.link.latency_s)
+        m.sent, m.arrived = self.wires[(m.src, m.dst)].put(now, m.nbytes, m.post_end)
         if m.start_ev is not None:
             m.start_ev.succeed()
         if self.rank_mode:

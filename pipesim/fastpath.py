@@ -315,11 +315,7 @@ class _Eval:
 
     def put_data(self, w: int, m: FastMsg, t: float) -> None:
         self._check(w, t, m, True)
-        wire = self.wires[w]
-        m.sent, m.arr = wire.put(t, m.nbytes)
-        if m.post_end is not None:  # as engine._Sim._start: the last bytes leave when the post returns
-            m.sent = max(m.sent, m.post_end)
-            m.arr = max(m.arr, m.post_end + wire.link.latency_s)
+        m.sent, m.arr = self.wires[w].put(t, m.nbytes, m.post_end)
         m.started = True
         self._wake(m.wsent)
         if self.rank_mode:

@@ -18,8 +18,9 @@ time from the computation to that stamp is when the message's last bytes leave, 
 only bookkeeping. The replay holds the rank for it, as the run did, and lets the data
 arrive no earlier than the post's return plus the link's latency (the ``send_lags`` of
 :func:`pipesim.engine.simulate`). Before this, the replay charged that time to the rank's
-next computation and sent the data at the computation's end: it came out 1.0-1.3%
-short on every validation folder (0.4-0.6% with it, on the same folders).
+next computation and sent the data at the computation's end: over 41 kept folders it
+came out 1.05% short on average (1F1B / GPipe replay MAPE 1.37% / 1.23%; 0.48% / 0.51%
+with it; ``benchmarks/replay_send_lag.py``).
 
 What the replay leaves to the model, and so shows up in its error: the transfers
 themselves, when they may start, how they queue, and how much of each is hidden
