@@ -287,13 +287,31 @@ def run(args) -> int:
         acts = [4 * max(args.mbs) * cfg.seq_len * cfg.d_model] * world   # fp32 activation of the largest micro-batch
     sizes = message_sizes(max(2 * max(acts), args.link_max_bytes))
     mine["links"] = []
+    cpus: list = [None] * world
+    pinned = os.environ.get("PIPESIM_CPU")
+    dist.all_gather_object(cpus, int(pinned) if pinned and pinned.isdigit() else None)
     for a, b in pairs:
+        plan = measure.apart_plan(cpus, a, b)   # two ranks on one core: probed apart (calibrate.measure)
         for src, dst in ((a, b), (b, a)):
             progress(f"link {src}->{dst}: latency and {len(sizes)} message sizes "
-                     f"({sizes[0]} B .. {sizes[-1] / 2**20:.1f} MiB)")
+                     f"({sizes[0]} B .. {sizes[-1] / 2**20:.1f} MiB)"
+                     + (f", rank {plan[0]} moved from core {plan[2]} to core {plan[1]} (ranks {a} and {b} share "
+                        "a core)" if plan else ""))
             dist.barrier()
-            link = measure.measure_direction(rank, src, dst, sizes, dtype, link_device, args.warmup, args.link_repeats,
-                                             link_clock)
+            with measure.moved_to(plan[1] if plan and rank == plan[0] else None) as moved:
+                dist.barrier()   # both sides in place before the first message
+                link = measure.measure_direction(rank, src, dst, sizes, dtype, link_device, args.warmup,
+                                                 args.link_repeats, link_clock)
+            if plan:
+                took: list = [None] * world
+                dist.all_gather_object(took, moved)
+                if link is not None:
+                    link["shared_core"] = {"core": plan[2], "moved_rank": plan[0], "to_core": plan[1],
+                                           "moved": bool(took[plan[0]])}
+                    if not took[plan[0]]:
+                        print(f"warning: link {src}->{dst}: could not move rank {plan[0]} to core {plan[1]} (is the "
+                              "CPU set restricted?); probed on the shared core, where the round trip times the "
+                              "scheduler (milliseconds) rather than the link", flush=True)
             if link is not None:
                 mine["links"].append(link)
             dist.barrier()
@@ -392,7 +410,9 @@ def _settings(args, wall_s: float, loadavg: dict) -> dict:
             "link_method": "ping-pong of n bytes out and 4 bytes back, minus half a 4-byte round trip, "
                            "lower quartile of the repeats; latency = half the 4-byte round trip; bandwidth = "
                            "least squares on seconds with that latency fixed (the largest messages "
-                           "set it); errors relative, over all sizes",
+                           "set it); errors relative, over all sizes; two ranks pinned to one core are probed "
+                           "with one of them moved to another rank's core (links[].shared_core): on one core the "
+                           "ping-pong times the scheduler, and the sharing is host.placement's to model",
             "loadavg_1min": loadavg}
 
 

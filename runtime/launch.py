@@ -297,7 +297,8 @@ def placement(ranks: int) -> list[int]:
     """The CPU each rank is pinned to on this machine: round-robin over the usable CPUs
     (3 ranks on 2 CPUs: 0, 1, 0), so that the operating system cannot move them around and
     pipeline neighbours never share a core (two ranks on one core that message each other
-    wait for the scheduler at every hop: 2 ms per one-way hop was measured here). Which
+    wait for the scheduler: a gloo ping-pong on one core takes a 4 ms tick per round trip
+    here, see :mod:`calibrate.measure`). Which
     ranks share a core is then fixed, and the simulator models it (``host.placement``)."""
     usable = sorted(os.sched_getaffinity(0))
     return [usable[i % len(usable)] for i in range(ranks)]

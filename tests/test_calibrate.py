@@ -88,6 +88,42 @@ def test_median_spread_and_sizes():
 # ---------------------------------------------------------------------- CLI (no ranks started)
 
 
+def test_apart_plan_moves_the_higher_rank_to_another_core():
+    from calibrate.measure import apart_plan
+
+    assert apart_plan([0, 1, 0], 2, 0) == (2, 1, 0) and apart_plan([0, 1, 0], 0, 2) == (2, 1, 0)
+    assert apart_plan([0, 1, 0], 0, 1) is None            # different cores: probed where they run
+    assert apart_plan([3, 3, 5, 4], 0, 1) == (1, 4, 3)    # the lowest other core
+    assert apart_plan([0, 0], 0, 1) is None               # one core only: nowhere to go
+    assert apart_plan([None, None, None], 0, 2) is None   # not pinned
+
+
+def test_moved_to_moves_every_thread_and_puts_each_back():
+    import os
+    import threading
+
+    from calibrate.measure import moved_to
+
+    mine = os.sched_getaffinity(0)
+    if len(mine) < 2:
+        pytest.skip("needs two CPUs to move between")
+    target = max(mine)
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    t.start()
+    try:
+        before = {int(tid): os.sched_getaffinity(int(tid)) for tid in os.listdir("/proc/self/task")}
+        with moved_to(target) as moved:
+            assert moved
+            assert {os.sched_getaffinity(int(tid)) == {target} for tid in os.listdir("/proc/self/task")} == {True}
+        assert {tid: os.sched_getaffinity(tid) for tid in before} == before
+        with moved_to(None) as moved:   # nothing to do
+            assert moved is False and os.sched_getaffinity(0) == mine
+    finally:
+        stop.set()
+        t.join()
+
+
 def _cli(*argv, timeout=120):
     return subprocess.run([sys.executable, "-m", "pipesim", "calibrate", *argv], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout)
@@ -351,6 +387,15 @@ def test_local_calibration_measures_virtual_stages_and_split_backward(tmp_path):
             assert vc.activation_bytes == (0 if stage == 5 else 1 * 16 * 32 * 4)
     raw = json.loads(out.read_text())["raw"]
     assert raw["settings"]["split_backward"] is True and raw["settings"]["stages_per_rank"] == 2
+    # ranks that share a core (the launcher's round-robin: 3 ranks on 2 cores put 0 and 2 together)
+    # had their link probed apart, and only they
+    pl = p.host.placement if p.host is not None else None
+    for r in raw["links"]:
+        together = pl is not None and pl[r["src"]] == pl[r["dst"]]
+        assert ("shared_core" in r) == together, r
+        if together:
+            assert r["shared_core"]["moved"] is True and r["shared_core"]["moved_rank"] == max(r["src"], r["dst"])
+            assert r["shared_core"]["to_core"] != r["shared_core"]["core"]
     # the simulator's compute per virtual stage is the measured one
     placement = loop_placement(3, 2)
     vc = p.virtual_compute(1, placement)
