@@ -27,11 +27,12 @@ the link's probe one of them moves, all its threads, to another rank's core
 (:func:`moved_to`), and moves back after. On one core the ping-pong measures the
 scheduler, not the link: gloo's network thread, woken by the reply while its own rank is
 preempted inside the send holding the pair's lock, spins in ``epoll_wait`` until the
-next tick (measured: a 4-byte round trip of 3.9-4.0 ms on one core for every message
-size, 0.11 ms across two cores; the spinning thread used half the core). Runs do not
-show it (their messages between the two ranks arrived a median 0.1-0.2 ms after the
-send), and the sharing of the core itself is the simulator's to model (the profile's
-``host.placement``), so the link is the transport alone.
+next tick (measured: a round trip of 3.9-4.0 ms on one core for every message size,
+0.11 ms across two cores at 4 B; the spinning thread used half the core). Runs rarely
+meet it (their messages between the two ranks arrived a median 0.1-0.25 ms after the
+send, 1.1 ms for 2->0 at micro-batch 1), and the sharing of the core itself is the
+simulator's to model (the profile's ``host.placement``), so the link is the transport
+alone.
 """
 
 from __future__ import annotations

@@ -151,6 +151,8 @@ def test_results_report_cpu_per_step_and_the_pinned_cpu(tmp_path):
     for pr in res["per_rank"]:
         assert pr["cpu_per_step"]["median"] > 0
         assert pr["compute_per_step"]["median"] > 0
+        # the compute thread's own share: a part of the process's, the rest the watcher and gloo threads'
+        assert 0 < pr["main_thread_cpu_per_step"]["median"] <= pr["cpu_per_step"]["median"] + 1e-3
         assert pr["cpu"] is not None  # pinned by default
 
 
