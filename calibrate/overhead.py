@@ -185,6 +185,15 @@ def check_launches(launches) -> int:
     return launches
 
 
+def _compute_cpu(into: dict, key: tuple[str, int], res: dict) -> None:
+    """Add a launch's CPU per step inside the computations per rank (``compute_cpu_per_step`` in
+    its results; runtimes before it report none, and then nothing is added)."""
+    per_rank = sorted(res["per_rank"], key=lambda pr: pr["rank"])
+    got = [(pr.get("compute_cpu_per_step") or {}).get("median") for pr in per_rank]
+    if all(isinstance(x, (int, float)) and x > 0 for x in got):
+        into.setdefault(key, []).append(got)
+
+
 def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_microbatches: int = 4, steps: int = 12,
           timeout_s: float = 300, echo: bool = False, schedules=BASE_SCHEDULES, stages_per_rank: int | None = None,
           launches: int = OVERHEAD_LAUNCHES, run=None, method: str = "cpu", pool=POOLED,
@@ -226,6 +235,7 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
     if any(s in S.VIRTUAL for s in schedules):
         raw["stages_per_rank"] = stages_per_rank
     cpus: dict[tuple[str, int], list[list[float]]] = {}
+    comp_cpus: dict[tuple[str, int], list[list[float]]] = {}   # CPU inside the computations (where reported)
     traced: dict[tuple[str, int], list[dict[int, float]]] = {}
     # the step probe: gpipe with one micro-batch, beside the probe's count, to split per step from per action
     step_probe = step_probe and "gpipe" in schedules and mb_of["gpipe"] > 1
@@ -244,6 +254,7 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
                         res = run(schedule, m, m * n, steps, v)
                         cpus.setdefault(key, []).append(
                             [pr["cpu_per_step"]["median"] for pr in sorted(res["per_rank"], key=lambda pr: pr["rank"])])
+                        _compute_cpu(comp_cpus, key, res)
                         continue
                     trace = out.with_suffix(".csv")
                     run_local("runtime", ["--model", model, "--schedule", schedule, "--micro-batch-size", str(m),
@@ -258,6 +269,7 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
                                               stages_per_rank=v if schedule in S.VIRTUAL else None))
                     per_rank = sorted(res["per_rank"], key=lambda pr: pr["rank"])
                     cpus.setdefault(key, []).append([pr["cpu_per_step"]["median"] for pr in per_rank])
+                    _compute_cpu(comp_cpus, key, res)
     pooled = tuple(s for s in pool if s in schedules)
     if len(pooled) < 2:
         pooled = ()
@@ -305,6 +317,9 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
                            "cpu_overhead_s": cpu_oh, "trace_overhead_s": trace_oh,
                            "trace_overhead_launches_s": [t[r] for t in tr] if tr else None,
                            **({"step_overhead_s": a} if step_probe else {})}
+            comp = comp_cpus.get((schedule, m))
+            if comp and len(comp) == len(runs):   # the reference of a run's speed (pipesim.context.cpu_replay)
+                per[str(r)]["compute_cpu_per_step_s"] = statistics.median(run[r] for run in comp)
         raw["runs"].setdefault(schedule, {})[str(m)] = per
     if pooled:
         raw["pooled"] = {"schedules": list(pooled), "method": POOL_METHOD}

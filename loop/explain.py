@@ -109,7 +109,9 @@ def _speed_split(run: dict, results: dict, prof: P.Profile, schedule: str, mbs: 
     sim, meas = ex.simulated.period, ex.measured.period
     machine, model = sp["speed_replay_s"] - sim, meas - sp["speed_replay_s"]
     ranks = ", ".join(f"rank {r} {100 * (f - 1):+.0f}%" for r, f in enumerate(sp["cpu_factors"]))
-    return (f"The run's speed: its ranks' CPU per step against the profile's: {ranks}. At those speeds the cell "
+    what = ("the CPU its ranks spent in their computations per step against calibration's" if
+            sp.get("speed_basis") == "compute" else "its ranks' CPU per step against the profile's")
+    return (f"The run's speed: {what}: {ranks}. At those speeds the cell "
             f"simulates to {sp['speed_replay_s'] * 1e3:.2f} ms, so of the {ex.difference * 1e3:+.2f} ms, "
             f"{machine * 1e3:+.2f} ms is the machine's speed in this run (or calibration's error) and "
             f"{model * 1e3:+.2f} ms the model's (sharing of cores, transfers, the schedule).")

@@ -68,8 +68,8 @@ class Summary:
 
     def drift_line(self) -> str | None:
         if self.cpu_drift is not None:
-            return _range_text("Machine speed during the runs (each rank's CPU per step against the profile's; "
-                               "+ is slower):", self.cpu_drift)
+            return _range_text("Machine speed during the runs (each rank's CPU per step against the profile's, "
+                               "in its computations where recorded; + is slower):", self.cpu_drift)
         if self.drift is None:
             return None
         return _range_text("Machine speed during the runs against right after calibration (speed probe; + is "

@@ -150,20 +150,26 @@ def run_speed(profile: P.Profile, res: dict, schedule: str, mbs: int, batch: int
               transport: E.Transport | None, stages_per_rank: int) -> dict:
     """A CPU run's speed against the profile, from its ranks' CPU per step
     (:func:`pipesim.context.cpu_replay`): ``cpu_drift`` (the median over ranks of the run's CPU
-    per step over the profile's, 1.0: as calibrated), ``cpu_factors`` (per rank) and
-    ``speed_replay_s`` (the cell simulated at those speeds). Empty for a GPU run (its CPU time
-    is not its compute) or results without every rank's CPU per step."""
+    per step over the profile's, 1.0: as calibrated), ``cpu_factors`` (per rank),
+    ``speed_replay_s`` (the cell simulated at those speeds) and ``speed_basis`` ("compute": the
+    CPU inside the computations against the overhead probe's, where both were recorded; else
+    "process"). Empty for a GPU run (its CPU time is not its compute) or results without every
+    rank's CPU per step."""
     per = sorted(res.get("per_rank") or [], key=lambda x: x.get("rank", 0))
     if res.get("device", "cpu") != "cpu" or len(per) != profile.num_stages:
         return {}
     try:
         cpu = [float(x["cpu_per_step"]["median"]) for x in per]
+        comp = [(x.get("compute_cpu_per_step") or {}).get("median") for x in per]
         cr = CX.cpu_replay(profile, schedule, mbs, batch, net, cpu, transport=transport,
-                           stages_per_rank=stages_per_rank if schedule in S.VIRTUAL else None)
+                           stages_per_rank=stages_per_rank if schedule in S.VIRTUAL else None,
+                           run_compute_cpu_per_step=[float(c) for c in comp if c is not None]
+                           if None not in comp else None)
     except (KeyError, TypeError, ValueError) as e:
         _log(f"  run speed not measured: {e}")
         return {}
-    return {"cpu_drift": cr.drift, "cpu_factors": list(cr.factors), "speed_replay_s": cr.step_time}
+    return {"cpu_drift": cr.drift, "cpu_factors": list(cr.factors), "speed_replay_s": cr.step_time,
+            "speed_basis": cr.basis}
 
 
 def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", ranks: int = 3,

@@ -38,7 +38,10 @@ profile with each rank scaled by its ratio (:meth:`pipesim.profile.Profile.ranks
 simulated with the host model, gives the cell's step time had the profile known the run's
 speed: its error is the model's (the sharing of cores, transfers, the schedule), and the
 difference from the prediction is the machine's. It uses the run's CPU time, never its
-step time, and it is not a prediction: a prediction has only the profile.
+step time, and it is not a prediction: a prediction has only the profile. Where the run
+and the calibration's overhead probe both recorded the CPU inside their computations, the
+ratio is taken on that instead (:func:`cpu_replay`, :func:`compute_reference`): the
+process's CPU also holds the posting of messages and the kernel's work for them.
 
 What it does not see: work of other processes (the launcher, the delay line) that was
 not on the ranks' cores during the run, and compute that is slower in one network
@@ -58,6 +61,7 @@ from .engine import rank_work, simulate
 from .explain import TraceIndex
 from .network import NetworkSetting
 from .profile import Host, Profile
+from .schedule import VIRTUAL
 from .trace import TraceEvent
 from .transport import Transport
 
@@ -159,6 +163,7 @@ def cpu_per_step(profile: Profile, schedule: str, micro_batch_size: int, batch_s
 class CpuReplay:
     step_time: float          # seconds: the cell simulated with each rank at the run's own CPU per step
     factors: tuple[float, ...]  # per rank: the run's CPU per step over the profile's (> 1: the run was slower)
+    basis: str = "process"    # "compute": from the CPU inside the computations (see cpu_replay), else the process's
 
     @property
     def drift(self) -> float:
@@ -166,12 +171,50 @@ class CpuReplay:
         return statistics.median(self.factors)
 
 
+def compute_reference(profile: Profile, schedule: str, micro_batch_size: int) -> list[float] | None:
+    """Per rank, the CPU the overhead probe's launches spent inside their computations per step
+    over the solo compute the engine charges for that step (``raw.overhead_probe.runs``: its
+    ``compute_cpu_per_step_s`` over ``solo_compute_s``): what a run on the calibrated machine
+    spends in its computations per unit of profile compute. ``schedule``'s own at
+    ``micro_batch_size`` where probed, else the median over the probed schedules at that size;
+    None where the profile has none (calibrated before the runtime reported it)."""
+    runs = ((profile.raw or {}).get("overhead_probe") or {}).get("runs") or {}
+
+    def ratios(per: dict) -> list[float] | None:
+        try:
+            out = [per[str(r)]["compute_cpu_per_step_s"] / per[str(r)]["solo_compute_s"]
+                   for r in range(profile.num_stages)]
+        except (KeyError, TypeError, ZeroDivisionError):
+            return None
+        return out if all(x > 0 and math.isfinite(x) for x in out) else None
+
+    own = ratios((runs.get(schedule) or {}).get(str(micro_batch_size)) or {})
+    if own is not None:
+        return own
+    got = [x for per in runs.values() if isinstance(per, dict)
+           if (x := ratios(per.get(str(micro_batch_size)) or {})) is not None]
+    if not got:
+        return None
+    return [statistics.median(g[r] for g in got) for r in range(profile.num_stages)]
+
+
 def cpu_replay(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
                network: str | NetworkSetting, run_cpu_per_step: Sequence[float], *,
-               transport: Transport | None = None, steps: int = 3, stages_per_rank: int | None = None) -> CpuReplay:
+               transport: Transport | None = None, steps: int = 3, stages_per_rank: int | None = None,
+               run_compute_cpu_per_step: Sequence[float] | None = None) -> CpuReplay:
     """The cell simulated with the profile's ranks scaled to the run's CPU per step (see the
     module docstring): ``run_cpu_per_step[r]`` is rank ``r``'s median process CPU seconds per
-    step in the run."""
+    step in the run.
+
+    With ``run_compute_cpu_per_step`` (rank ``r``'s median CPU seconds per step inside its
+    computations: F, B, W and the optimizer step, the runtime's ``compute_cpu_per_step``) and a
+    profile whose overhead probe recorded the same (:func:`compute_reference`), the factor is
+    instead that CPU over the solo compute the engine charges the step, divided by the probe's
+    same ratio (``basis`` "compute"). The process's CPU also counts the posting of messages and
+    what the kernel does for them, which grows with a bandwidth cap without the compute being
+    any slower (GPipe, micro-batch 4, 2 Gbit/s against the default network on the 2-core VM of
+    2026-11-29: the process's CPU per step beyond the computations' 1.1-2.3 ms higher, the
+    computations' own CPU not higher)."""
     want = cpu_per_step(profile, schedule, micro_batch_size, batch_size, stages_per_rank)
     if len(run_cpu_per_step) != len(want):
         raise ValueError(f"the run has CPU per step for {len(run_cpu_per_step)} ranks, the profile "
@@ -180,6 +223,21 @@ def cpu_replay(profile: Profile, schedule: str, micro_batch_size: int, batch_siz
         if not (x > 0 and math.isfinite(x)):
             raise ValueError(f"rank {r}'s CPU per step must be a positive number of seconds, got {x!r}")
     factors = tuple(x / w for x, w in zip(run_cpu_per_step, want))
+    basis = "process"
+    ref = compute_reference(profile, schedule, micro_batch_size) if run_compute_cpu_per_step is not None else None
+    if ref is not None:
+        assert run_compute_cpu_per_step is not None
+        if len(run_compute_cpu_per_step) != len(want):
+            raise ValueError(f"the run has compute CPU per step for {len(run_compute_cpu_per_step)} ranks, the "
+                             f"profile {len(want)} stages")
+        for r, x in enumerate(run_compute_cpu_per_step):
+            if not (x > 0 and math.isfinite(x)):
+                raise ValueError(f"rank {r}'s compute CPU per step must be a positive number of seconds, got {x!r}")
+        m = max(1, batch_size // micro_batch_size)
+        solo = [c for c, _ in rank_work(profile, schedule, micro_batch_size, m,
+                                        stages_per_rank if schedule in VIRTUAL else None)]
+        factors = tuple(x / s / q for x, s, q in zip(run_compute_cpu_per_step, solo, ref))
+        basis = "compute"
     res = simulate(profile.ranks_scaled(factors), schedule, micro_batch_size, batch_size, network,
                    transport=transport, steps=steps, record=False, stages_per_rank=stages_per_rank)
-    return CpuReplay(res.step_time, factors)
+    return CpuReplay(res.step_time, factors, basis)

@@ -271,6 +271,7 @@ class RankEngine:
         self.step_ends: list[float] = []
         self.cpu_marks: list[float] = []  # process CPU seconds at each step end
         self.main_cpu_marks: list[float] = []  # this (the compute) thread's CPU seconds at each step end
+        self.compute_cpu: list[float] = []  # per step: its CPU seconds inside F, B, W and the optimizer step
         self.compute_marks: list[float] = []  # seconds of F and B in each step
         self.losses: list[float] = []
         if self.cuda:
@@ -454,10 +455,13 @@ class RankEngine:
             ctx = nullcontext()
         with ctx:
             acts, i, n = self.actions, 0, len(self.actions)
+            handler_cpu = 0.0   # this thread's CPU inside the compute handlers (CPU runs: the compute itself)
             while i < n:
                 a = acts[i]
                 if a.kind.is_compute:
+                    c0 = time.thread_time()
                     self._handler(a)(a)
+                    handler_cpu += time.thread_time() - c0
                     i += 1
                     continue
                 j = i + 1
@@ -469,8 +473,10 @@ class RankEngine:
             for _t, work, rec in st.sends:
                 self._wait(work, rec, "send")
             t_opt0 = self._now_compute()
+            c0 = time.thread_time()
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
+            handler_cpu += time.thread_time() - c0
             t_opt1 = self._now_compute()
         if self.cuda:
             torch.cuda.synchronize()
@@ -491,6 +497,7 @@ class RankEngine:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         self.cpu_marks.append(ru.ru_utime + ru.ru_stime)  # all threads of this rank (gloo's too)
         self.main_cpu_marks.append(time.thread_time())   # the thread that computes and posts, alone
+        self.compute_cpu.append(handler_cpu)
         self.compute_marks.append(sum(conv(t1) - conv(t0) for _, t0, t1 in st.compute))
         if loss is not None:
             self.losses.append(loss)
@@ -631,6 +638,9 @@ def run_cell(cfg: RunConfig) -> dict | None:
                 "cpu_per_step": _stats(cpu), "compute_per_step": _stats(eng.compute_marks[max(cfg.warmup, 1):]),
                 # the compute thread's share of cpu_per_step; the rest ran on the watcher and gloo threads
                 "main_thread_cpu_per_step": _stats(main_cpu),
+                # of which inside the computations (F, B, W, the optimizer step and their waits for data): on
+                # CPU the compute's own CPU time, without posting, messages and what the kernel does for them
+                "compute_cpu_per_step": _stats(eng.compute_cpu[max(cfg.warmup, 1):]),
                 "cpu": os.environ.get("PIPESIM_CPU"),
                 "losses": eng.losses}
         gathered: list = [None] * world

@@ -468,9 +468,13 @@ def test_overhead_probe_divides_by_each_schedules_computations():
 
     def run(schedule, m, batch, steps, v):
         calls.append((schedule, m, batch, steps, v))
-        return {"per_rank": [{"rank": r, "cpu_per_step": {"median": cpu[schedule][r]}} for r in (1, 0)]}
+        return {"per_rank": [{"rank": r, "cpu_per_step": {"median": cpu[schedule][r]},
+                              "compute_cpu_per_step": {"median": cpu[schedule][r] - 0.5}} for r in (1, 0)]}
 
     pr = probe(base, 2, "tiny", [1], launches=1, steps=5, schedules=schedules, run=run, pool=(), step_probe=False)
+    # the runs' CPU inside their computations is kept per schedule and rank (a run's speed reference)
+    assert {s: [pr.raw["overhead_probe"]["runs"][s]["1"][str(r)]["compute_cpu_per_step_s"] for r in (0, 1)]
+            for s in schedules} == {s: [cpu[s][0] - 0.5, cpu[s][1] - 0.5] for s in schedules}
     assert sorted(calls) == sorted([(s, 1, 4, 5, 2 if s == "interleaved1f1b" else 1) for s in schedules])
     m = 4
     for r, st in enumerate(pr.stages):

@@ -122,3 +122,48 @@ def test_ranks_scaled_and_cpu_replay_refuse_bad_input():
         CX.cpu_replay(prof, "gpipe", 1, 4, "default", [0.1, 0.1])
     with pytest.raises(ValueError, match="rank 1's CPU per step must be a positive number"):
         CX.cpu_replay(prof, "gpipe", 1, 4, "default", [0.1, float("nan"), 0.1])
+
+
+def _with_probe_compute(prof, ratios: dict[str, list[float]], mbs: int = 1):
+    """``prof`` whose overhead probe recorded, per schedule, CPU inside the computations per step
+    of ``ratios[schedule][r]`` times the solo compute the engine charges that step."""
+    runs = {}
+    for s, rs in ratios.items():
+        work = E.rank_work(prof, s, mbs, 4)
+        runs[s] = {str(mbs): {str(r): {"solo_compute_s": work[r][0], "compute_cpu_per_step_s": work[r][0] * q}
+                              for r, q in enumerate(rs)}}
+    return replace(prof, raw={"overhead_probe": {"runs": runs}})
+
+
+def test_compute_reference_reads_the_probe_and_falls_back_to_the_median_over_schedules():
+    prof = _with_probe_compute(_shared_core_profile(), {"gpipe": [1.1, 1.2, 1.0], "1f1b": [1.3, 1.0, 1.2],
+                                                        "zbh1": [1.2, 1.1, 1.4]})
+    assert CX.compute_reference(prof, "1f1b", 1) == pytest.approx([1.3, 1.0, 1.2])
+    assert CX.compute_reference(prof, "interleaved1f1b", 1) == pytest.approx([1.2, 1.1, 1.2])   # not probed
+    assert CX.compute_reference(prof, "gpipe", 2) is None   # no probe at that size
+    assert CX.compute_reference(_shared_core_profile(), "gpipe", 1) is None   # no probe at all
+
+
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zbh1", "interleaved1f1b"])
+def test_cpu_replay_on_compute_cpu_divides_by_the_probes_own_ratio(schedule):
+    """With the computations' own CPU per step and a probe that recorded it, a rank's factor is
+    that CPU over the step's solo compute, over the probe's same ratio: a run spending what the
+    probe spent per unit of compute is at speed 1 whatever its process CPU (posting, the kernel)
+    says; one spending 20% more is at 1.2. Without a reference it stays on the process's CPU."""
+    base = _shared_core_profile()
+    q = [1.1, 1.25, 1.05]
+    prof = _with_probe_compute(base, {schedule: q})
+    net = "bandwidth 2Gbps"
+    solo = [c for c, _ in E.rank_work(prof, schedule, 1, 6)]
+    process = [x * 1.15 for x in CX.cpu_per_step(prof, schedule, 1, 6)]   # 15% more in the process: not compute
+    same = CX.cpu_replay(prof, schedule, 1, 6, net, process, run_compute_cpu_per_step=[s * k for s, k in zip(solo, q)])
+    assert same.basis == "compute" and same.factors == pytest.approx((1.0, 1.0, 1.0), rel=1e-12)
+    assert same.step_time == pytest.approx(E.simulate(prof, schedule, 1, 6, net, steps=3, record=False).step_time)
+    slow = CX.cpu_replay(prof, schedule, 1, 6, net, process,
+                         run_compute_cpu_per_step=[s * k * f for s, k, f in zip(solo, q, (1.2, 1.0, 0.9))])
+    assert slow.factors == pytest.approx((1.2, 1.0, 0.9), rel=1e-12) and slow.drift == pytest.approx(1.0)
+    # no reference in the profile (calibrated before the runtime reported it): the process's CPU, as before
+    old = CX.cpu_replay(base, schedule, 1, 6, net, process, run_compute_cpu_per_step=[1.0, 1.0, 1.0])
+    assert old.basis == "process" and old.factors == pytest.approx((1.15,) * 3, rel=1e-12)
+    with pytest.raises(ValueError, match="rank 0's compute CPU per step must be a positive number"):
+        CX.cpu_replay(prof, schedule, 1, 6, net, process, run_compute_cpu_per_step=[0.0, 1.0, 1.0])

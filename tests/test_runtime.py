@@ -153,6 +153,8 @@ def test_results_report_cpu_per_step_and_the_pinned_cpu(tmp_path):
         assert pr["compute_per_step"]["median"] > 0
         # the compute thread's own share: a part of the process's, the rest the watcher and gloo threads'
         assert 0 < pr["main_thread_cpu_per_step"]["median"] <= pr["cpu_per_step"]["median"] + 1e-3
+        # of which inside the computations: the compute's own CPU, within the thread's
+        assert 0 < pr["compute_cpu_per_step"]["median"] <= pr["main_thread_cpu_per_step"]["median"] + 1e-3
         assert pr["cpu"] is not None  # pinned by default
 
 

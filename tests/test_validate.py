@@ -96,14 +96,26 @@ def test_every_run_records_its_speed_against_the_profile(done):
     recs = [x for by in V.load_runs(out / "measured.jsonl").values() for x in by.values()]
     for r in recs:
         res = json.loads((out / r["results"]).read_text())
-        cpu = [x["cpu_per_step"]["median"] for x in sorted(res["per_rank"], key=lambda x: x["rank"])]
-        want = CX.cpu_per_step(prof, r["schedule"], r["micro_batch_size"], r["batch_size"])
-        assert r["cpu_factors"] == pytest.approx([c / w for c, w in zip(cpu, want)], rel=1e-9)
+        per = sorted(res["per_rank"], key=lambda x: x["rank"])
+        cpu = [x["cpu_per_step"]["median"] for x in per]
+        comp = [x["compute_cpu_per_step"]["median"] for x in per]
+        # this calibration's overhead probe kept the CPU inside its launches' computations, so
+        # the speed is the run's compute CPU per unit of solo compute over the probe's
+        ref = CX.compute_reference(prof, r["schedule"], r["micro_batch_size"])
+        assert ref is not None and r["speed_basis"] == "compute"
+        m = r["batch_size"] // r["micro_batch_size"]
+        solo = [c for c, _ in E.rank_work(prof, r["schedule"], r["micro_batch_size"], m)]
+        assert r["cpu_factors"] == pytest.approx([c / s / q for c, s, q in zip(comp, solo, ref)], rel=1e-9)
         assert r["cpu_drift"] == pytest.approx(statistics.median(r["cpu_factors"]))
         again = CX.cpu_replay(prof, r["schedule"], r["micro_batch_size"], r["batch_size"],
                               C.setting_of(r["network"]), cpu, transport=E.Transport.for_profile(prof),
-                              steps=C.SIM_STEPS)
+                              steps=C.SIM_STEPS, run_compute_cpu_per_step=comp)
         assert r["speed_replay_s"] == pytest.approx(again.step_time, rel=1e-9)
+        # on the process's CPU (the basis of older runs) it would read the ratio of the process's
+        old = CX.cpu_replay(prof, r["schedule"], r["micro_batch_size"], r["batch_size"],
+                            C.setting_of(r["network"]), cpu, steps=C.SIM_STEPS)
+        want = CX.cpu_per_step(prof, r["schedule"], r["micro_batch_size"], r["batch_size"])
+        assert old.basis == "process" and old.factors == pytest.approx([c / w for c, w in zip(cpu, want)])
 
 
 def test_every_run_records_the_compute_probe_against_its_reference(done):
