@@ -102,7 +102,7 @@ def _speed_split(run: dict, results: dict, prof: P.Profile, schedule: str, mbs: 
     from loop.validate import run_speed
 
     keys = ("cpu_factors", "speed_replay_s")
-    sp = {k: run[k] for k in keys} if all(k in run for k in keys) else \
+    sp = {k: run[k] for k in (*keys, "speed_basis") if k in run} if all(k in run for k in keys) else \
         run_speed(prof, results, schedule, mbs, batch, net, transport, v)
     if not sp:
         return None

@@ -261,7 +261,9 @@ def test_explain_a_cell_of_the_validation(done, capsys, against):
     speed = re.search(r"of the ([-+]\d+\.\d+) ms, ([-+]\d+\.\d+) ms is the machine's speed .* and ([-+]\d+\.\d+) ms "
                       r"the model's", text)
     if against == "profile":   # the machine's speed and the model's part add up to the difference
-        assert text.split("\n\n")[-1].startswith("The run's speed: its ranks' CPU per step against the profile's: rank 0 ")
+        # on the CPU inside the computations (this calibration's probe kept the reference), and said so
+        assert text.split("\n\n")[-1].startswith("The run's speed: the CPU its ranks spent in their computations per "
+                                                  "step against calibration's: rank 0 ")
         assert speed and float(speed[1]) == pytest.approx(d, abs=0.02)
         assert float(speed[2]) + float(speed[3]) == pytest.approx(float(speed[1]), abs=0.02)
     else:
