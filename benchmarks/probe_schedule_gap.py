@@ -44,7 +44,10 @@ def pairs(folder: Path) -> tuple[list[tuple[float, float]], list[tuple[float, fl
     if "gpipe" not in runs or "1f1b" not in runs:
         return [], []
     rows = [json.loads(line) for line in meas.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("cpu_factors") and r["schedule"] in ("gpipe", "1f1b")]
+    # the process's CPU per step is rebuilt from factors taken on it (runs since 2026-11-29, ninth
+    # session, may take them on the CPU inside their computations instead: speed_basis "compute")
+    rows = [r for r in rows if r.get("cpu_factors") and r["schedule"] in ("gpipe", "1f1b")
+            and r.get("speed_basis", "process") == "process"]
     cpu: dict[tuple[str, int, int, bool], list[float]] = defaultdict(list)
     charged: dict[tuple[str, int], list[float]] = {}
     for r in rows:

@@ -164,7 +164,8 @@ def delay_excess(latency_s: float, probed: Sequence[tuple[float, float | None]])
     cluster, netem's. It is never below 0: a link that is faster under a delay than
     without one had its undelayed latency inflated by something the runs do not show
     (the wrap-around link of interleaved 1F1B, between two ranks pinned to one core,
-    probes at about 2 ms), and letting that through scored worse
+    probed at about 2 ms until calibration probed such pairs apart, see
+    :mod:`calibrate.measure`), and letting that through scored worse
     (``benchmarks/delay_excess.py``). 0 without a delayed probe."""
     xs = [lat - d - latency_s for lat, d in probed if d]
     return max(statistics.median(xs), 0.0) if xs else 0.0

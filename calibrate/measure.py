@@ -294,24 +294,28 @@ def moved_to(cpu: int | None):
         return
     import os
 
+    def tasks() -> list[int]:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+
+    home = os.sched_getaffinity(0)
     saved: dict[int, set[int]] = {}
+    moved = True
+    for tid in tasks():
+        try:
+            saved[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, {cpu})
+        except ProcessLookupError:   # the thread ended meanwhile
+            saved.pop(tid, None)
+        except OSError:   # not allowed there: put back what moved, and say it did not
+            moved = False
+            break
     try:
-        for tid in map(int, os.listdir("/proc/self/task")):
-            try:
-                saved[tid] = os.sched_getaffinity(tid)
-                os.sched_setaffinity(tid, {cpu})
-            except ProcessLookupError:   # the thread ended meanwhile
-                saved.pop(tid, None)
-        moved = True
-    except OSError:
-        moved = False
-    try:
-        yield moved
+        yield moved and bool(saved)
     finally:
-        for tid, cpus in saved.items():
+        for tid in tasks():   # threads started meanwhile inherited ``cpu``: they get the caller's CPUs
             try:
-                os.sched_setaffinity(tid, cpus)
-            except ProcessLookupError:
+                os.sched_setaffinity(tid, saved.get(tid, home))
+            except OSError:   # ended meanwhile, or refused: nothing more to do for it
                 pass
 
 

@@ -288,8 +288,8 @@ def run(args) -> int:
     sizes = message_sizes(max(2 * max(acts), args.link_max_bytes))
     mine["links"] = []
     cpus: list = [None] * world
-    pinned = os.environ.get("PIPESIM_CPU")
-    dist.all_gather_object(cpus, int(pinned) if pinned and pinned.isdigit() else None)
+    pinned = os.environ.get("PIPESIM_CPU")   # set by the local launcher (runtime.launch.run_local)
+    dist.all_gather_object(cpus, int(pinned) if pinned and pinned.isdigit() and args.one_machine else None)
     for a, b in pairs:
         plan = measure.apart_plan(cpus, a, b)   # two ranks on one core: probed apart (calibrate.measure)
         for src, dst in ((a, b), (b, a)):

@@ -101,7 +101,7 @@ class LevelProbe:
                           self.transport, v)
         rec = {"index": i, "time": t0, "wall_s": time.time() - t0, "schedule": schedule, "micro_batch_size": self.mbs,
                "microbatches": n, "steps": LEVEL_STEPS, "before": before, "results": str(res_path.relative_to(self.out)),
-               "usage": launched.usage, **{k: speed[k] for k in ("cpu_drift", "cpu_factors") if k in speed}}
+               "usage": launched.usage, **{k: speed[k] for k in ("cpu_drift", "cpu_factors", "speed_basis") if k in speed}}
         why = disturbed(launched.usage or {})
         if why:
             rec["disturbed"] = why

@@ -23,6 +23,7 @@ everything else runs in the ranks.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -161,10 +162,10 @@ def run_speed(profile: P.Profile, res: dict, schedule: str, mbs: int, batch: int
     try:
         cpu = [float(x["cpu_per_step"]["median"]) for x in per]
         comp = [(x.get("compute_cpu_per_step") or {}).get("median") for x in per]
+        usable = all(isinstance(c, (int, float)) and c > 0 and math.isfinite(c) for c in comp)
         cr = CX.cpu_replay(profile, schedule, mbs, batch, net, cpu, transport=transport,
                            stages_per_rank=stages_per_rank if schedule in S.VIRTUAL else None,
-                           run_compute_cpu_per_step=[float(c) for c in comp if c is not None]
-                           if None not in comp else None)
+                           run_compute_cpu_per_step=[float(c) for c in comp if c is not None] if usable else None)
     except (KeyError, TypeError, ValueError) as e:
         _log(f"  run speed not measured: {e}")
         return {}

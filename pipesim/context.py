@@ -234,7 +234,11 @@ def cpu_replay(profile: Profile, schedule: str, micro_batch_size: int, batch_siz
             if not (x > 0 and math.isfinite(x)):
                 raise ValueError(f"rank {r}'s compute CPU per step must be a positive number of seconds, got {x!r}")
         m = max(1, batch_size // micro_batch_size)
-        solo = [c for c, _ in rank_work(profile, schedule, micro_batch_size, m,
+        # the probe's solo compute had no per-step overhead in it (calibrate.overhead.without_step_overhead)
+        bare = replace(profile, stages=tuple(replace(st, compute={k: replace(c, step_overhead_s=0.0)
+                                                                  for k, c in st.compute.items()})
+                                             for st in profile.stages))
+        solo = [c for c, _ in rank_work(bare, schedule, micro_batch_size, m,
                                         stages_per_rank if schedule in VIRTUAL else None)]
         factors = tuple(x / s / q for x, s, q in zip(run_compute_cpu_per_step, solo, ref))
         basis = "compute"

@@ -144,6 +144,21 @@ def test_compute_reference_reads_the_probe_and_falls_back_to_the_median_over_sch
     assert CX.compute_reference(_shared_core_profile(), "gpipe", 1) is None   # no probe at all
 
 
+def test_cpu_replay_on_compute_cpu_counts_the_cells_micro_batches_without_the_step_overhead():
+    """At micro-batch 2 and batch 8 (4 micro-batches) the step's solo compute is the engine's
+    for 4 micro-batches, without the per-step overhead the probe's solo never held."""
+    base = _shared_core_profile()
+    base = replace(base, stages=tuple(replace(st, compute={2: replace(st.compute[1], step_overhead_s=0.002)})
+                                      for st in base.stages))
+    prof = _with_probe_compute(base, {"gpipe": [1.0, 1.0, 1.0]}, mbs=2)
+    bare = [c for c, _ in E.rank_work(_with_probe_compute(replace(base, stages=tuple(
+        replace(st, compute={2: replace(st.compute[2], step_overhead_s=0.0)}) for st in base.stages)),
+        {"gpipe": [1.0] * 3}, mbs=2), "gpipe", 2, 4)]
+    cr = CX.cpu_replay(prof, "gpipe", 2, 8, "default", CX.cpu_per_step(prof, "gpipe", 2, 8),
+                       run_compute_cpu_per_step=[x * 1.1 for x in bare])
+    assert cr.basis == "compute" and cr.factors == pytest.approx((1.1, 1.1, 1.1), rel=1e-12)
+
+
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b", "zbh1", "interleaved1f1b"])
 def test_cpu_replay_on_compute_cpu_divides_by_the_probes_own_ratio(schedule):
     """With the computations' own CPU per step and a probe that recorded it, a rank's factor is
