@@ -116,6 +116,7 @@ from pathlib import Path
 from typing import Any
 
 from pipesim import schedule as S
+from pipesim.context import without_step_overhead
 from pipesim.profile import Profile
 
 # What the probe records as its method (the module docstring says why)
@@ -344,12 +345,6 @@ def probe(prof: Profile, ranks: int, model: str, micro_batch_sizes, *, probe_mic
     desc = prof.description + f"; runtime overhead per action probed ({what}, {listed})"
     return virtual_overhead(replace(prof, stages=tuple(stages), raw={**(prof.raw or {}), "overhead_probe": raw},
                                     description=desc))
-
-
-def without_step_overhead(prof: Profile) -> Profile:
-    """``prof`` with every ``step_overhead_s`` set to 0 (what the probe's solo compute is taken from)."""
-    return replace(prof, stages=tuple(replace(st, compute={m: replace(c, step_overhead_s=0.0) for m, c in st.compute.items()})
-                                      for st in prof.stages))
 
 
 def virtual_overhead(prof: Profile) -> Profile:

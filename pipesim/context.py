@@ -171,6 +171,23 @@ class CpuReplay:
         return statistics.median(self.factors)
 
 
+def _check_per_rank(values: Sequence[float], ranks: int, what: str) -> None:
+    """Refuse anything but one positive, finite number of seconds per rank."""
+    if len(values) != ranks:
+        raise ValueError(f"the run has {what} for {len(values)} ranks, the profile {ranks} stages")
+    for r, x in enumerate(values):
+        if not (x > 0 and math.isfinite(x)):
+            raise ValueError(f"rank {r}'s {what} must be a positive number of seconds, got {x!r}")
+
+
+def without_step_overhead(prof: Profile) -> Profile:
+    """``prof`` with every ``step_overhead_s`` set to 0 (what the overhead probe's solo compute
+    is taken from)."""
+    return replace(prof, stages=tuple(replace(st, compute={m: replace(c, step_overhead_s=0.0)
+                                                           for m, c in st.compute.items()})
+                                      for st in prof.stages))
+
+
 def compute_reference(profile: Profile, schedule: str, micro_batch_size: int) -> list[float] | None:
     """Per rank, the CPU the overhead probe's launches spent inside their computations per step
     over the solo compute the engine charges for that step (``raw.overhead_probe.runs``: its
@@ -216,29 +233,16 @@ def cpu_replay(profile: Profile, schedule: str, micro_batch_size: int, batch_siz
     2026-11-29: the process's CPU per step beyond the computations' 1.1-2.3 ms higher, the
     computations' own CPU not higher)."""
     want = cpu_per_step(profile, schedule, micro_batch_size, batch_size, stages_per_rank)
-    if len(run_cpu_per_step) != len(want):
-        raise ValueError(f"the run has CPU per step for {len(run_cpu_per_step)} ranks, the profile "
-                         f"{len(want)} stages")
-    for r, x in enumerate(run_cpu_per_step):
-        if not (x > 0 and math.isfinite(x)):
-            raise ValueError(f"rank {r}'s CPU per step must be a positive number of seconds, got {x!r}")
+    _check_per_rank(run_cpu_per_step, len(want), "CPU per step")
     factors = tuple(x / w for x, w in zip(run_cpu_per_step, want))
     basis = "process"
     ref = compute_reference(profile, schedule, micro_batch_size) if run_compute_cpu_per_step is not None else None
     if ref is not None:
         assert run_compute_cpu_per_step is not None
-        if len(run_compute_cpu_per_step) != len(want):
-            raise ValueError(f"the run has compute CPU per step for {len(run_compute_cpu_per_step)} ranks, the "
-                             f"profile {len(want)} stages")
-        for r, x in enumerate(run_compute_cpu_per_step):
-            if not (x > 0 and math.isfinite(x)):
-                raise ValueError(f"rank {r}'s compute CPU per step must be a positive number of seconds, got {x!r}")
+        _check_per_rank(run_compute_cpu_per_step, len(want), "compute CPU per step")
         m = max(1, batch_size // micro_batch_size)
-        # the probe's solo compute had no per-step overhead in it (calibrate.overhead.without_step_overhead)
-        bare = replace(profile, stages=tuple(replace(st, compute={k: replace(c, step_overhead_s=0.0)
-                                                                  for k, c in st.compute.items()})
-                                             for st in profile.stages))
-        solo = [c for c, _ in rank_work(bare, schedule, micro_batch_size, m,
+        # the probe's solo compute had no per-step overhead in it
+        solo = [c for c, _ in rank_work(without_step_overhead(profile), schedule, micro_batch_size, m,
                                         stages_per_rank if schedule in VIRTUAL else None)]
         factors = tuple(x / s / q for x, s, q in zip(run_compute_cpu_per_step, solo, ref))
         basis = "compute"

@@ -630,17 +630,20 @@ def run_cell(cfg: RunConfig) -> dict | None:
             st = f"{step_time * 1e3:.1f} ms" if step_time is not None else "-"
             print(f"step {step} {rec['phase']} step_time {st}" + (f" loss {loss:.4f}" if loss is not None else ""),
                   flush=True)
-        times = [eng.step_ends[k] - eng.step_ends[k - 1] for k in range(max(cfg.warmup, 1), total)]
-        cpu = [eng.cpu_marks[k] - eng.cpu_marks[k - 1] for k in range(max(cfg.warmup, 1), total)]
-        main_cpu = [eng.main_cpu_marks[k] - eng.main_cpu_marks[k - 1] for k in range(max(cfg.warmup, 1), total)]
+        first = max(cfg.warmup, 1)
+
+        def per_step(marks: list[float]) -> list[float]:   # measured steps: from one step's end to the next's
+            return [marks[k] - marks[k - 1] for k in range(first, total)]
+
+        times, cpu, main_cpu = per_step(eng.step_ends), per_step(eng.cpu_marks), per_step(eng.main_cpu_marks)
         mine = {"rank": rank, "host": host, "clock_offset_s": eng.clock_offset,
                 "clock_offset_err_s": eng.clock_offset_err, "step_time": _stats(times),
-                "cpu_per_step": _stats(cpu), "compute_per_step": _stats(eng.compute_marks[max(cfg.warmup, 1):]),
+                "cpu_per_step": _stats(cpu), "compute_per_step": _stats(eng.compute_marks[first:]),
                 # the compute thread's share of cpu_per_step; the rest ran on the watcher and gloo threads
                 "main_thread_cpu_per_step": _stats(main_cpu),
                 # of which inside the computations (F, B, W, the optimizer step and their waits for data): on
                 # CPU the compute's own CPU time, without posting, messages and what the kernel does for them
-                "compute_cpu_per_step": _stats(eng.compute_cpu[max(cfg.warmup, 1):]),
+                "compute_cpu_per_step": _stats(eng.compute_cpu[first:]),
                 "cpu": os.environ.get("PIPESIM_CPU"),
                 "losses": eng.losses}
         gathered: list = [None] * world
