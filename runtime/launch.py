@@ -172,7 +172,8 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
                 tb = testbed
             else:
                 assert network is not None   # use_testbed without a testbed: a network setting was named
-                tb = stack.enter_context(Testbed(num_hosts=ranks, network=network))
+                tb = stack.enter_context(Testbed(num_hosts=ranks, network=network,
+                                                 relay_cpus=relay_cores(placement(ranks)) if pin else None))
             master = tb.addresses[0]
             wrap = tb.command
         else:
@@ -221,8 +222,12 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
                 p.kill()
             for p in procs:
                 p.close()
+        used = usage.finish()
+        if use_testbed and getattr(tb, "mode", None) == "tun":   # where the delay line ran (None: where the kernel woke it)
+            relay = getattr(tb, "relay_cpus", None)
+            used["relay_cpus"] = sorted(relay) if relay else None
         return LaunchResult(ranks, [p.proc.returncode for p in procs], time.monotonic() - t0, log_dir,
-                            [p.log for p in procs], usage.finish())
+                            [p.log for p in procs], used)
 
 
 class MachineUsage:
@@ -302,6 +307,22 @@ def placement(ranks: int) -> list[int]:
     ranks share a core is then fixed, and the simulator models it (``host.placement``)."""
     usable = sorted(os.sched_getaffinity(0))
     return [usable[i % len(usable)] for i in range(ranks)]
+
+
+def relay_cores(cpus: list[int]) -> list[int]:
+    """The cores for the testbed's delay line given the ranks' (:func:`placement`): those of the
+    usable cores with the fewest ranks pinned (a free core where there is one). The delay line
+    runs SCHED_FIFO and preempts whatever runs where it wakes; left to the kernel it lands on
+    the core two ranks share about as often as elsewhere (3 ranks on 2 cores: interleaved
+    1F1B at delay 1ms, micro-batch 1, measured 104 ms a step against 94 ms with it on rank
+    1's core, and the runs twice as far apart; ``benchmarks/relay_placement.py``)."""
+    usable = sorted(os.sched_getaffinity(0))
+    load = {c: 0 for c in usable}
+    for c in cpus:
+        if c in load:
+            load[c] += 1
+    least = min(load.values())
+    return [c for c in usable if load[c] == least]
 
 
 def _describe(rc: int) -> str:

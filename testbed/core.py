@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 from pipesim import network as _network
@@ -103,6 +104,35 @@ def link_table(setting: _network.NetworkSetting, n: int) -> dict[str, tuple[floa
     return table
 
 
+RELAY_ENV = "PIPESIM_TESTBED_RELAY_CPUS"
+
+
+def relay_cpu_set(cpus: Sequence[int] | None) -> set[int] | None:
+    """The cores the delay line will be pinned to (None: not pinned), from ``cpus`` or, where
+    set, ``PIPESIM_TESTBED_RELAY_CPUS``; each must be a core this process may use."""
+    text = os.environ.get(RELAY_ENV, "").strip()
+    where = f"{RELAY_ENV}={text!r}" if text else "relay_cpus"
+    if text:
+        if text.lower() in ("any", "none", "kernel"):
+            return None
+        try:
+            cpus = [int(c) for c in text.split(",") if c.strip()]
+        except ValueError:
+            raise ValueError(f"{where}: give core numbers (e.g. 1 or 0,1) or 'any'") from None
+    if cpus is None:
+        return None
+    got = set()
+    for c in cpus:
+        if isinstance(c, bool) or not isinstance(c, int):
+            raise ValueError(f"{where}: core numbers must be integers, got {c!r}")
+        got.add(c)
+    have = os.sched_getaffinity(0)
+    if not got or not got <= have:
+        raise ValueError(f"{where}: name one or more of the cores this process may use, {sorted(have)}; "
+                         f"got {sorted(got)}")
+    return got
+
+
 class Testbed:
     """N hosts (network namespaces) joined by links shaped to a network setting.
 
@@ -110,14 +140,18 @@ class Testbed:
     :class:`~pipesim.network.NetworkSetting`. ``verbose`` prints progress to stderr.
     ``mode``: ``"auto"`` (the delay line only when some link has a delay), ``"tun"``
     (always the delay line: a testbed that :meth:`reshape` may give any delay and cap
-    later) or ``"veth"`` (no delays possible).
+    later) or ``"veth"`` (no delays possible). ``relay_cpus``: the cores the delay line may
+    run on (default: wherever the kernel wakes it); ``PIPESIM_TESTBED_RELAY_CPUS`` overrides
+    it (``"1"``, ``"0,1"``, or ``"any"`` for the kernel's choice). The delay line runs
+    SCHED_FIFO, so on a busy core it preempts whatever runs there: the launcher gives it
+    the cores with the fewest ranks (:func:`runtime.launch.relay_cores`).
     """
 
     __test__ = False   # not a pytest test class, despite the name
 
     def __init__(self, num_hosts: int = 2, network: str | _network.NetworkSetting = "default", *,
                  verbose: bool = False, startup_timeout_s: float = 30.0, stats_file: str | None = None,
-                 mode: str = "auto"):
+                 mode: str = "auto", relay_cpus: Sequence[int] | None = None):
         if not isinstance(num_hosts, int) or num_hosts < 1:
             raise ValueError(f"num_hosts must be an integer >= 1, got {num_hosts!r}")
         if num_hosts > 200:
@@ -134,6 +168,7 @@ class Testbed:
         if mode == "veth" and has_delay:
             raise ValueError(f"network setting {self.setting.label!r} has a delay, which needs mode 'tun'")
         self.mode = mode if mode != "auto" else ("tun" if has_delay else "veth")
+        self.relay_cpus = relay_cpu_set(relay_cpus)
         self._ctrl_lock = threading.Lock()
         self.verbose = verbose
         self.startup_timeout_s = startup_timeout_s
@@ -169,7 +204,8 @@ class Testbed:
         _install_handlers()
         spec = {"num_hosts": self.num_hosts, "tag": f"{os.getpid()}-{secrets.token_hex(3)}",
                 "mode": self.mode, "links": self.links, "stats_file": self.stats_file,
-                "mtu": int(os.environ.get("PIPESIM_TESTBED_MTU", "0")) or None}
+                "mtu": int(os.environ.get("PIPESIM_TESTBED_MTU", "0")) or None,
+                "relay_cpus": sorted(self.relay_cpus) if self.relay_cpus else None}
         # namespaces are named after this (owner) process's pid: a later testbed sweeps
         # those whose owner is gone (only if owner and helper were both killed)
         pkg_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

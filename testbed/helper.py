@@ -211,6 +211,8 @@ def main(argv: list[str]) -> int:
                                           os.sched_param(1))
                 except (OSError, AttributeError):
                     pass
+            if spec.get("relay_cpus"):   # off the ranks' busiest cores (chosen by the parent)
+                os.sched_setaffinity(0, set(spec["relay_cpus"]))
             n = spec["num_hosts"]
             delays = [[(spec["links"][f"{i},{j}"][0] or 0.0) if i != j else 0.0 for j in range(n)]
                       for i in range(n)]

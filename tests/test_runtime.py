@@ -124,10 +124,13 @@ def test_runs_inside_testbed_with_delay(tmp_path):
     out = tmp_path / "results.json"
     args = ["--model", "tiny", "--schedule", "gpipe", "--batch-size", 4, "--micro-batch-size", 2, "--warmup", 1,
             "--steps", 3, "--out", out, "--op-timeout", 60, "--network", "delay 10ms"]
-    run_local("runtime", [str(a) for a in args], 2, network="delay 10ms", timeout_s=120, log_dir=tmp_path / "logs",
-              echo=False)
+    launched = run_local("runtime", [str(a) for a in args], 2, network="delay 10ms", timeout_s=120,
+                         log_dir=tmp_path / "logs", echo=False)
     res = json.loads(out.read_text())
     assert res["network"] == "delay 10ms"
+    # the delay line was kept off the busiest core of the ranks' placement, and the run says where
+    from runtime.launch import placement, relay_cores
+    assert launched.usage["relay_cpus"] == relay_cores(placement(2))
     assert res["step_time"]["median"] >= 0.020
 
 

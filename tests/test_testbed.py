@@ -174,6 +174,16 @@ def test_rtt_under_delay_5ms():
     assert abs(med - 10.0) <= 1.0, med
 
 
+def test_delay_line_runs_on_the_cores_it_is_given():
+    last = max(os.sched_getaffinity(0))
+    with Testbed(2, "delay 1ms", relay_cpus=[last]) as tb:
+        med = statistics.median(_rtts(tb, 0, 1, 10))
+        with open(f"/proc/{tb.helper_pid}/status") as f:
+            allowed = next(ln.split()[1] for ln in f if ln.startswith("Cpus_allowed_list"))
+    assert allowed == str(last)
+    assert abs(med - 2.0) <= 0.3, med           # and it still holds each packet for its delay
+
+
 def test_per_link_delay_applies_to_its_link_only():
     with Testbed(3, "delay 1ms; link 0-1 delay 4ms") as tb:
         r01 = statistics.median(_rtts(tb, 0, 1, 10))

@@ -96,3 +96,31 @@ def test_delay_line_holds_each_link_for_its_delay():
         os.close(ctrl_r)
     assert not th.is_alive()
     assert stats.dropped == 2 and stats.packets[0][1] == 60
+
+
+def test_relay_cpus_checked_and_overridden_by_the_environment(monkeypatch):
+    have = sorted(os.sched_getaffinity(0))
+    monkeypatch.delenv(core.RELAY_ENV, raising=False)
+    assert Testbed(2, "delay 1ms").relay_cpus is None                  # the kernel's choice unless told
+    assert Testbed(2, "delay 1ms", relay_cpus=[have[-1]]).relay_cpus == {have[-1]}
+    for bad in ([], [max(have) + 1], ["1"], [True]):
+        with pytest.raises(ValueError, match="relay_cpus"):
+            Testbed(2, "delay 1ms", relay_cpus=bad)
+    monkeypatch.setenv(core.RELAY_ENV, "any")                           # the override wins, both ways
+    assert Testbed(2, "delay 1ms", relay_cpus=[have[-1]]).relay_cpus is None
+    monkeypatch.setenv(core.RELAY_ENV, str(have[0]))
+    assert Testbed(2, "delay 1ms").relay_cpus == {have[0]}
+    monkeypatch.setenv(core.RELAY_ENV, "one")
+    with pytest.raises(ValueError, match="PIPESIM_TESTBED_RELAY_CPUS='one': give core numbers"):
+        Testbed(2, "delay 1ms")
+
+
+def test_relay_cores_are_the_least_loaded(monkeypatch):
+    from runtime import launch
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert launch.placement(3) == [0, 1, 0]
+    assert launch.relay_cores(launch.placement(3)) == [1]      # ranks 0 and 2 share core 0: rank 1's core
+    assert launch.relay_cores(launch.placement(4)) == [0, 1]   # a tie: either
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert launch.relay_cores(launch.placement(3)) == [3]      # a free core where there is one
+    assert launch.relay_cores([]) == [0, 1, 2, 3]
