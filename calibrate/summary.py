@@ -48,4 +48,11 @@ def summary(profile) -> str:
     if profile.host is not None:
         sl = ", ".join(f"{k}: {v:.2f}" for k, v in sorted(profile.host.slowdown.items()))
         lines += ["", f"host: {profile.host.cores} cores, slowdown with k ranks computing at once: {sl}"]
+    from pipesim.context import probe_consistency
+
+    c = probe_consistency(profile)
+    if c is not None:
+        lines += ["", f"overhead probe: its runs' computations took {c[0]:.2f}x the compute above (median; "
+                  f"{c[1]:.2f}-{c[2]:.2f}); a little above 1 is a steady machine, far from it a slow spell in "
+                  "one of the two (docs/calibrate.md)"]
     return "\n".join(lines)

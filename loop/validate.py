@@ -335,6 +335,9 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              f"pass{'es' if repeats > 1 else ''} in alternating order"
              + (f", one more where they were over {tiebreak_pct:g}% apart" if repeats >= 2 and tiebreak_pct is not None
                 else "") + "); spread: the runs' median p10-p90 of steps.", *C.spread_lines(rows, summ)]
+    consistency = CX.probe_consistency(prof)
+    if consistency is not None:
+        notes.append(consistency_line(consistency))
     text = C.render(f"# Validation: {model}, {ranks} ranks, batch {batch_size}, {steps} measured steps per run",
                     [f"Profile: {prof_path} ({prof.source}). Predictions use only the profile."], rows, notes, summ)
     C.write_outputs(out, text, C.comparison_doc(rows, summ, repeats=repeats, timeline_cell=list(tl),
@@ -355,6 +358,15 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
         lines.insert(-1, f"Warning: the machine was noisy ({noisy}).")
     print("\n".join(lines))
     return summ
+
+
+def consistency_line(c: tuple[float, float, float]) -> str:
+    """The calibration's own consistency (:func:`pipesim.context.probe_consistency`), one line."""
+    med, lo, hi = c
+    return (f"Calibration's consistency: the overhead probe's computations took {med:.2f}x the calibrated compute "
+            f"(median over its launches; {lo:.2f}-{hi:.2f}). A little above 1 is a steady machine; below 1, "
+            f"compute was measured in a slow spell; well above, the probe ran in one and the profile's overhead "
+            f"carries it (docs/validate.md).")
 
 
 NOISY_RUNS_MAX = 0.25  # share of runs still disturbed after their retries

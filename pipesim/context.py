@@ -215,6 +215,34 @@ def compute_reference(profile: Profile, schedule: str, micro_batch_size: int) ->
     return [statistics.median(g[r] for g in got) for r in range(profile.num_stages)]
 
 
+def probe_consistency(profile: Profile) -> tuple[float, float, float] | None:
+    """(median, min, max) over the overhead probe's launches (every schedule, micro-batch size
+    and rank in ``raw.overhead_probe.runs``) of the CPU spent inside the computations per step
+    over the solo compute the engine charges for that step; None where the profile has none.
+
+    Calibration measures compute first (each stage alone, warm) and the overhead probe's short
+    runs after it; the probe's excess over that compute becomes the profile's overhead. The
+    computations of a run take somewhat more than the isolated ones (caches, the other rank on
+    the core), so the ratio sits a little above 1 on a steady machine. Far from that, the
+    machine changed speed between the two: below 1, compute was measured in a slow spell (and
+    the clipped overhead cannot give it back); well above, the probe was, and its slowness is
+    charged as overhead. Either way the profile carries one spell of the machine."""
+    runs = ((profile.raw or {}).get("overhead_probe") or {}).get("runs") or {}
+    ratios = []
+    for by_mbs in runs.values():
+        for per in (by_mbs or {}).values() if isinstance(by_mbs, dict) else ():
+            for x in (per or {}).values() if isinstance(per, dict) else ():
+                try:
+                    r = float(x["compute_cpu_per_step_s"]) / float(x["solo_compute_s"])
+                except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                    continue
+                if r > 0 and math.isfinite(r):
+                    ratios.append(r)
+    if not ratios:
+        return None
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
 def cpu_replay(profile: Profile, schedule: str, micro_batch_size: int, batch_size: int,
                network: str | NetworkSetting, run_cpu_per_step: Sequence[float], *,
                transport: Transport | None = None, steps: int = 3, stages_per_rank: int | None = None,

@@ -182,3 +182,22 @@ def test_cpu_replay_on_compute_cpu_divides_by_the_probes_own_ratio(schedule):
     assert old.basis == "process" and old.factors == pytest.approx((1.15,) * 3, rel=1e-12)
     with pytest.raises(ValueError, match="rank 0's compute CPU per step must be a positive number"):
         CX.cpu_replay(prof, schedule, 1, 6, net, process, run_compute_cpu_per_step=[0.0, 1.0, 1.0])
+
+
+def test_probe_consistency_reads_the_overhead_probe():
+    from calibrate.summary import summary
+    from loop.validate import consistency_line
+    from pipesim.profile import load
+
+    prof = load(None)
+    assert CX.probe_consistency(prof) is None                      # no probe: nothing to say
+    runs = {"gpipe": {"1": {"0": {"compute_cpu_per_step_s": 0.011, "solo_compute_s": 0.010},
+                            "1": {"compute_cpu_per_step_s": 0.013, "solo_compute_s": 0.010}},
+                      "2": {"0": {"compute_cpu_per_step_s": 0.009, "solo_compute_s": 0.010},
+                            "1": {"cpu_per_step_s": 0.02, "solo_compute_s": 0.010}}},   # older launch: skipped
+            "zbh1": {"1": {"0": {"compute_cpu_per_step_s": 0.0, "solo_compute_s": 0.010}}}}  # unusable: skipped
+    probed = replace(prof, raw={"overhead_probe": {"runs": runs}})
+    med, lo, hi = CX.probe_consistency(probed)
+    assert (med, lo, hi) == pytest.approx((1.1, 0.9, 1.3))
+    assert "took 1.10x the calibrated compute (median over its launches; 0.90-1.30)" in consistency_line((med, lo, hi))
+    assert "overhead probe: its runs' computations took 1.10x" in summary(probed)
