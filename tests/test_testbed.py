@@ -271,7 +271,14 @@ def test_cli_check_prints_table():
     p = subprocess.run([sys.executable, "-m", "pipesim", "testbed", "check", "--network", "delay 2ms",
                         "--seconds", "1", "--pings", "10"], capture_output=True, text=True, env=env, timeout=60)
     assert "| delay 2ms | tun | 4.00 ms |" in p.stdout, p.stdout + p.stderr
-    assert p.returncode == 0, p.stdout + p.stderr
+    row = next(ln for ln in p.stdout.splitlines() if ln.startswith("| delay 2ms |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    median_ms = float(cells[3].split("/")[0])
+    assert 3.9 <= median_ms <= 6.0, row          # the delay line holds both directions (timing: loose)
+    # the exit status is the table's verdict: 0 when the setting met its targets, 1 when not (a busy
+    # machine can miss the 10% RTT target; that is the check working, not the test failing)
+    assert cells[-1] == "yes" or cells[-1].startswith("NO ("), row
+    assert p.returncode == (0 if cells[-1] == "yes" else 1), p.stdout + p.stderr
 
 
 def test_hosts_run_cubic_even_where_the_machine_does_not_allow_it():
