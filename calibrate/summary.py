@@ -53,6 +53,6 @@ def summary(profile) -> str:
     c = probe_consistency(profile)
     if c is not None:
         lines += ["", f"overhead probe: its runs' computations took {c[0]:.2f}x the compute above (median; "
-                  f"{c[1]:.2f}-{c[2]:.2f}); a little above 1 is a steady machine, far from it a slow spell in "
-                  "one of the two (docs/calibrate.md)"]
+                  f"{c[1]:.2f}-{c[2]:.2f}); the overhead is the probe's excess over that compute, so a slow "
+                  "spell in either moves it (docs/calibrate.md)"]
     return "\n".join(lines)

@@ -364,9 +364,9 @@ def consistency_line(c: tuple[float, float, float]) -> str:
     """The calibration's own consistency (:func:`pipesim.context.probe_consistency`), one line."""
     med, lo, hi = c
     return (f"Calibration's consistency: the overhead probe's computations took {med:.2f}x the calibrated compute "
-            f"(median over its launches; {lo:.2f}-{hi:.2f}). A little above 1 is a steady machine; below 1, "
-            f"compute was measured in a slow spell; well above, the probe ran in one and the profile's overhead "
-            f"carries it (docs/validate.md).")
+            f"(median over its launches; {lo:.2f}-{hi:.2f}). The profile's overhead is the probe's excess over "
+            f"that compute, so a slow spell during either piece moves this; well above the usual, the overhead "
+            f"carries the probe's spell (docs/validate.md).")
 
 
 NOISY_RUNS_MAX = 0.25  # share of runs still disturbed after their retries

@@ -223,10 +223,10 @@ def probe_consistency(profile: Profile) -> tuple[float, float, float] | None:
     Calibration measures compute first (each stage alone, warm) and the overhead probe's short
     runs after it; the probe's excess over that compute becomes the profile's overhead. The
     computations of a run take somewhat more than the isolated ones (caches, the other rank on
-    the core), so the ratio sits a little above 1 on a steady machine. Far from that, the
-    machine changed speed between the two: below 1, compute was measured in a slow spell (and
-    the clipped overhead cannot give it back); well above, the probe was, and its slowness is
-    charged as overhead. Either way the profile carries one spell of the machine."""
+    the core), so the ratio sat at 1.07-1.13 in steady calibrations on the 2-core VM. Well
+    above that the probe ran in a slow spell and its slowness is charged as overhead; below
+    it, compute may have been measured in one (the clipped overhead cannot give it back),
+    though 0.99 was also seen with a sound profile."""
     runs = ((profile.raw or {}).get("overhead_probe") or {}).get("runs") or {}
     ratios = []
     for by_mbs in runs.values():
