@@ -471,14 +471,13 @@ def sweep_on_testbed(rank_args: list[str], ranks: int, *, timeout_s: float = 360
     Returns the :class:`runtime.launch.LaunchResult`; raises LaunchError naming a failed rank."""
     if module == "loop":
         rank_args = ["sweep", *rank_args]
-    from runtime.launch import placement, relay_cores, run_local
+    from runtime.launch import relay_cpus_for, run_local
     from testbed import Testbed
     from testbed.shaper import ShapeServer
 
-    pinned = os.environ.get("PIPESIM_PIN", "1") != "0"   # as run_local decides
     with contextlib.ExitStack() as stack:
         tb = testbed if testbed is not None else stack.enter_context(
-            Testbed(ranks, "default", mode="tun", relay_cpus=relay_cores(placement(ranks)) if pinned else None))
+            Testbed(ranks, "default", mode="tun", relay_cpus=relay_cpus_for(ranks)))
         srv = server if server is not None else stack.enter_context(ShapeServer(tb))
         # the survivors of a failed rank need up to op_timeout to notice, clear and say who is missing
         return run_local(module, [*rank_args, "--testbed-control", srv.path], ranks, testbed=tb, torchrun=True,

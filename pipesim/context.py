@@ -188,6 +188,20 @@ def without_step_overhead(prof: Profile) -> Profile:
                                       for st in prof.stages))
 
 
+def _probe_runs(profile: Profile) -> dict:
+    """``raw.overhead_probe.runs`` (schedule -> micro-batch size -> rank -> launch figures), or {}."""
+    return ((profile.raw or {}).get("overhead_probe") or {}).get("runs") or {}
+
+
+def _probe_ratio(x) -> float | None:
+    """One probe cell's CPU inside its computations per step over its solo compute (None: not recorded)."""
+    try:
+        r = float(x["compute_cpu_per_step_s"]) / float(x["solo_compute_s"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return r if r > 0 and math.isfinite(r) else None
+
+
 def compute_reference(profile: Profile, schedule: str, micro_batch_size: int) -> list[float] | None:
     """Per rank, the CPU the overhead probe's launches spent inside their computations per step
     over the solo compute the engine charges for that step (``raw.overhead_probe.runs``: its
@@ -195,15 +209,12 @@ def compute_reference(profile: Profile, schedule: str, micro_batch_size: int) ->
     spends in its computations per unit of profile compute. ``schedule``'s own at
     ``micro_batch_size`` where probed, else the median over the probed schedules at that size;
     None where the profile has none (calibrated before the runtime reported it)."""
-    runs = ((profile.raw or {}).get("overhead_probe") or {}).get("runs") or {}
+    runs = _probe_runs(profile)
 
     def ratios(per: dict) -> list[float] | None:
-        try:
-            out = [per[str(r)]["compute_cpu_per_step_s"] / per[str(r)]["solo_compute_s"]
-                   for r in range(profile.num_stages)]
-        except (KeyError, TypeError, ZeroDivisionError):
-            return None
-        return out if all(x > 0 and math.isfinite(x) for x in out) else None
+        out = [_probe_ratio(per.get(str(r))) for r in range(profile.num_stages)]
+        got = [x for x in out if x is not None]
+        return got if len(got) == len(out) else None
 
     own = ratios((runs.get(schedule) or {}).get(str(micro_batch_size)) or {})
     if own is not None:
@@ -227,17 +238,9 @@ def probe_consistency(profile: Profile) -> tuple[float, float, float] | None:
     above that the probe ran in a slow spell and its slowness is charged as overhead; below
     it, compute may have been measured in one (the clipped overhead cannot give it back),
     though 0.99 was also seen with a sound profile."""
-    runs = ((profile.raw or {}).get("overhead_probe") or {}).get("runs") or {}
-    ratios = []
-    for by_mbs in runs.values():
-        for per in (by_mbs or {}).values() if isinstance(by_mbs, dict) else ():
-            for x in (per or {}).values() if isinstance(per, dict) else ():
-                try:
-                    r = float(x["compute_cpu_per_step_s"]) / float(x["solo_compute_s"])
-                except (KeyError, TypeError, ValueError, ZeroDivisionError):
-                    continue
-                if r > 0 and math.isfinite(r):
-                    ratios.append(r)
+    ratios = [r for by_mbs in _probe_runs(profile).values() if isinstance(by_mbs, dict)
+              for per in by_mbs.values() if isinstance(per, dict)
+              for x in per.values() if (r := _probe_ratio(x)) is not None]
     if not ratios:
         return None
     return statistics.median(ratios), min(ratios), max(ratios)

@@ -151,8 +151,7 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
 
     ``pin`` (default: on, unless the environment sets ``PIPESIM_PIN=0``) pins each rank to one
     CPU with ``taskset`` (see :func:`placement`) and tells it which in ``PIPESIM_CPU``."""
-    if pin is None:
-        pin = os.environ.get("PIPESIM_PIN", "1") != "0"
+    pin = pinning(pin)
     if ranks < 1:
         raise ValueError(f"ranks must be >= 1, got {ranks}")
     if timeout_s <= 0:
@@ -172,8 +171,7 @@ def run_local(module: str, args: list[str], ranks: int, *, network: str | None =
                 tb = testbed
             else:
                 assert network is not None   # use_testbed without a testbed: a network setting was named
-                tb = stack.enter_context(Testbed(num_hosts=ranks, network=network,
-                                                 relay_cpus=relay_cores(placement(ranks)) if pin else None))
+                tb = stack.enter_context(Testbed(num_hosts=ranks, network=network, relay_cpus=relay_cpus_for(ranks, pin)))
             master = tb.addresses[0]
             wrap = tb.command
         else:
@@ -323,6 +321,16 @@ def relay_cores(cpus: list[int]) -> list[int]:
             load[c] += 1
     least = min(load.values())
     return [c for c in usable if load[c] == least]
+
+
+def pinning(pin: bool | None = None) -> bool:
+    """Whether local ranks are pinned: ``pin``, or by default on unless ``PIPESIM_PIN=0``."""
+    return os.environ.get("PIPESIM_PIN", "1") != "0" if pin is None else pin
+
+
+def relay_cpus_for(ranks: int, pin: bool | None = None) -> list[int] | None:
+    """The delay line's cores for a testbed of ``ranks`` local ranks (None: not pinned, as the ranks)."""
+    return relay_cores(placement(ranks)) if pinning(pin) else None
 
 
 def _describe(rc: int) -> str:
