@@ -125,8 +125,10 @@ def step_spread(rows: Sequence[dict]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def spread_lines(rows: Sequence[dict], summ: R.Summary) -> list[str]:
-    """The noise of the measurements: step to step, and run to run where cells have several runs."""
+def spread_lines(rows: Sequence[dict], summ: R.Summary, target: tuple[float, float] | None = None) -> list[str]:
+    """The noise of the measurements: step to step, and run to run where cells have several runs;
+    ``target`` (MAPE per schedule, worst cell; percent): the noise floor also says how often a
+    perfect model would meet it (:func:`loop.noise.floor`)."""
     out = []
     st = step_spread(rows)
     if st is not None:
@@ -136,7 +138,7 @@ def spread_lines(rows: Sequence[dict], summ: R.Summary) -> list[str]:
         worst = max(noisy, key=lambda r: r["noise_pct"])
         out.append(f"Run-to-run spread of a cell ((max - min) / min of its runs): median {summ.noise_pct:.1f}%, "
                    f"worst {worst['noise_pct']:.1f}% ({R.cell_name(worst)}).")
-    fl = NF.floor_of(_runs(rows))   # computed once per set of runs (the JSON asks for the same)
+    fl = _floor(rows, target)   # computed once per set of runs (the JSON asks for the same)
     if fl is not None:
         out.append(fl.line())
     return out
@@ -145,6 +147,11 @@ def spread_lines(rows: Sequence[dict], summ: R.Summary) -> list[str]:
 def _runs(rows: Sequence[dict]) -> list[list[float]]:
     """Each row's runs (step times), for the noise floor."""
     return [list(r.get("runs_s") or []) for r in rows]
+
+
+def _floor(rows: Sequence[dict], target: tuple[float, float] | None) -> NF.Floor | None:
+    """The rows' noise floor, grouped by schedule as the MAPE lines are."""
+    return NF.floor_of(_runs(rows), groups=[str(r.get("schedule", "")) for r in rows], target=target)
 
 
 def body_lines(rows: Sequence[dict], notes: Sequence[str], columns: Sequence = ()) -> list[str]:
@@ -159,9 +166,10 @@ def render(title: str, intro: Sequence[str], rows: Sequence[dict], notes: Sequen
     return [title, "", *intro, "", *body_lines(rows, notes, columns), "", *summ.lines()]
 
 
-def comparison_doc(rows: Sequence[dict], summ: R.Summary, **extra) -> dict:
-    """comparison.json: the rows, the summary, then ``extra``."""
-    fl = NF.floor_of(_runs(rows))
+def comparison_doc(rows: Sequence[dict], summ: R.Summary, target: tuple[float, float] | None = None,
+                   **extra) -> dict:
+    """comparison.json: the rows, the summary, then ``extra`` (``target``: as for :func:`spread_lines`)."""
+    fl = _floor(rows, target)
     return {"cells": list(rows), "mape": summ.mape, "worst_pct": summ.worst_pct, "worst_cell": summ.worst_cell,
             "noise_pct": summ.noise_pct, "step_spread_pct": step_spread(rows),
             "noise_floor": None if fl is None else fl.to_json(),

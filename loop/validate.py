@@ -181,12 +181,13 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              retries: int = RETRIES, refuse_noisy: bool = False, overhead_method: str = "cpu",
              overhead_launches: int = OVERHEAD_LAUNCHES,
              stages_per_rank: int = DEFAULT_STAGES_PER_RANK, track_compute: bool = True,
-             level_probe: bool = False) -> R.Summary:
+             level_probe: bool = False, target: tuple[float, float] | None = None) -> R.Summary:
     """Calibrate, simulate, measure and compare a grid on this machine (see the module
     docstring). ``stages_per_rank``: the v of interleaved schedules (calibrated per
     virtual stage, run, simulated and replayed with it). ``level_probe``: a short runtime
     re-probe of the machine's CPU level before each network setting, and each run's
-    recalibrated prediction from it (:mod:`loop.level`)."""
+    recalibrated prediction from it (:mod:`loop.level`). ``target``: (MAPE per schedule, worst
+    cell) in percent, the claim the noise floor's line weighs (:data:`loop.noise.TARGETS`)."""
     settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
     v = stages_per_rank
     if repeats < 1 or steps < 1:
@@ -334,13 +335,13 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     notes = [f"Measured: the median of each cell's runs ({'-'.join(map(str, n_runs))} per cell: {repeats} "
              f"pass{'es' if repeats > 1 else ''} in alternating order"
              + (f", one more where they were over {tiebreak_pct:g}% apart" if repeats >= 2 and tiebreak_pct is not None
-                else "") + "); spread: the runs' median p10-p90 of steps.", *C.spread_lines(rows, summ)]
+                else "") + "); spread: the runs' median p10-p90 of steps.", *C.spread_lines(rows, summ, target)]
     consistency = CX.probe_consistency(prof)
     if consistency is not None:
         notes.append(consistency_line(consistency))
     text = C.render(f"# Validation: {model}, {ranks} ranks, batch {batch_size}, {steps} measured steps per run",
                     [f"Profile: {prof_path} ({prof.source}). Predictions use only the profile."], rows, notes, summ)
-    C.write_outputs(out, text, C.comparison_doc(rows, summ, repeats=repeats, timeline_cell=list(tl),
+    C.write_outputs(out, text, C.comparison_doc(rows, summ, target, repeats=repeats, timeline_cell=list(tl),
                                                 tiebreak_pct=tiebreak_pct))
     if figures:
         paths = make_figures(out, prof, rows, figures, tl, transport,

@@ -57,6 +57,7 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
 
 
 def _run(ns: argparse.Namespace, demo: bool) -> int:
+    from loop.noise import TARGETS
     from loop.validate import validate
     from pipesim import network as N
     from pipesim.cmd_sim import parse_schedules, stages_per_rank
@@ -88,7 +89,8 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
                  batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None, repeats=ns.repeats,
                  tiebreak_pct=ns.tiebreak_pct, recalibrate=ns.recalibrate, window_probe=ns.window_probe or None,
                  overhead_method=ns.overhead_method, overhead_launches=ns.overhead_launches,
-                 refuse_noisy=demo and not ns.accept_noise, level_probe=ns.level_probe)
+                 refuse_noisy=demo and not ns.accept_noise, level_probe=ns.level_probe,
+                 target=TARGETS["demo" if demo else "validate"])
     except LaunchError as e:
         print(f"pipesim validate: {e}\nmeasured cells so far are kept in {os.path.join(ns.out, 'measured.jsonl')}; "
               "run the same command again to resume", file=sys.stderr)

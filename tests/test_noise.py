@@ -71,3 +71,42 @@ def test_floor_in_comparison_json():
     for r in rows:
         r["runs_s"] = r["runs_s"][:1]
     assert C.comparison_doc(rows, R.summarize(rows))["noise_floor"] is None
+
+
+def test_floor_odds_of_meeting_a_target():
+    # no noise: a perfect model always meets any target; a lot of it: never meets a tight one
+    assert NF.floor(0.0, [2] * 60, trials=20, target=(3.0, 8.0)).meets == 1.0
+    assert NF.floor(0.2, [2] * 60, trials=50, target=(3.0, 8.0)).meets == 0.0
+    # a worst cell of 8% over 60 cells is harder to meet than a MAPE of 3%
+    f = NF.floor(0.05, [2] * 60, trials=300, seed=2, target=(3.0, 8.0))
+    loose = NF.floor(0.05, [2] * 60, trials=300, seed=2, target=(3.0, 100.0))
+    assert 0.0 <= f.meets < loose.meets <= 1.0
+    assert NF.floor(0.05, [2] * 60, trials=300, seed=2).meets is None
+
+
+def test_floor_target_is_per_group():
+    # group "a": one launch per cell (MAPE about 4.0% at sd 5%), group "b": nine (about 1.7%);
+    # together about 2.8%. A 3.5% target per group fails on "a"; over one group it holds.
+    counts = [1] * 100 + [9] * 100
+    groups = ["a"] * 100 + ["b"] * 100
+    per_group = NF.floor(0.05, counts, trials=200, seed=4, groups=groups, target=(3.5, 100.0))
+    one_group = NF.floor(0.05, counts, trials=200, seed=4, target=(3.5, 100.0))
+    assert per_group.meets < 0.2 and one_group.meets > 0.8
+    with pytest.raises(ValueError):
+        NF.floor(0.05, counts, groups=groups[:3])
+    for bad in ((3.0,), (0.0, 8.0), (3.0, -1.0)):
+        with pytest.raises(ValueError):
+            NF.floor(0.05, counts, target=bad)
+
+
+def test_floor_target_in_notes_and_json():
+    rows = [{"schedule": s, "network": f"delay {i}ms", "micro_batch_size": 1, "simulated_s": 0.1,
+             "measured_s": 0.1, "error_pct": 0.0, "runs_s": [0.1, 0.1 * (1.05 if i % 2 else 0.95)],
+             "noise_pct": 5.0} for i in range(12) for s in ("gpipe", "1f1b")]
+    summ = R.summarize(rows)
+    line = next(x for x in C.spread_lines(rows, summ, NF.TARGETS["validate"]) if x.startswith("Noise floor"))
+    assert "would meet the target (MAPE at most 3% per schedule, no cell over 8%) in " in line
+    assert "meet the target" not in next(x for x in C.spread_lines(rows, summ) if x.startswith("Noise floor"))
+    fl = C.comparison_doc(rows, summ, NF.TARGETS["demo"])["noise_floor"]
+    assert fl["target_pct"] == [5.0, 10.0] and 0.0 <= fl["perfect_model_meets_target_pct"] <= 100.0
+    assert "target_pct" not in C.comparison_doc(rows, summ)["noise_floor"]
