@@ -332,3 +332,15 @@ def test_demo_without_testbed_says_why_and_measures_default_cells(done, tmp_path
 def test_bad_arguments_are_refused(tmp_path, capsys, args, msg):
     rc = main(["validate", "--out", str(tmp_path), *args])
     assert rc != 0 and msg in capsys.readouterr().err
+
+
+def test_validate_and_demo_weigh_the_noise_floor_against_their_own_target(monkeypatch, tmp_path):
+    import testbed as T
+    from loop.noise import TARGETS
+
+    seen = {}
+    monkeypatch.setattr(T, "available", lambda: (True, ""))
+    monkeypatch.setattr(V, "validate", lambda out, **kw: seen.setdefault(str(out), kw.get("target")))
+    for verb in ("validate", "demo"):
+        assert main([verb, "--out", str(tmp_path / verb), "--figures", ""]) == 0
+        assert seen[str(tmp_path / verb)] == TARGETS[verb]
