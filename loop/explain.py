@@ -89,8 +89,37 @@ def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, agains
     if against != "replay":
         speed = _speed_split(run, results, prof, schedule, mbs, batch, net, transport, v, ex)
         if speed:
-            text += "\n\n" + speed
+            outside = None if net.is_default else _outside_line(out, results, schedule, mbs)
+            text += "\n\n" + speed + (" " + outside if outside else "")
     return text
+
+
+def _outside(results: dict) -> list[float] | None:
+    """Per rank, the run's process CPU per step beyond the CPU inside its computations (None:
+    not recorded)."""
+    try:
+        per = sorted(results["per_rank"], key=lambda p: p["rank"])
+        return [float(p["cpu_per_step"]["median"]) - float(p["compute_cpu_per_step"]["median"]) for p in per]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _outside_line(out: Path, results: dict, schedule: str, mbs: int) -> str | None:
+    """The run's CPU per step outside its computations (posting, gloo's threads, the kernel's
+    work for its messages) against the same cell's runs on the default network in the folder,
+    where calibration measured links and overheads: what a network setting costs the ranks
+    that the profile does not charge (a bandwidth cap alone on the local testbed: 0.3-4.2 ms;
+    docs/validate.md). None without both."""
+    mine = _outside(results)
+    bases = [o for r in cell_runs(out, schedule, "default", mbs) if (o := _outside(_results(out, r)))]
+    if not mine or not bases or any(len(b) != len(mine) for b in bases):
+        return None
+    base = [statistics.median(b[r] for b in bases) for r in range(len(mine))]
+    ms = " / ".join(f"{1e3 * x:.1f}" for x in mine)
+    diff = " / ".join(f"{1e3 * (x - y):+.1f}" for x, y in zip(mine, base))
+    return (f"Outside their computations the ranks spent {ms} ms of CPU per step (ranks 0 to {len(mine) - 1}), "
+            f"{diff} ms against this cell's runs on the default network, where calibration measured links and "
+            f"overheads; the profile charges none of that difference.")
 
 
 def _speed_split(run: dict, results: dict, prof: P.Profile, schedule: str, mbs: int, batch: int, net, transport,

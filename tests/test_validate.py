@@ -266,6 +266,18 @@ def test_explain_a_cell_of_the_validation(done, capsys, against):
                                                   "step against calibration's: rank 0 ")
         assert speed and float(speed[1]) == pytest.approx(d, abs=0.02)
         assert float(speed[2]) + float(speed[3]) == pytest.approx(float(speed[1]), abs=0.02)
+        # off the default network: the CPU outside the computations against the default cell's runs
+        outside = re.search(r"Outside their computations the ranks spent ([\d.]+) / ([\d.]+) ms of CPU per step "
+                            r"\(ranks 0 to 1\), ([-+][\d.]+) / ([-+][\d.]+) ms against this cell's runs on the "
+                            r"default network", text)
+        if N.parse_grid(label)[0].is_default:
+            assert outside is None
+        else:
+            assert outside and all(float(x) >= 0 for x in outside.groups()[:2])
+            runs = V.load_runs(out / "measured.jsonl")
+            base = [x for k, r in runs.items() if k.startswith("1f1b|default|1|") or k == "1f1b|default|1"
+                    for x in r.values()]
+            assert base   # the default cell it was set against
     else:
         assert speed is None
 
