@@ -62,7 +62,7 @@ def validate_protocol(sd: float, cells: int, trials: int, seed: int, tiebreak: f
         mapes.append(statistics.fmean(errs))
         worsts.append(max(errs))
         parts = [errs[:half], errs[half:]] if half else [errs]
-        met += max(errs) <= target[1] / 100 and all(statistics.fmean(p) <= target[0] / 100 for p in parts if p)
+        met += NF.meets_target((100 * statistics.fmean(p) for p in parts if p), 100 * max(errs), target)
     return statistics.fmean(mapes), statistics.fmean(worsts), met / trials
 
 
@@ -103,7 +103,7 @@ def per_folder(folders: list[str], trials: int, seed: int) -> None:
         got = scored(path)
         score = ("-", "-", "-") if got is None else (
             " / ".join(f"{v:.1f}%" for v in got[0].values()), f"{got[1]:.1f}%",
-            "yes" if got[1] <= target[1] and all(v <= target[0] for v in got[0].values()) else "no")
+            "yes" if NF.meets_target(got[0].values(), got[1], target) else "no")
         odds.append(fl.meets)
         print(f"| {path.parent.name}/{path.name} | {len(cells)} | {100 * fl.launch_sd:.1f}% | {target[0]:g}% / "
               f"{target[1]:g}% | {100 * fl.meets:.0f}% | {score[0]} | {score[1]} | {score[2]} |")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -68,6 +68,12 @@ class Floor:
                    if self.target is not None and self.meets is not None else {})}
 
 
+def meets_target(mapes: Iterable[float], worst: float, target: tuple[float, float]) -> bool:
+    """Whether every group's MAPE is at most ``target[0]`` and the worst cell at most
+    ``target[1]`` (all in percent)."""
+    return worst <= target[1] and all(m <= target[0] for m in mapes)
+
+
 def launch_sd(runs: Sequence[Sequence[float]]) -> tuple[float, int] | None:
     """One launch's relative sd from each cell's first two runs, and the number of cells used
     (None: fewer than :data:`MIN_CELLS` cells with two positive runs)."""
@@ -107,8 +113,8 @@ def _floor(sd: float, counts: tuple[int, ...], trials: int, seed: int, pairs: in
         mapes.append(statistics.fmean(errs))
         worsts.append(max(errs))
         if target is not None:
-            met += (max(errs) <= target[1] / 100
-                    and all(statistics.fmean(errs[i] for i in idx) <= target[0] / 100 for idx in members))
+            met += meets_target((100 * statistics.fmean(errs[i] for i in idx) for idx in members), 100 * max(errs),
+                                target)
     q = statistics.quantiles(worsts, n=10) if trials >= 2 else [worsts[0]] * 9
     return Floor(sd, pairs, statistics.fmean(mapes), statistics.fmean(worsts), q[0], q[-1], len(counts),
                  target, None if target is None else met / trials)
