@@ -31,6 +31,10 @@ def register(subparsers) -> None:
                    help="with --local: re-measure links under this delayed setting (e.g. 'delay 10ms') to fit "
                         "the single-connection cap (window_bytes); give it twice with different delays to tell a "
                         "window from a capacity ceiling")
+    p.add_argument("--shaped-probe", default=None, metavar="RATES",
+                   help="with --local: probe the CPU a rate cap without a delay costs the ranks on the testbed, "
+                        "at these rates (e.g. '5Gbps,2Gbps,1Gbps', or 'seed' for the seed grid's caps); the "
+                        "simulator charges it where a setting caps a link without a delay (host.shaped_cpu)")
     p.add_argument("--no-overhead-probe", action="store_true",
                    help="with --local: skip the short runtime runs that measure its CPU time per action (overhead_s)")
     p.add_argument("--overhead-method", choices=["cpu", "trace"], default="cpu",
@@ -47,6 +51,29 @@ def register(subparsers) -> None:
     add_common_args(p)
     add_cluster_args(p, with_probe_flags=False)
     p.set_defaults(func=_run)
+
+
+def parse_rates(text: str) -> list[float]:
+    """``--shaped-probe``: comma-separated rates ('5Gbps,200Mbps') or 'seed' (the seed grid's caps without
+    a delay), as bit/s; ValueError naming the flag on anything else."""
+    from .shaped import rates_of
+
+    if text.strip().lower() == "seed":
+        return rates_of(network.parse_grid("seed"))
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            ov = network.parse(f"bandwidth {part}").for_link(0, 1)
+        except ValueError as e:
+            raise ValueError(f"--shaped-probe: {part!r} is not a rate ({e})") from None
+        assert ov.bandwidth_bps is not None
+        out.append(ov.bandwidth_bps)
+    if not out:
+        raise ValueError(f"--shaped-probe: no rate in {text!r}; write e.g. '5Gbps,2Gbps,1Gbps' or 'seed'")
+    return sorted(set(out))
 
 
 def _run(args) -> int:
@@ -71,6 +98,7 @@ def _run(args) -> int:
                 network.parse(text).check_stages(args.ranks, neighbours_only=False, what="ranks")
             except ValueError as e:
                 raise ValueError(f"{flag}: {e}") from None
+    shaped = parse_rates(args.shaped_probe) if args.shaped_probe else []
     output_path(args.out, "--out")
     if os.path.exists(args.out) and not args.force:
         raise FileExistsError(f"{args.out} exists; pass --force to overwrite it")
@@ -88,7 +116,7 @@ def _run(args) -> int:
                                      window_probe=args.window_probe, contention_s=args.contention_s, link_max_bytes=args.link_max_bytes,
                                      timeout_s=args.timeout, log_dir=args.log_dir,
                                      overhead_probe=not args.no_overhead_probe, overhead_method=args.overhead_method,
-                                     overhead_launches=args.overhead_launches,
+                                     overhead_launches=args.overhead_launches, shaped_rates=shaped,
                                      extra_args=["--timing", args.timing, "--device", args.device, "--backend", args.backend,
                                                  "--dtype", args.dtype, "--stages-per-rank", str(args.stages_per_rank)]
                                      + (["--split-backward"] if args.split_backward else []))

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from pipesim import limits as _limits
 from pipesim import network as _network
 from pipesim import profile as _profile
 from pipesim.profile import Profile
@@ -42,7 +43,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
                           window_probe: str | Sequence[str] | None = None, contention_s: float = 0.6, link_max_bytes: int = 16 << 20, timeout_s: float = 900,
                           log_dir: str | Path | None = None, echo: bool = True,
                           extra_args: Sequence[str] = (), overhead_probe: bool = True,
-                          overhead_method: str = "cpu", overhead_launches: int = OVERHEAD_LAUNCHES) -> Profile:
+                          overhead_method: str = "cpu", overhead_launches: int = OVERHEAD_LAUNCHES,
+                          shaped_rates: Sequence[float] = ()) -> Profile:
     """Calibrate ``ranks`` stages of ``model`` on this machine and write the profile to ``out``.
 
     ``network``: run the ranks in the local testbed under that setting (None or
@@ -53,6 +55,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
     ``overhead_method``: what the runtime-overhead probe puts in the profile, ``"cpu"``
     (CPU accounting) or ``"trace"`` (wall time in context); see :mod:`calibrate.overhead`.
     ``overhead_launches``: launches per (schedule, micro-batch size) of that probe.
+    ``shaped_rates``: rate caps (bit/s) under which the CPU a cap without a delay costs the
+    ranks per byte is probed on the testbed (:mod:`calibrate.shaped`; into ``host.shaped_cpu``).
     ``extra_args``: more worker flags; with ``--split-backward`` the overhead probe also
     runs zbh1, with ``--stages-per-rank V`` (V > 1) interleaved1f1b with that V.
     Raises ``FileExistsError`` if ``out`` exists and not ``force``, ``ValueError`` on
@@ -87,7 +91,10 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
         raise ValueError(f"--window-probe: give one or two delayed settings, got {len(probes)}")
     if probes and net_label != "default":
         raise ValueError("--window-probe applies to calibration on the default network; leave --network out")
-    if net_label != "default" or probes:
+    shaped_rates = sorted({float(_limits.BANDWIDTH_BPS.check(r, "--shaped-probe rate")) for r in shaped_rates})
+    if shaped_rates and net_label != "default":
+        raise ValueError("--shaped-probe applies to calibration on the default network; leave --network out")
+    if net_label != "default" or probes or shaped_rates:
         from testbed import available
 
         ok, why = available()
@@ -139,6 +146,15 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
             prof = probe_overhead(prof, ranks, cfg.name, [int(x) for x in sizes.split(",")], timeout_s=timeout_s, echo=False,
                                   method=overhead_method, schedules=schedules, stages_per_rank=v,
                                   launches=overhead_launches)
+        if shaped_rates and ranks > 1 and prof.host is not None and prof.device.get("type", "cpu") == "cpu":
+            from .shaped import probe as probe_shaped
+            from .shaped import summary_lines
+
+            first = min(int(x) for x in sizes.split(","))
+            prof = probe_shaped(prof, ranks, cfg.name, first, shaped_rates, timeout_s=timeout_s,
+                                progress=(lambda msg: print(msg, flush=True)) if echo else None)
+            if echo:
+                print("\n".join(["CPU a rate cap without a delay costs the ranks:", *summary_lines(prof)]), flush=True)
         prof.save(out, force=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -48,6 +48,9 @@ def summary(profile) -> str:
     if profile.host is not None:
         sl = ", ".join(f"{k}: {v:.2f}" for k, v in sorted(profile.host.slowdown.items()))
         lines += ["", f"host: {profile.host.cores} cores, slowdown with k ranks computing at once: {sl}"]
+        if profile.host.shaped_cpu:
+            lines.append("under a rate cap without a delay, each byte a rank sends or receives costs its core: "
+                         + ", ".join(f"{_bps(r)} {k * 1e9:.2f} ns" for r, k in profile.host.shaped_cpu))
     from pipesim.context import probe_consistency
 
     c = probe_consistency(profile)

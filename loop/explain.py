@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from loop import compare as C
@@ -89,7 +90,8 @@ def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, agains
     if against != "replay":
         speed = _speed_split(run, results, prof, schedule, mbs, batch, net, transport, v, ex)
         if speed:
-            outside = None if net.is_default else _outside_line(out, results, schedule, mbs)
+            outside = None if net.is_default else _outside_line(out, results, schedule, mbs,
+                                                                  charged=res.shaped_cpu)
             text += "\n\n" + speed + (" " + outside if outside else "")
     return text
 
@@ -104,12 +106,13 @@ def _outside(results: dict) -> list[float] | None:
         return None
 
 
-def _outside_line(out: Path, results: dict, schedule: str, mbs: int) -> str | None:
+def _outside_line(out: Path, results: dict, schedule: str, mbs: int, charged: Sequence[float] = ()) -> str | None:
     """The run's CPU per step outside its computations (posting, gloo's threads, the kernel's
     work for its messages) against the same cell's runs on the default network in the folder,
     where calibration measured links and overheads: what a network setting costs the ranks
-    that the profile does not charge (a bandwidth cap alone on the local testbed: 0.3-4.2 ms;
-    docs/validate.md). None without both."""
+    (a bandwidth cap alone on the local testbed: 0.3-4.2 ms; docs/validate.md), beside what the
+    simulation charged them for it (``charged``: per rank, from the profile's ``host.shaped_cpu``;
+    empty: nothing). None without both runs."""
     mine = _outside(results)
     bases = [o for r in cell_runs(out, schedule, "default", mbs) if (o := _outside(_results(out, r)))]
     if not mine or not bases or any(len(b) != len(mine) for b in bases):
@@ -117,9 +120,14 @@ def _outside_line(out: Path, results: dict, schedule: str, mbs: int) -> str | No
     base = [statistics.median(b[r] for b in bases) for r in range(len(mine))]
     ms = " / ".join(f"{1e3 * x:.1f}" for x in mine)
     diff = " / ".join(f"{1e3 * (x - y):+.1f}" for x, y in zip(mine, base))
+    if len(charged) == len(mine) and any(charged):
+        what = ("the simulation charged " + " / ".join(f"{1e3 * x:+.1f}" for x in charged)
+                + " ms for the rate cap (the profile's CPU per byte under a cap without a delay).")
+    else:
+        what = "the profile charges none of that difference."
     return (f"Outside their computations the ranks spent {ms} ms of CPU per step (ranks 0 to {len(mine) - 1}), "
             f"{diff} ms against this cell's runs on the default network, where calibration measured links and "
-            f"overheads; the profile charges none of that difference.")
+            f"overheads; {what}")
 
 
 def _speed_split(run: dict, results: dict, prof: P.Profile, schedule: str, mbs: int, batch: int, net, transport,

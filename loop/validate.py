@@ -181,13 +181,16 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
              retries: int = RETRIES, refuse_noisy: bool = False, overhead_method: str = "cpu",
              overhead_launches: int = OVERHEAD_LAUNCHES,
              stages_per_rank: int = DEFAULT_STAGES_PER_RANK, track_compute: bool = True,
-             level_probe: bool = False, target: tuple[float, float] | None = None) -> R.Summary:
+             level_probe: bool = False, target: tuple[float, float] | None = None,
+             shaped_probe: bool = True) -> R.Summary:
     """Calibrate, simulate, measure and compare a grid on this machine (see the module
     docstring). ``stages_per_rank``: the v of interleaved schedules (calibrated per
     virtual stage, run, simulated and replayed with it). ``level_probe``: a short runtime
     re-probe of the machine's CPU level before each network setting, and each run's
     recalibrated prediction from it (:mod:`loop.level`). ``target``: (MAPE per schedule, worst
-    cell) in percent, the claim the noise floor's line weighs (:data:`loop.noise.TARGETS`)."""
+    cell) in percent, the claim the noise floor's line weighs (:data:`loop.noise.TARGETS`).
+    ``shaped_probe``: calibration also probes the CPU that the grid's rate caps without a
+    delay cost the ranks (:mod:`calibrate.shaped`), which the simulator then charges."""
     settings = N.parse_grid(networks) if isinstance(networks, str) else list(networks)
     v = stages_per_rank
     if repeats < 1 or steps < 1:
@@ -209,12 +212,15 @@ def validate(out: str | Path = "out/validate", *, model: str = "cpu-small", rank
     # 1. calibrate
     if recalibrate or not prof_path.exists():
         from calibrate.local import run_local_calibration
+        from calibrate.shaped import rate_text, rates_of
 
+        shaped = rates_of(settings) if shaped_probe and ranks > 1 else []
         _log(f"[1/4] calibrating {model} on {ranks} ranks, micro-batch sizes {list(micro_batch_sizes)} "
-             f"(default network{', probe ' + window_probe if window_probe else ''})")
+             f"(default network{', probe ' + window_probe if window_probe else ''}"
+             + (f"; CPU under the caps {', '.join(rate_text(r) for r in shaped)}" if shaped else "") + ")")
         run_local_calibration(ranks, model, list(micro_batch_sizes), out=prof_path, force=True,
                               repeats=calibrate_repeats, window_probe=window_probe, overhead_method=overhead_method,
-                              overhead_launches=overhead_launches,
+                              overhead_launches=overhead_launches, shaped_rates=shaped,
                               log_dir=out / "calibrate-logs", echo=False,
                               # B and W separately for the schedules that split the backward
                               extra_args=(["--split-backward"] if set(schedules) & set(S.SPLIT_BACKWARD) else [])

@@ -44,6 +44,9 @@ def _common(ap: argparse.ArgumentParser, out: str, networks: str, mbs: str, batc
                     help="demo: print the MAPE even when the machine was too noisy to claim it (it says so anyway)")
     ap.add_argument("--window-probe", default="delay 5ms",
                     help="delayed setting under which links are probed for the single-connection cap ('' for none)")
+    ap.add_argument("--no-shaped-probe", action="store_true",
+                    help="calibration: skip probing the CPU that the grid's rate caps without a delay cost the ranks "
+                         "(host.shaped_cpu; about 8 s per cap)")
     ap.add_argument("--overhead-launches", type=int, default=OVERHEAD_LAUNCHES, metavar="N",
                     help="calibration: launches of each (schedule, micro-batch size) in the runtime-overhead probe "
                          "(default %(default)s)")
@@ -89,6 +92,7 @@ def _run(ns: argparse.Namespace, demo: bool) -> int:
                  batch_size=ns.batch_size, steps=ns.steps, figures=ns.figures or None, repeats=ns.repeats,
                  tiebreak_pct=ns.tiebreak_pct, recalibrate=ns.recalibrate, window_probe=ns.window_probe or None,
                  overhead_method=ns.overhead_method, overhead_launches=ns.overhead_launches,
+                 shaped_probe=not ns.no_shaped_probe,
                  refuse_noisy=demo and not ns.accept_noise, level_probe=ns.level_probe,
                  target=TARGETS["demo" if demo else "validate"])
     except LaunchError as e:

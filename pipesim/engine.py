@@ -27,7 +27,13 @@ What is modelled
   If the profile has a ``host`` section (all ranks on one machine, as on the local
   testbed), the ranks share its CPU: while k ranks compute at once,
   each progresses ``slowdown[k]`` times slower (processor sharing, re-evaluated at
-  every start and end of a computation).
+  every start and end of a computation). With the host's ``shaped_cpu`` (probed by
+  :mod:`calibrate.shaped`), a message on a link that the setting caps without adding a
+  delay also costs ``cpu_per_byte(rate) * bytes`` of CPU on its sender's and its
+  receiver's core from the moment it enters the wire, work that no rank waits for but
+  that shares the core with whatever the ranks there compute (the testbed's htb shaping
+  does the kernel's work for such messages in the ranks' own processes). A replay
+  (``durations``) charges none: its measured durations already hold it.
 * Posting a send or receive never blocks. A forward waits until its activation has
   arrived, a backward until its gradient has arrived.
 * Each directed link is a FIFO that serializes messages at the link's bandwidth --
@@ -124,6 +130,8 @@ class SimResult:
     network: str
     actions: int = 0  # actions executed (for throughput figures)
     engine: str = "simpy"  # which evaluator ran it: "simpy" or "fast" (pipesim.fastpath)
+    # per rank, the CPU seconds per step charged for messages on links capped without a delay (host.shaped_cpu)
+    shaped_cpu: tuple[float, ...] = ()
 
     def summary(self) -> str:
         lines = [f"step time (rank 0): {self.step_time:.4f} s   bubble: {100 * self.bubble_fraction:.1f}%",
@@ -438,10 +446,17 @@ class _Sim:
         self.wires: dict[tuple[int, int], Wire] = {}
         pairs = {(self.placement[s], self.placement[s + 1]) for s in range(self.n - 1)}
         pairs |= {(b, a) for a, b in pairs}
+        # the host CPU per byte a message costs its sender's and receiver's cores (a cap without a delay)
+        self.shaped: dict[tuple[int, int], float] = {}
+        self.charged = [0.0] * p   # per rank, the seconds charged for them over the run
         for a, b in sorted(pairs):
             if a != b:
                 link, back = self._link(a, b), self._link(b, a)
                 self.wires[(a, b)] = Wire(link, link.latency_s + back.latency_s)
+                if host is not None and host.shaped_cpu:
+                    ov = setting.for_link(a, b)
+                    if ov.bandwidth_bps is not None and not ov.delay_s:
+                        self.shaped[(a, b)] = host.cpu_per_byte(ov.bandwidth_bps)
         self.msgs: dict[tuple, Message] = {}
         # rank queues ("rank" mode): posted sends / receives per rank in program order
         self.sendq: list[deque[Message]] = [deque() for _ in range(p)]
@@ -491,6 +506,11 @@ class _Sim:
         now = self.env.now
         m.started = True
         m.sent, m.arrived = self.wires[(m.src, m.dst)].put(now, m.nbytes, m.post_end)
+        k = self.shaped.get((m.src, m.dst))
+        if k:   # the kernel's work for the message, on both ends' cores, beside whatever they compute
+            for r in (m.src, m.dst):
+                self._charge(r, k * m.nbytes)
+                self.charged[r] += k * m.nbytes
         if m.start_ev is not None:
             m.start_ev.succeed()
         if self.rank_mode:
@@ -568,6 +588,13 @@ class _Sim:
         if self.cpu is not None:
             return self.cpu.run(dur)
         return self.env.timeout(dur)
+
+    def _charge(self, r: int, work: float) -> None:
+        """Run ``work`` solo seconds on rank r's core (or the shared host) that no rank waits for."""
+        if self.core_of is not None:
+            self.core_of[r].run(work)
+        elif self.cpu is not None:
+            self.cpu.run(work)
 
     def _until(self, m: Message, when: str):
         """Wait until m's transfer has started, then until its ``when`` time ("sent" or "arrived")."""
@@ -859,4 +886,5 @@ def simulate(profile: Profile, schedule: str, micro_batch_size: int, batch_size:
     trace = sorted(sim.trace + sim.comm_trace(), key=lambda e: (e.start, e.rank)) if record else []
     return SimResult(step_time=step_time, ranks=ranks, bubble_fraction=bubble, trace=trace,
                      step_ends=sim.step_ends, schedule=schedule, micro_batch_size=micro_batch_size,
-                     num_microbatches=m, network=str(setting), actions=sim.actions, engine=used)
+                     num_microbatches=m, network=str(setting), actions=sim.actions, engine=used,
+                     shaped_cpu=tuple(x / steps for x in sim.charged) if sim.shaped else ())

@@ -82,6 +82,9 @@ BYTES = Range("bytes", "bytes", 0, 2 ** 50, integer=True, doc="bytes of one mess
 WINDOW_BYTES = Range("window", "bytes", 1, 2 ** 40, integer=True,
                      doc="the most one connection keeps in flight (null: no cap), whole bytes")
 SLOWDOWN = Range("slowdown", "", 1e-3, 1e3, doc="host slowdown factor with k ranks computing at once")
+SHAPED_CPU_S_PER_BYTE = Range("CPU per byte", "s/byte", 0.0, 1e-3,
+                              doc="host CPU a rank spends per byte it sends or receives through a rate cap without "
+                                  "a delay (the local testbed's htb shaping)")
 QUANTUM_S = Range("quantum", "s", 0.0, 3600.0, lo_open=True, doc="round-robin time slice of the host scheduler")
 CORES = Range("cores", "", 1, 4096, integer=True, doc="cores of the shared host")
 LAYERS = Range("layers", "", 1, 1_000_000, integer=True, doc="layers of a stage or a model")
@@ -128,6 +131,8 @@ ALL = {
     "profile: links[].latency_s": LATENCY_S, "profile: links[].bandwidth_bps": LINK_BANDWIDTH_BPS,
     "profile: links[].window_bytes": WINDOW_BYTES, "profile: links[].delay_excess_s": DELAY_EXCESS_S,
     "profile: host.cores": CORES, "profile: host.slowdown": SLOWDOWN, "profile: host.quantum_s": QUANTUM_S,
+    "profile: host.shaped_cpu[].bandwidth_bps": BANDWIDTH_BPS,
+    "profile: host.shaped_cpu[].s_per_byte": SHAPED_CPU_S_PER_BYTE,
     "profile: stages[].layers, model.layers": LAYERS,
     "profile: model.d_model, heads, seq_len, vocab, stages": MODEL_SIZE,
     "profile: transport.recv_ahead": RECV_AHEAD,

@@ -53,7 +53,12 @@ named ``"default_link"`` if given.
 the local testbed: when k ranks compute at once, each runs ``slowdown[k]`` times slower
 than alone. With ``placement`` (the core each rank is pinned to, as ``pipesim run
 --local`` does), ranks share only their own core instead: j ranks computing on one core
-each run j times slower. A real cluster (one rank per machine) leaves ``host`` out.
+each run j times slower. Its optional ``shaped_cpu`` lists, per probed rate cap, the CPU
+seconds per byte a rank spends on a message through that cap when the setting adds no delay
+(the local testbed shapes such a link with htb on its veth, and the kernel's work for the
+messages lands on the ranks' own cores; :mod:`calibrate.shaped` probes it); the simulator
+charges it on the sender's and the receiver's core (:meth:`Host.cpu_per_byte`). A real
+cluster (one rank per machine) leaves ``host`` out.
 
 ``transport`` (optional) is how the runtime the profile was calibrated from moves
 messages (:class:`pipesim.transport.Transport`); without it the simulator uses the
@@ -194,6 +199,25 @@ class Host:
     slowdown: dict[int, float]
     quantum_s: float | None = None  # None: fluid processor sharing; else round-robin time slice (inf allowed)
     placement: tuple[int, ...] | None = None  # core of each rank when ranks are pinned (then cores are shared per core)
+    # (rate cap in bit/s, CPU seconds per byte a rank sends or receives through it without a delay), by rate
+    shaped_cpu: tuple[tuple[float, float], ...] = ()
+
+    def cpu_per_byte(self, bandwidth_bps: float) -> float:
+        """CPU seconds per byte a rank spends on a message through a cap of ``bandwidth_bps`` without
+        a delay: the probed figure at that rate, linear in log rate between probed rates, the
+        nearest probed rate's outside them; 0 where nothing was probed."""
+        pts = self.shaped_cpu
+        if not pts:
+            return 0.0
+        if bandwidth_bps <= pts[0][0]:
+            return pts[0][1]
+        if bandwidth_bps >= pts[-1][0]:
+            return pts[-1][1]
+        for (r0, k0), (r1, k1) in zip(pts, pts[1:]):
+            if r0 <= bandwidth_bps <= r1:
+                w = math.log(bandwidth_bps / r0) / math.log(r1 / r0)
+                return k0 + w * (k1 - k0)
+        return pts[-1][1]   # not reached: the rates are sorted and bracket bandwidth_bps
 
     def factor(self, active: int) -> float:
         if active <= 0:
@@ -337,6 +361,8 @@ class Profile:
                 doc["host"]["placement"] = list(self.host.placement)
             if self.host.quantum_s is not None:
                 doc["host"]["quantum_s"] = self.host.quantum_s if math.isfinite(self.host.quantum_s) else "inf"
+            if self.host.shaped_cpu:
+                doc["host"]["shaped_cpu"] = [{"bandwidth_bps": r, "s_per_byte": k} for r, k in self.host.shaped_cpu]
         if self.transport is not None:
             doc["transport"] = self.transport.to_json()
         if self.raw is not None:
@@ -521,8 +547,14 @@ def _build(doc: dict, origin: str) -> Profile:
                 raise _fail(origin, "host.placement", f"must list one core index 0..{cores - 1} per stage "
                                                       f"({p} stages), got {schema.shown(pl) if len(pl) > 20 else pl!r}")
             pl = tuple(int(c) for c in pl)
+        shaped = sorted((float(x["bandwidth_bps"]), float(x["s_per_byte"])) for x in hd.get("shaped_cpu") or [])
+        rates = [r for r, _k in shaped]
+        for lo, hi in zip(rates, rates[1:]):
+            if lo == hi:
+                raise _fail(origin, "host.shaped_cpu", f"gives the rate {lo:g} bit/s twice; give each probed rate once")
         host = Host(cores=cores, slowdown={int(k): float(v) for k, v in hd["slowdown"].items()},
-                    quantum_s=None if q is None else math.inf if q == "inf" else float(q), placement=pl)
+                    quantum_s=None if q is None else math.inf if q == "inf" else float(q), placement=pl,
+                    shaped_cpu=tuple(shaped))
     td = doc.get("transport")
     transport = None
     if td is not None:

@@ -146,6 +146,14 @@ def _schema_json() -> str:
                           doc="round-robin time slice of the host scheduler (\"inf\": run to completion; null: fluid sharing)"),
         "placement": {"type": ["array", "null"], "description": "the core each rank is pinned to, one per stage",
                       "items": {"type": "integer", "minimum": 0, "description": "core index"}},
+        "shaped_cpu": {"type": ["array", "null"],
+                       "description": "CPU a rank spends per byte it sends or receives through a rate cap without a "
+                                      "delay, probed per rate (calibrate.shaped); the simulator charges it on the "
+                                      "sender's and the receiver's core, interpolated in log rate between the probed "
+                                      "rates (null or left out: nothing)",
+                       "items": _obj({"bandwidth_bps": _num(L.BANDWIDTH_BPS, doc="the probed rate cap"),
+                                      "s_per_byte": _num(L.SHAPED_CPU_S_PER_BYTE)},
+                                     ["bandwidth_bps", "s_per_byte"])},
     }, ["cores", "slowdown"], null=True, description="all ranks share one machine (the local testbed); "
                                                      "a cluster with one rank per machine leaves it out")
     transport = _obj({
