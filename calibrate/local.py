@@ -99,8 +99,8 @@ def run_local_calibration(ranks: int, model: str | None = None, micro_batch_size
 
         ok, why = available()
         if not ok:
-            raise ValueError(f"calibrating under a network setting needs the local testbed, which is not available "
-                             f"here: {why}")
+            raise ValueError(f"calibrating under a network setting (or with --window-probe or --shaped-probe) needs "
+                             f"the local testbed, which is not available here: {why}")
     # the model name is checked by the worker too, but fail here before any process starts
     from runtime.model import DEFAULT_CPU_PRESET, get_config
 
