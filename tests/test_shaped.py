@@ -232,3 +232,26 @@ def test_explain_sets_the_cpu_outside_the_computations_beside_what_the_simulatio
     assert line.endswith("the simulation charged +0.8 / +1.6 ms for the rate cap (the profile's CPU per byte "
                          "under a cap without a delay).")
     assert _outside_line(tmp_path, capped, "gpipe", 1).endswith("the profile charges none of that difference.")
+
+
+def test_validate_probes_its_grids_caps_without_a_delay(monkeypatch, tmp_path):
+    """validate hands calibration the caps its grid applies without a delay (none with
+    shaped_probe=False); stopped right there, before anything is launched."""
+    import calibrate.local
+    from loop.validate import validate
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake(*args, **kw):
+        seen.append(kw.get("shaped_rates"))
+        raise Stop
+
+    monkeypatch.setattr(calibrate.local, "run_local_calibration", fake)
+    for flag, want in ((True, [1e9]), (False, [])):
+        with pytest.raises(Stop):
+            validate(tmp_path / f"v{flag}", networks="default, bandwidth 1Gbps, delay 5ms bandwidth 2Gbps",
+                     micro_batch_sizes=(1,), figures=None, shaped_probe=flag)
+        assert seen[-1] == want
