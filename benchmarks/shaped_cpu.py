@@ -27,20 +27,19 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+from calibrate.shaped import rate_of
 from loop.compare import setting_of
 from pipesim import engine as E
-from pipesim import network as N
 from pipesim import profile as P
 from pipesim import schedule as S
 
 
 def per_mb(text: str) -> tuple[tuple[float, float], ...]:
+    """'5Gbps=1.02,2Gbps=2.16' -> ((rate bit/s, s per byte), ...) by rate."""
     pts = []
     for part in text.split(","):
         rate, ms = part.split("=")
-        ov = N.parse(f"bandwidth {rate.strip()}").for_link(0, 1)
-        assert ov.bandwidth_bps is not None
-        pts.append((ov.bandwidth_bps, float(ms) / 1e3 / 1e6))
+        pts.append((rate_of(rate.strip()), float(ms) / 1e3 / 1e6))
     return tuple(sorted(pts))
 
 

@@ -56,21 +56,17 @@ def register(subparsers) -> None:
 def parse_rates(text: str) -> list[float]:
     """``--shaped-probe``: comma-separated rates ('5Gbps,200Mbps') or 'seed' (the seed grid's caps without
     a delay), as bit/s; ValueError naming the flag on anything else."""
-    from .shaped import rates_of
+    from .shaped import rate_of, rates_of
 
     if text.strip().lower() == "seed":
         return rates_of(network.parse_grid("seed"))
     out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            ov = network.parse(f"bandwidth {part}").for_link(0, 1)
-        except ValueError as e:
-            raise ValueError(f"--shaped-probe: {part!r} is not a rate ({e})") from None
-        assert ov.bandwidth_bps is not None
-        out.append(ov.bandwidth_bps)
+    for part in (x.strip() for x in text.split(",")):
+        if part:
+            try:
+                out.append(rate_of(part))
+            except ValueError as e:
+                raise ValueError(f"--shaped-probe: {part!r} is not a rate ({e})") from None
     if not out:
         raise ValueError(f"--shaped-probe: no rate in {text!r}; write e.g. '5Gbps,2Gbps,1Gbps' or 'seed'")
     return sorted(set(out))

@@ -76,6 +76,14 @@ def rate_text(bps: float) -> str:
     return f"{bps:g}bps"
 
 
+def rate_of(text: str) -> float:
+    """A rate as a network setting writes it ('5Gbps', '200Mbps'), in bit/s (the inverse of
+    :func:`rate_text`); ``ValueError`` from the setting parser otherwise."""
+    ov = N.parse(f"bandwidth {text}").for_link(0, 1)
+    assert ov.bandwidth_bps is not None
+    return ov.bandwidth_bps
+
+
 def bytes_per_step(prof: Profile, micro_batch_size: int, microbatches: int) -> list[int]:
     """Per rank, the bytes GPipe (one stage per rank) sends plus receives in a step of
     ``microbatches`` micro-batches: activations forward, gradients back."""
@@ -92,14 +100,22 @@ def bytes_per_step(prof: Profile, micro_batch_size: int, microbatches: int) -> l
     return out
 
 
+def outside_cpu(results: dict) -> list[float] | None:
+    """Per rank, a run's process CPU per step beyond the CPU inside its computations (None: the
+    runtime's results do not record both)."""
+    try:
+        per = sorted(results["per_rank"], key=lambda p: p["rank"])
+        return [float(p["cpu_per_step"]["median"]) - float(p["compute_cpu_per_step"]["median"]) for p in per]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _outside(res: dict) -> list[float]:
-    """Each rank's CPU per step outside its computations (the process CPU if the run reports no split)."""
-    out = []
-    for pr in sorted(res["per_rank"], key=lambda x: x["rank"]):
-        cpu = pr["cpu_per_step"]["median"]
-        inside = (pr.get("compute_cpu_per_step") or {}).get("median")
-        out.append(cpu - inside if isinstance(inside, (int, float)) else cpu)
-    return out
+    """:func:`outside_cpu`, or each rank's process CPU per step where the run reports no split."""
+    got = outside_cpu(res)
+    if got is not None:
+        return got
+    return [float(pr["cpu_per_step"]["median"]) for pr in sorted(res["per_rank"], key=lambda x: x["rank"])]
 
 
 def _local_run(model: str, ranks: int, timeout_s: float, tmp: Path) -> RunFn:

@@ -96,16 +96,6 @@ def explain_cell(out: str | Path, schedule: str, label: str, mbs: int, *, agains
     return text
 
 
-def _outside(results: dict) -> list[float] | None:
-    """Per rank, the run's process CPU per step beyond the CPU inside its computations (None:
-    not recorded)."""
-    try:
-        per = sorted(results["per_rank"], key=lambda p: p["rank"])
-        return [float(p["cpu_per_step"]["median"]) - float(p["compute_cpu_per_step"]["median"]) for p in per]
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def _outside_line(out: Path, results: dict, schedule: str, mbs: int, charged: Sequence[float] = ()) -> str | None:
     """The run's CPU per step outside its computations (posting, gloo's threads, the kernel's
     work for its messages) against the same cell's runs on the default network in the folder,
@@ -113,8 +103,10 @@ def _outside_line(out: Path, results: dict, schedule: str, mbs: int, charged: Se
     (a bandwidth cap alone on the local testbed: 0.3-4.2 ms; docs/validate.md), beside what the
     simulation charged them for it (``charged``: per rank, from the profile's ``host.shaped_cpu``;
     empty: nothing). None without both runs."""
-    mine = _outside(results)
-    bases = [o for r in cell_runs(out, schedule, "default", mbs) if (o := _outside(_results(out, r)))]
+    from calibrate.shaped import outside_cpu
+
+    mine = outside_cpu(results)
+    bases = [o for r in cell_runs(out, schedule, "default", mbs) if (o := outside_cpu(_results(out, r)))]
     if not mine or not bases or any(len(b) != len(mine) for b in bases):
         return None
     base = [statistics.median(b[r] for b in bases) for r in range(len(mine))]

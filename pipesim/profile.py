@@ -70,6 +70,7 @@ must be a number > 0 and <= 86400 s, got -1``.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -213,11 +214,9 @@ class Host:
             return pts[0][1]
         if bandwidth_bps >= pts[-1][0]:
             return pts[-1][1]
-        for (r0, k0), (r1, k1) in zip(pts, pts[1:]):
-            if r0 <= bandwidth_bps <= r1:
-                w = math.log(bandwidth_bps / r0) / math.log(r1 / r0)
-                return k0 + w * (k1 - k0)
-        return pts[-1][1]   # not reached: the rates are sorted and bracket bandwidth_bps
+        i = bisect.bisect_left(pts, bandwidth_bps, key=lambda pt: pt[0])   # pts[i - 1] < rate <= pts[i]
+        (r0, k0), (r1, k1) = pts[i - 1], pts[i]
+        return k0 + math.log(bandwidth_bps / r0) / math.log(r1 / r0) * (k1 - k0)
 
     def factor(self, active: int) -> float:
         if active <= 0:
