@@ -138,3 +138,39 @@ def test_overhead_new_schedules_fallback_drops_only_their_own_entries():
     assert reused < own   # GPipe's smaller overhead per action
     assert E.simulate(fb, "gpipe", 1, 4, "default", steps=3, record=False).step_time == \
         E.simulate(prof, "gpipe", 1, 4, "default", steps=3, record=False).step_time
+
+
+def test_overhead_launches_rebuilds_the_pooled_overhead_from_the_first_launches(tmp_path, capsys):
+    """benchmarks/overhead_launches.py: with the first k launches of each cell, GPipe's and
+    1F1B's overhead per action is the median over both schedules' launches of their CPU per
+    step beyond the solo compute, per action; cells measured at the all-launches prediction
+    score 0% with every launch and not with the first alone."""
+    import json
+    from dataclasses import replace
+
+    ol = _load_script("overhead_launches")
+    prof = uniform_profile(3, f=0.01, b=0.02, latency=1e-4, bandwidth=1e9, nbytes=1000, mbs=(1,))
+    launches = {"gpipe": [0.128, 0.136, 0.144], "1f1b": [0.132, 0.160, 0.140]}  # solo 4 x 0.03 = 0.12, 8 actions
+    runs = {s: {"1": {str(r): {"cpu_per_step_s": sorted(v)[1], "cpu_per_step_launches_s": v,
+                               "solo_compute_s": 0.12, "actions_per_step": 8} for r in range(3)}}
+            for s, v in launches.items()}
+    prof = replace(prof, raw={"overhead_probe": {"runs": runs}})
+    assert ol.launches_of(prof) == 3
+    first = ol.rebuilt(prof, 1).stages[1].compute[1].overhead_by_schedule_s
+    assert first == pytest.approx({"gpipe": 0.00125, "1f1b": 0.00125})   # median of 0.001 and 0.0015
+    every = ol.rebuilt(prof, 3)
+    assert every.stages[0].compute[1].overhead_by_schedule_s == pytest.approx({"gpipe": 0.00225, "1f1b": 0.00225})
+    cells = []
+    for s in ("gpipe", "1f1b"):
+        for net in ("default", "delay 1ms"):
+            t = E.simulate(every, s, 1, 4, net, steps=3, record=False).step_time
+            cells.append({"schedule": s, "network": net, "micro_batch_size": 1, "batch_size": 4, "measured_s": t})
+    prof.save(tmp_path / "profile.json")
+    (tmp_path / "comparison.json").write_text(json.dumps({"cells": cells}))
+    errs = ol.errors(ol.rebuilt(prof, 3), tmp_path)
+    assert [s for s, _ in errs] == ["gpipe", "gpipe", "1f1b", "1f1b"]
+    assert all(e == pytest.approx(0.0, abs=1e-6) for _, e in errs)
+    assert all(e < -1.0 for _, e in ol.errors(ol.rebuilt(prof, 1), tmp_path))   # less overhead: under-predicted
+    assert ol.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3: 0.00% / 0.00% (0.0%)" in out and "folders probed with 3 launches" in out

@@ -1,0 +1,10 @@
+#!/bin/bash
+# quiet window 33 (thirteenth session, 2026-11-29): machine B (boot id 4b7a4d16...); a fresh clone of main; the defaults
+# (3 overhead-probe launches per cell): a seed-grid validation, then ZB-H1 / interleaved 1F1B; new output folders,
+# nothing else running
+rm -rf /tmp/fresh-s13b && git clone -q /work/main /tmp/fresh-s13b && cd /tmp/fresh-s13b || exit 1
+export PYTHONPATH=/tmp/fresh-s13b
+echo "== clone $(date -u '+%F %T') $(git log --oneline | head -1) boot $(cat /proc/sys/kernel/random/boot_id)"
+echo "== validate-24 $(date +%T)"; python3 -m loop validate --out out/validate --figures out/validate/figures > out-validate.stdout 2> out-validate.stderr; tail -8 out-validate.stdout
+echo "== validate-new-12 $(date +%T)"; python3 -m loop validate --out out/validate-new --schedules zbh1,interleaved1f1b --figures out/validate-new/figures > out-validate-new.stdout 2> out-validate-new.stderr; tail -8 out-validate-new.stdout
+echo "== end $(date +%T)"
