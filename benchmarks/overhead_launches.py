@@ -24,15 +24,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from overhead_estimators import _per_action  # the probe's formula per launch, as overhead_estimators scores it
+
 from calibrate.overhead import POOLED, virtual_overhead
 from loop import compare as C
 from pipesim import engine as E
 from pipesim import profile as P
 from pipesim import schedule as S
-
-
-def _per_action(rec: dict, cpu: float) -> float:
-    return (cpu - rec["solo_compute_s"] - rec.get("step_overhead_s", 0.0)) / rec.get("actions_per_step", 8)
 
 
 def _runs(prof: P.Profile) -> dict:

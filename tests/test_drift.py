@@ -5,6 +5,7 @@ scaled by it (Profile.compute_scaled), and the offline score of that tracking
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -89,6 +90,8 @@ def _load_script(name: str):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    if str(path.parent) not in sys.path:   # as when run: a script imports its neighbours (overhead_estimators)
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
