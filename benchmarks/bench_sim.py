@@ -1,4 +1,5 @@
-"""Simulator speed: the seed grid, and one large 1F1B simulation, SimPy vs the fast path.
+"""Simulator speed: the seed grid (GPipe and 1F1B; ZB-H1 and interleaved 1F1B), and one large 1F1B simulation,
+SimPy vs the fast path.
 
     python benchmarks/bench_sim.py [--repeats 3]
 
@@ -61,6 +62,12 @@ def main() -> None:
     compare(f"seed grid, 60 cells (2 schedules x 3 micro-batch sizes x 10 settings, batch 64, 3 stages, 2 steps; "
             f"{tr.describe()})",
             lambda eng: run_grid(prof, settings, [1, 2, 4], ["gpipe", "1f1b"], 64, tr, progress=False, engine=eng),
+            args.repeats)
+    compare("zbh1 (batch 64) and interleaved1f1b (2 stages per rank, batch 48: a multiple of the 3 ranks) on the "
+            "seed grid, 60 cells (3 micro-batch sizes x 10 settings each, 2 steps)",
+            lambda eng: {**run_grid(prof, settings, [1, 2, 4], ["zbh1"], 64, tr, progress=False, engine=eng),
+                         **run_grid(prof, settings, [1, 2, 4], ["interleaved1f1b"], 48, tr, progress=False,
+                                    engine=eng)},
             args.repeats)
     big = big_profile(64)
     for sched in ("1f1b", "gpipe"):

@@ -27,7 +27,7 @@ SimPy, which stays the reference.
 When the fast path applies at all (:func:`ineligible` says why not):
 
 * no host CPU model in the run (``profile.host`` is None, or ``durations`` replay);
-* only the action kinds this module knows (F, B, SEND_F/B, RECV_F/B; a new kind makes
+* only the action kinds this module knows (F, B, W, SEND_F/B, RECV_F/B; a new kind makes
   the run fall back until :func:`_compile` handles it);
 * ``engine="auto"``: no trace requested (``record=False``). With ``engine="fast"`` the
   trace is produced too, with the same events as SimPy's; events with the same start
@@ -81,49 +81,77 @@ class FastMsg:
         self.spos = self.rpos = 0  # program positions of its send and receive on their ranks
 
 
-def _compile(a: S.Action, last: int) -> tuple:
+# what a computation's duration is (its offset in a stage's four entries of _Eval.base): the whole
+# backward, a forward, a weight-gradient W, and the input-gradient part of a split backward (a B with a W)
+_DUR_B, _DUR_F, _DUR_W, _DUR_BI = 0, 1, 2, 3
+
+
+def _compile(a: S.Action, last: int, split: set[tuple[int, int]], pl: tuple[int, ...],
+             wire: dict[tuple[int, int], int]) -> tuple:
     """One action as an op tuple (the dispatch table of the fast path): (code, action, ...).
-    Compute: (_COMP, a, is-forward, message key (src, dst, tag) or None, live delta);
-    send and receive: (code, a, peer, message key)."""
+    Compute: (_COMP, a, its duration's index in :attr:`_Eval.base` (``4 * stage + _DUR_*``),
+    message key (src stage, dst stage, tag) or None, live delta); send and receive: (code, a,
+    wire, message key). ``split``: the rank's (stage, micro-batch) whose backward is split into
+    B and W (:func:`schedule.split_backward`):
+    such a B is the input-gradient part and keeps the micro-batch live, its W computes the weight
+    gradients (no message) and frees it, as :mod:`pipesim.engine` counts them. ``pl``: stage ->
+    rank; a hand-off between two stages of one rank is no message. ``wire``: (rank, rank) -> the
+    index of that wire (:func:`_wires_of`)."""
     k = a.kind
-    r = a.stage
+    s = a.stage
     mb2 = 2 * a.mb
+    d = 4 * s
     if k is _F:
-        return (_COMP, a, 1, (r - 1, r, mb2) if r > 0 else None, 1)
+        return (_COMP, a, d + _DUR_F, (s - 1, s, mb2) if s > 0 and pl[s - 1] != pl[s] else None, 1)
     if k is _B:
-        return (_COMP, a, 0, (r + 1, r, mb2 + 1) if r < last else None, -1)
+        key = (s + 1, s, mb2 + 1) if s < last and pl[s + 1] != pl[s] else None
+        if (s, a.mb) in split:
+            return (_COMP, a, d + _DUR_BI, key, 0)
+        return (_COMP, a, d + _DUR_B, key, -1)
+    if k is _W:
+        return (_COMP, a, d + _DUR_W, None, -1)
     if k is _SF:
-        return (_SEND, a, _wire(r, r + 1), (r, r + 1, mb2))
+        return (_SEND, a, wire[(pl[s], pl[s + 1])], (s, s + 1, mb2))
     if k is _SB:
-        return (_SEND, a, _wire(r, r - 1), (r, r - 1, mb2 + 1))
+        return (_SEND, a, wire[(pl[s], pl[s - 1])], (s, s - 1, mb2 + 1))
     if k is _RF:
-        return (_RECV, a, _wire(r, r - 1), (r - 1, r, mb2))
+        return (_RECV, a, wire[(pl[s], pl[s - 1])], (s - 1, s, mb2))
     if k is _RB:
-        return (_RECV, a, _wire(r, r + 1), (r + 1, r, mb2 + 1))
+        return (_RECV, a, wire[(pl[s], pl[s + 1])], (s + 1, s, mb2 + 1))
     raise _Fail(f"action kind {k!r} has no fast-path handler")
 
 
-def _wire(a: int, b: int) -> int:
-    """Index of the wire a -> b between neighbours (its reverse is ``index ^ 1``)."""
-    return 2 * a if b > a else 2 * b + 1
+def _wires_of(placement: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The wires (rank -> rank) of a placement, as :mod:`pipesim.engine` makes them: both directions
+    between the ranks of every two consecutive stages on different ranks; index ``2 i`` is the i-th
+    pair (a < b) a -> b and ``2 i + 1`` its reverse, so that ``w ^ 1`` is wire w's reverse. One stage
+    per rank: wire r -> r + 1 is ``2 r`` and r + 1 -> r is ``2 r + 1``."""
+    pairs = sorted({(min(a, b), max(a, b)) for a, b in zip(placement, placement[1:]) if a != b})
+    return [w for a, b in pairs for w in ((a, b), (b, a))]
 
 
-_F, _B, _SF, _SB, _RF, _RB = S.Kind.F, S.Kind.B, S.Kind.SEND_F, S.Kind.SEND_B, S.Kind.RECV_F, S.Kind.RECV_B
-_OPS: dict[int, tuple[list, list]] = {}  # id(lowered) -> (lowered, its ops): a cached schedule compiles once
+_F, _B, _W = S.Kind.F, S.Kind.B, S.Kind.W
+_SF, _SB, _RF, _RB = S.Kind.SEND_F, S.Kind.SEND_B, S.Kind.RECV_F, S.Kind.RECV_B
+# id(lowered) -> (lowered, placement, its ops): a cached schedule compiles once
+_OPS: dict[int, tuple[list, tuple, list]] = {}
 _BUILT: dict[int, list] = {}  # the schedules cached_build made (a caller's own lists may change between calls)
 
 
-def _ops_of(sched: list[list[S.Action]]) -> list[list[tuple]]:
+def _ops_of(sched: list[list[S.Action]], placement: tuple[int, ...]) -> list[list[tuple]]:
     hit = _OPS.get(id(sched))
-    if hit is not None and hit[0] is sched:
-        return hit[1]
-    last = len(sched) - 1
-    ops = [[_compile(a, last) for a in acts] for acts in sched]
+    if hit is not None and hit[0] is sched and hit[1] == placement:
+        return hit[2]
+    wire = {key: i for i, key in enumerate(_wires_of(placement))}
+    last = len(placement) - 1
+    ops = []
+    for acts in sched:
+        split = S.split_backward(acts)
+        ops.append([_compile(a, last, split, placement, wire) for a in acts])
     if _BUILT.get(id(sched)) is not sched:
         return ops
     if len(_OPS) >= 16:
         _OPS.clear()
-    _OPS[id(sched)] = (sched, ops)
+    _OPS[id(sched)] = (sched, placement, ops)
     return ops
 
 
@@ -161,8 +189,6 @@ def ineligible(sim: Any, record: bool, auto: bool) -> str | None:
         return "the profile has a shared host CPU (host section): its processor sharing depends on timing"
     if auto and record:
         return "a trace is requested (engine='auto' runs SimPy then; engine='fast' makes the trace too)"
-    if tuple(sim.placement) != tuple(range(sim.p)):
-        return "several stages per rank (virtual stages): the fast path has no handler for them yet"
     return None  # an action kind with no handler is found while compiling (run() says so)
 
 
@@ -188,15 +214,15 @@ class _Eval:
         self.ctrl = control_bytes
         tr = sim.transport
         self.rdv_limit = tr.eager_limit_bytes if tr.send_mode == "rendezvous" else math.inf
-        self.ops = _ops_of(sim.sched)
+        self.pl = pl = tuple(sim.placement)
+        self.ops = _ops_of(sim.sched, pl)
         self.wires: list[Any] = []
         self.owner: list[int] = []
-        for r in range(p - 1):
-            for key in ((r, r + 1), (r + 1, r)):  # index _wire(*key)
-                w2 = copy.copy(sim.wires[key])
-                w2.free_at = 0.0
-                self.wires.append(w2)
-                self.owner.append(key[0])
+        for key in _wires_of(pl):
+            w2 = copy.copy(sim.wires[key])
+            w2.free_at = 0.0
+            self.wires.append(w2)
+            self.owner.append(key[0])
         nw = len(self.wires)
         self.D: list[deque] = [deque() for _ in range(nw)]
         self.C: list[deque] = [deque() for _ in range(nw)]
@@ -204,7 +230,7 @@ class _Eval:
         self.last_m: list[Any] = [None] * nw  # the wire's last transfer, and whether it was data
         self.last_d = [False] * nw
         self.pos = [0] * p  # actions posted so far per rank (program position)
-        self.out_w = [[_wire(r, q) for q in (r - 1, r + 1) if 0 <= q < p] for r in range(p)]
+        self.out_w = [[w for w in range(nw) if self.owner[w] == r] for r in range(p)]  # the wires rank r sends on
         self.msgs: dict[tuple, FastMsg] = {}
         self.mstep: list[dict[tuple, FastMsg]] = [{} for _ in range(self.steps)]
         self.nbytes = [(c.activation_bytes, c.gradient_bytes) for c in sim.comp]
@@ -228,18 +254,18 @@ class _Eval:
         self.peak = [0] * p
         self.actions = 0
         self.trace: list[TraceEvent] = []
-        self.base = []
-        for r in range(p):
-            c = sim.comp[r]
+        self.base: list[float] = []   # 4 per stage: each duration kind's seconds (_DUR_*), overhead included
+        for c in sim.comp:
             ov = c.overhead(sim.schedule)
-            self.base.append((c.backward_s + ov, c.forward_s + ov))  # indexed by is-forward
+            bi, bw = c.backward_split()
+            self.base += (c.backward_s + ov, c.forward_s + ov, bw + ov, bi + ov)
 
     # ------------------------------------------------------------------ messages and wires
 
     def msg(self, step: int, k: tuple[int, int, int]) -> FastMsg:
         """The message of ``step`` with key (src, dst, tag), made on first use."""
         src, dst, tag = k
-        m = FastMsg((step, src, dst, tag), src, dst, self.nbytes[src][tag & 1], False)
+        m = FastMsg((step, src, dst, tag), self.pl[src], self.pl[dst], self.nbytes[src][tag & 1], False)
         m.rdv = m.nbytes > self.rdv_limit
         self.mstep[step][k] = m
         if self.sim.record:
@@ -434,7 +460,7 @@ class _Eval:
         steps, rank_mode, rec = self.steps, self.rank_mode, self.sim.record
         durf = self.sim.durations
         lagf = self.sim.send_lags
-        fdur, bdur = self.base[r][1], self.base[r][0]
+        base = self.base
         sends = self.sends[r]
         busy, wait = self.busy[r], self.wait[r]
         live, peak = self.live[r], self.peak[r]
@@ -458,7 +484,7 @@ class _Eval:
                                 wait[st] += d - c
                                 c = d
                         if durf is None:
-                            dur = fdur if op[2] else bdur
+                            dur = base[op[2]]
                         else:
                             dur = durf(r, st, str(op[1]))
                         t0 = c

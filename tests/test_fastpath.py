@@ -1,6 +1,7 @@
 """The exact fast path (pipesim/fastpath.py) against the SimPy engine, the reference.
 
-Every figure of the result must agree to 1e-9 s: per-rank step ends of every step,
+Every figure of the result must agree to 1e-9 s, for every registered schedule (several
+stages per rank and a split backward included): per-rank step ends of every step,
 compute and waiting per rank, the step time, peak activations, the action count, and
 (with engine="fast" and a trace) the trace events. Where the fast path does not apply,
 engine="auto" runs SimPy and engine="fast" refuses.
@@ -80,10 +81,8 @@ def test_golden_schedules_agree(path, tr, net):
     lowered = S.from_text(path.read_text())
     prof = hetero_profile(size["p"])
     _, fast = both(prof, name, 1, size["m"], net, transport=tr, steps=3, record=False, lowered=lowered)
-    if name in ("gpipe", "1f1b") and (tr.send_mode == "eager" or (tr.queue == "link" and tr.recv_ahead is None)):
-        assert fast.engine == "fast"  # static by construction: the check never fails
-    elif name not in ("gpipe", "1f1b"):
-        assert fast.engine == "simpy"  # virtual stages and W: no fast-path handler yet, SimPy runs
+    if tr.send_mode == "eager" or (tr.queue == "link" and tr.recv_ahead is None):
+        assert fast.engine == "fast"  # static by construction (W, virtual stages too): the check never fails
 
 
 def test_seed_grid_profile_takes_the_fast_path():
@@ -92,14 +91,31 @@ def test_seed_grid_profile_takes_the_fast_path():
     prof = P.load()
     used = set()
     for net in N.parse_grid("seed"):
-        for s in ("gpipe", "1f1b"):
-            _, fast = both(prof, s, 4, 64, net, steps=2, record=False)
+        for s, mbs, batch in (("gpipe", 4, 64), ("1f1b", 4, 64), ("zbh1", 4, 64), ("interleaved1f1b", 4, 48)):
+            _, fast = both(prof, s, mbs, batch, net, steps=2, record=False)
             used.add(fast.engine)
     assert used == {"fast"}
 
 
+@pytest.mark.parametrize("v", [2, 3])
+@pytest.mark.parametrize("tr", TRANSPORTS, ids=lambda t: t.describe())
+def test_virtual_stages_and_split_backward_agree(v, tr):
+    """Several stages per rank (wires between ranks that are not neighbours, hand-offs inside a
+    rank with one rank) and a split backward (B keeps the micro-batch live, W frees it)."""
+    for p, m in ((1, 2), (2, 4), (3, 6), (4, 4)):
+        prof = hetero_profile(p)
+        _, fast = both(prof, "interleaved1f1b", 1, m, "delay 1ms bandwidth 1Gbps", transport=tr, steps=2,
+                       record=False, stages_per_rank=v)
+        if tr.send_mode == "eager":
+            assert fast.engine == "fast"
+    for p, m in ((1, 3), (2, 5), (4, 7)):
+        _, fast = both(hetero_profile(p), "zbh1", 1, m, "bandwidth 200Mbps", transport=tr, steps=2, record=False)
+        if tr.send_mode == "eager":
+            assert fast.engine == "fast"
+
+
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(p=st.integers(2, 5), m=st.integers(1, 7), sched=st.sampled_from(["gpipe", "1f1b"]),
+@given(p=st.integers(2, 5), m=st.integers(1, 7), sched=st.sampled_from(["gpipe", "1f1b", "zbh1", "interleaved1f1b"]),
        steps=st.integers(1, 3), tr=st.sampled_from(TRANSPORTS),
        f=st.lists(st.floats(1e-4, 0.1), min_size=5, max_size=5),
        b=st.lists(st.floats(1e-4, 0.2), min_size=5, max_size=5),
@@ -114,6 +130,8 @@ def test_random_profiles_agree(p, m, sched, steps, tr, f, b, nbytes, window, lat
         for x, y in ((s, s + 1), (s + 1, s)):
             links[(x, y)] = Link(x, y, lat * (1 + x) / 2, bw, window)
     prof = Profile(stages=stages, links=links, device={"backend": "gloo"})
+    if sched == "interleaved1f1b":
+        m = p * (1 + m % 2)  # equal rounds of p micro-batches (check_shape), 2 stages per rank
     _, fast = both(prof, sched, 1, m, net, transport=tr, steps=steps, record=False)
     static = tr.send_mode == "eager" or (tr.queue == "link" and tr.recv_ahead is None and not tr.eager_limit_bytes)
     if static and nbytes > 0:  # transfers of no length can tie, and ties fall back
@@ -148,6 +166,10 @@ def test_zero_communication_invariant_is_exact():
     for s in ("gpipe", "1f1b"):
         r = E.simulate(prof, s, 1, 8, steps=2, record=False, engine="fast")
         assert r.step_time == pytest.approx((8 + 4 - 1) * 3.0, abs=1e-12)
+    # interleaved 1F1B with v stages per rank: the bubble shrinks by v, (m + (p - 1) / v)(f + b)
+    for v in (2, 4):
+        r = E.simulate(prof, "interleaved1f1b", 1, 8, steps=2, record=False, engine="fast", stages_per_rank=v)
+        assert r.step_time == pytest.approx((8 + (4 - 1) / v) * 3.0, abs=1e-12)
 
 
 def test_shared_host_falls_back_to_simpy():
