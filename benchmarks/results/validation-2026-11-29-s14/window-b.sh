@@ -1,0 +1,9 @@
+#!/bin/bash
+# quiet window 35 (fourteenth session, 2026-11-29): machine B (boot id 4b7a4d16...); a fresh clone of main; ZB-H1 /
+# interleaved 1F1B with --level-probe (the defaults otherwise): the profile-alone prediction as always, and beside it
+# the prediction recalibrated to the machine's level before each setting; a new output folder, nothing else running
+rm -rf /tmp/fresh-s14b && git clone -q /work/main /tmp/fresh-s14b && cd /tmp/fresh-s14b || exit 1
+export PYTHONPATH=/tmp/fresh-s14b
+echo "== clone $(date -u '+%F %T') $(git log --oneline | head -1) boot $(cat /proc/sys/kernel/random/boot_id)"
+echo "== validate-new-14 $(date +%T)"; python3 -m loop validate --out out/validate-new --schedules zbh1,interleaved1f1b --level-probe --figures out/validate-new/figures > out-validate-new.stdout 2> out-validate-new.stderr; tail -9 out-validate-new.stdout
+echo "== end $(date +%T)"
