@@ -67,20 +67,28 @@ def estimate(runs: dict, how: str, schedule: str, mbs: int, rank: int) -> float 
     return max(0.0, float(coef[0] + coef[1] * mbs))
 
 
-def rebuilt(prof: P.Profile, how: str) -> P.Profile:
+def with_overheads(prof: P.Profile, overhead) -> P.Profile:
+    """``prof`` with each stage's ``overhead_by_schedule_s`` at each micro-batch size updated by
+    ``overhead(stage index, micro-batch size, schedule)`` for every schedule of its probe
+    (``raw.overhead_probe.runs``) where that returns a figure (None: the entry stays)."""
     runs = (prof.raw or {}).get("overhead_probe", {}).get("runs", {})
     stages = []
     for k, st in enumerate(prof.stages):
         comp = {}
         for m, c in st.compute.items():
             by = dict(c.overhead_by_schedule_s or {})
-            for s in SCHEDULES:
-                x = estimate(runs, how, s, m, k)
+            for s in runs:
+                x = overhead(k, m, s)
                 if x is not None:
                     by[s] = x
             comp[m] = replace(c, overhead_by_schedule_s=by)
         stages.append(replace(st, compute=comp))
     return replace(prof, stages=tuple(stages))
+
+
+def rebuilt(prof: P.Profile, how: str) -> P.Profile:
+    runs = (prof.raw or {}).get("overhead_probe", {}).get("runs", {})
+    return with_overheads(prof, lambda k, m, s: estimate(runs, how, s, m, k) if s in SCHEDULES else None)
 
 
 def cells_of(folder: Path) -> dict[str, list[dict]]:

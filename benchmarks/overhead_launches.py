@@ -21,10 +21,9 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from overhead_estimators import _per_action  # the probe's formula per launch, as overhead_estimators scores it
+from overhead_estimators import _per_action, with_overheads  # the probe's formula per launch, as it scores it
 
 from calibrate.overhead import POOLED, virtual_overhead
 from loop import compare as C
@@ -49,20 +48,15 @@ def rebuilt(prof: P.Profile, k: int) -> P.Profile:
     launches, GPipe and 1F1B pooled as calibration pools them (at least 0), and put on the
     virtual stages as calibration puts it (:func:`calibrate.overhead.virtual_overhead`)."""
     runs = _runs(prof)
-    stages = []
-    for i, st in enumerate(prof.stages):
-        comp = {}
-        for m, c in st.compute.items():
-            by = dict(c.overhead_by_schedule_s or {})
-            for s in runs:
-                group = POOLED if s in POOLED else (s,)
-                recs = [r for g in group if (r := runs.get(g, {}).get(str(m), {}).get(str(i)))]
-                if recs:
-                    by[s] = max(0.0, statistics.median(_per_action(r, cpu) for r in recs
-                                                       for cpu in r["cpu_per_step_launches_s"][:k]))
-            comp[m] = replace(c, overhead_by_schedule_s=by)
-        stages.append(replace(st, compute=comp))
-    return virtual_overhead(replace(prof, stages=tuple(stages)))
+
+    def overhead(i: int, m: int, s: str) -> float | None:
+        group = POOLED if s in POOLED else (s,)
+        recs = [r for g in group if (r := runs.get(g, {}).get(str(m), {}).get(str(i)))]
+        if not recs:
+            return None
+        return max(0.0, statistics.median(_per_action(r, cpu) for r in recs for cpu in r["cpu_per_step_launches_s"][:k]))
+
+    return virtual_overhead(with_overheads(prof, overhead))
 
 
 def cells_of(folder: Path) -> list[dict]:

@@ -96,7 +96,7 @@ def _compile(a: S.Action, last: int, split: set[tuple[int, int]], pl: tuple[int,
     such a B is the input-gradient part and keeps the micro-batch live, its W computes the weight
     gradients (no message) and frees it, as :mod:`pipesim.engine` counts them. ``pl``: stage ->
     rank; a hand-off between two stages of one rank is no message. ``wire``: (rank, rank) -> the
-    index of that wire (:func:`_wires_of`)."""
+    index of that wire (:func:`_wire_order`)."""
     k = a.kind
     s = a.stage
     mb2 = 2 * a.mb
@@ -121,12 +121,12 @@ def _compile(a: S.Action, last: int, split: set[tuple[int, int]], pl: tuple[int,
     raise _Fail(f"action kind {k!r} has no fast-path handler")
 
 
-def _wires_of(placement: tuple[int, ...]) -> list[tuple[int, int]]:
-    """The wires (rank -> rank) of a placement, as :mod:`pipesim.engine` makes them: both directions
-    between the ranks of every two consecutive stages on different ranks; index ``2 i`` is the i-th
-    pair (a < b) a -> b and ``2 i + 1`` its reverse, so that ``w ^ 1`` is wire w's reverse. One stage
-    per rank: wire r -> r + 1 is ``2 r`` and r + 1 -> r is ``2 r + 1``."""
-    pairs = sorted({(min(a, b), max(a, b)) for a, b in zip(placement, placement[1:]) if a != b})
+def _wire_order(wires) -> list[tuple[int, int]]:
+    """The engine's wires (its ``(rank, rank)`` keys, both directions of every linked pair) in the
+    fast path's order: index ``2 i`` is the i-th pair (a < b) a -> b and ``2 i + 1`` its reverse,
+    so that ``w ^ 1`` is wire w's reverse. One stage per rank: wire r -> r + 1 is ``2 r`` and
+    r + 1 -> r is ``2 r + 1``."""
+    pairs = sorted({(min(a, b), max(a, b)) for a, b in wires})
     return [w for a, b in pairs for w in ((a, b), (b, a))]
 
 
@@ -137,11 +137,13 @@ _OPS: dict[int, tuple[list, tuple, list]] = {}
 _BUILT: dict[int, list] = {}  # the schedules cached_build made (a caller's own lists may change between calls)
 
 
-def _ops_of(sched: list[list[S.Action]], placement: tuple[int, ...]) -> list[list[tuple]]:
+def _ops_of(sched: list[list[S.Action]], placement: tuple[int, ...],
+            wire: dict[tuple[int, int], int]) -> list[list[tuple]]:
+    """The schedule's op tuples (:func:`_compile`); ``wire`` follows from the placement, so the
+    cache checks the placement only."""
     hit = _OPS.get(id(sched))
     if hit is not None and hit[0] is sched and hit[1] == placement:
         return hit[2]
-    wire = {key: i for i, key in enumerate(_wires_of(placement))}
     last = len(placement) - 1
     ops = []
     for acts in sched:
@@ -215,10 +217,11 @@ class _Eval:
         tr = sim.transport
         self.rdv_limit = tr.eager_limit_bytes if tr.send_mode == "rendezvous" else math.inf
         self.pl = pl = tuple(sim.placement)
-        self.ops = _ops_of(sim.sched, pl)
+        order = _wire_order(sim.wires)
+        self.ops = _ops_of(sim.sched, pl, {key: i for i, key in enumerate(order)})
         self.wires: list[Any] = []
         self.owner: list[int] = []
-        for key in _wires_of(pl):
+        for key in order:
             w2 = copy.copy(sim.wires[key])
             w2.free_at = 0.0
             self.wires.append(w2)
