@@ -16,9 +16,10 @@ The torch class compared with each schedule:
   (``--stages-per-rank``, default 2) in the same loop placement.
 * ``zbh1``: torch has no plain ZB-H1 class. The closest is
   ``ScheduleInterleavedZeroBubble`` (the zero-bubble schedule of the same paper, with
-  the backward split into input and weight gradients by the same
-  ``stage_backward_input``/``stage_backward_weight``), given one stage per rank, which
-  it accepts; its order is its own (it fills bubbles with W greedily), not ZB-H1's.
+  the backward split into input and weight gradients by torch's
+  ``stage_backward_input``/``stage_backward_weight``, where our runtime uses
+  ``runtime.split``), given one stage per rank, which it accepts; its order is its own
+  (it fills bubbles with W greedily), not ZB-H1's.
 
 (The torch ranks run this file as ``python -m benchmarks.bench_schedules --worker``.)
 """

@@ -10,10 +10,10 @@ Compute is timed exactly as the runtime runs a stage: the forward of the stage m
 autograd from the output gradient received from the next stage (from the loss on the
 last stage), which also produces the input gradient sent back to the previous stage.
 With ``split`` (``--split-backward``), each repeat also times the backward split as the
-runtime splits it for ZB-H1: B, the input gradient only (torch.distributed.pipelining's
-``stage_backward_input``; nothing on the first stage, which has no input gradient), then
-W, the weight gradients from B's saved intermediates (``stage_backward_weight``; the
-whole backward on the first stage), after a fresh, untimed forward.
+runtime splits it for ZB-H1 (:mod:`runtime.split`): B, the input gradient (and the linear
+layers' output gradients; nothing on the first stage, which has no input gradient), then
+W, the linear layers' weight gradients from B's (the whole backward on the first stage),
+after a fresh, untimed forward that records the linear layers' calls.
 
 Transfers use the runtime's ops: ``dist.isend``/``dist.irecv`` of contiguous tensors
 of the runtime's dtype, each waited on. The one-way time of an ``n``-byte message is a
@@ -165,22 +165,25 @@ class StageBench:
     def run_split(self, clock: Clock, cpu: list | None = None) -> tuple[float, float]:
         """A forward (not timed), then the split backward as the runtime runs it: B (input
         gradient) and W (weight gradients), timed separately (seconds); CPU times to ``cpu``."""
-        from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+        from runtime.split import SplitBackward
 
         if self.x.grad is not None:
             self.x.grad = None
-        y = self.forward()
-        grads = None if self.grad_out is None else [self.grad_out]   # None: the last stage (its output is the loss)
+        sb = None if self.stage.is_first else SplitBackward(self.stage)
+        if sb is None:
+            y = self.forward()
+        else:
+            y, tape = sb.forward(self.forward)
         m = clock.marks(3)
         clock.sync()
         m.mark(0)
-        if not self.stage.is_first:
-            _, groups = stage_backward_input([y], grads, [self.x], self.stage.parameters())
+        if sb is not None:   # grad_out None: the last stage (its output is the loss)
+            pending = sb.input_grad(y, self.grad_out, self.x, tape)
         m.mark(1)
-        if self.stage.is_first:
+        if sb is None:
             self.backward(y)
         else:
-            stage_backward_weight(self.stage.parameters(), groups)
+            sb.weight_grad(pending)
         m.mark(2)
         bi, bw = (max(t, 1e-9) for t in m.elapsed())  # the first stage's B does nothing: a clock tick at most
         if cpu is not None:

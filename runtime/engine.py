@@ -19,14 +19,14 @@ replays:
   after the compute that produced the tensor and return.
 * ``B`` waits for the work of its ``RECV_B`` (stage < last), runs the backward;
   gradients accumulate in ``.grad`` over the micro-batches.
-* Split backward (a ``W`` exists for the stage and micro-batch, e.g. ``zbh1``): ``B``
-  computes only the input gradient, with torch.distributed.pipelining's own
-  ``stage_backward_input`` (``autograd.grad`` to the stage input, keeping the graph and
-  capturing the gradients at the intermediates the weights hang off), and the send
-  that follows carries it; ``W`` later computes the weight gradients from those
-  intermediates with ``stage_backward_weight``, accumulates them into ``.grad`` and
-  frees the graph. On the first stage there is no input gradient: its ``B`` only takes
-  the received gradient, and its ``W`` runs the whole backward (as torch does).
+* Split backward (a ``W`` exists for the stage and micro-batch, e.g. ``zbh1``; see
+  :mod:`runtime.split`): the forward records each linear layer's input and output; ``B``
+  computes, in one autograd pass that frees the graph, the input gradient (which the send
+  that follows carries) and the gradients of the linear layers' outputs; ``W`` later
+  computes the linear layers' weight gradients from those (``dY^T X``) and accumulates
+  them, and the other parameters' gradients B computed, into ``.grad``. On the first
+  stage there is no input gradient: its ``B`` only takes the received gradient, and its
+  ``W`` runs the whole backward (as torch does).
 * At the end of a step the rank waits for all its sends, then runs the optimizer
   once and zeroes the gradients (the ``OPT`` event). There is no barrier between
   steps.
@@ -100,6 +100,7 @@ from pipesim.transport import Transport
 from pipesim.util import append_jsonl, backend_for, quantile, write_json_atomic
 from runtime.launch import BLAME_PREFIX
 from runtime.model import build_stages, get_config, synthetic_batch
+from runtime.split import SplitBackward
 
 
 @dataclass
@@ -227,10 +228,6 @@ class RankEngine:
         sched, self.placement = build_placed(cfg.schedule, world, self.m, self.recv_ahead, cfg.stages_per_rank)
         self.actions = sched[rank]
         self.split = split_backward(self.actions)  # (stage, mb) whose backward is split into B and W
-        if self.split:  # imported only when used: torch.distributed.pipelining sets up torch's compile caches
-            from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
-
-            self._backward_input, self._backward_weight = stage_backward_input, stage_backward_weight
         # communication action -> (peer rank, tag): the rank owning the peer stage, the IR's message tag
         self.comm_peer: dict[Action, tuple[int, int]] = {}
         for a in self.actions:
@@ -246,6 +243,9 @@ class RankEngine:
         self.my_stages = [s for s, r in enumerate(self.placement) if r == rank]
         # the module of each (virtual) stage this rank runs
         self.mods = {s: all_stages[s].to(self.device) for s in self.my_stages}
+        # split backward (runtime.split) for each stage with a W that has an input gradient to compute
+        self.splitters = {s: SplitBackward(self.mods[s]) for s in {s for s, _ in self.split}
+                          if not self.mods[s].is_first}
         self.stage = self.mods[self.my_stages[0]]  # the first of them (the only one with one stage per rank)
         params = []
         self.opt: torch.optim.Optimizer
@@ -363,15 +363,19 @@ class RankEngine:
             buf, work, rec = st.recvs.pop(("act", a.stage, a.mb))
             self._wait(work, rec, "waiting for")
             x = buf.to(self.device).requires_grad_(True)
+        sb = self.splitters.get(a.stage) if key in self.split else None
         t0 = self._now_compute()
-        if mod.is_last:
-            out = mod(x, st.tgt[a.mb]) / self.m
+        if sb is not None:   # record the linear layers' calls for B and W
+            out, st.tapes[key] = sb.forward(self._stage_forward, mod, x, a.mb)
         else:
-            out = mod(x)
+            out = self._stage_forward(mod, x, a.mb)
         t1 = self._now_compute()
         st.compute.append((a, t0, t1))
         st.inputs[key] = x
         st.outputs[key] = out
+
+    def _stage_forward(self, mod, x, mb: int):
+        return mod(x, self.st.tgt[mb]) / self.m if mod.is_last else mod(x)
 
     def _backward(self, a: Action):
         st, mod, key = self.st, self.mods[a.stage], (a.stage, a.mb)
@@ -391,9 +395,8 @@ class RankEngine:
         elif mod.is_first:  # no input gradient to compute: W runs the whole backward
             st.pending_w[key] = ("full", out, grad)
         else:
-            x = st.inputs[key]
-            _, groups = self._backward_input([out], None if grad is None else [grad], [x], mod.parameters())
-            st.pending_w[key] = ("weight", groups, None)
+            st.pending_w[key] = ("weight", self.splitters[a.stage].input_grad(out, grad, st.inputs[key],
+                                                                             st.tapes.pop(key)), None)
         t1 = self._now_compute()
         st.compute.append((a, t0, t1))
         if mod.is_first:
@@ -402,13 +405,13 @@ class RankEngine:
             st.local_grads[(a.stage - 1, a.mb)] = st.inputs.pop(key).grad
 
     def _weight(self, a: Action):
-        st, mod, key = self.st, self.mods[a.stage], (a.stage, a.mb)
+        st, key = self.st, (a.stage, a.mb)
         how, what, grad = st.pending_w.pop(key)
         t0 = self._now_compute()
         if how == "full":
             what.backward(grad)
         else:
-            self._backward_weight(mod.parameters(), what)
+            SplitBackward.weight_grad(what)
         t1 = self._now_compute()
         st.compute.append((a, t0, t1))
 
@@ -543,6 +546,7 @@ class _StepState:
     def __init__(self):
         self.inputs, self.outputs, self.recvs = {}, {}, {}  # keyed by (stage, mb) / (what, stage, mb)
         self.local_grads, self.pending_w = {}, {}  # input gradients handed over on this rank; B's state for W
+        self.tapes = {}  # (stage, mb) -> the linear-layer calls of its forward (split backward)
         self.sends, self.comm, self.compute, self.loss = [], [], [], []
         self.idx = self.tgt = None
 

@@ -97,28 +97,45 @@ def test_pipeline_matches_unpartitioned(tmp_path, schedule, ranks, v, model, mbs
     assert rp.step_time > 0 and rp.steps == STEPS
 
 
-def test_split_backward_is_exact_in_process():
-    """B with stage_backward_input then W with stage_backward_weight give the gradients of a
-    plain backward, on a middle and a first stage (one process, no pipeline)."""
-    from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+@pytest.mark.parametrize("index", [1, 2])
+def test_split_backward_is_exact_in_process(index):
+    """runtime.split: B then W give the gradients of a plain backward on a middle and on the last
+    stage (one process, no pipeline); B leaves every .grad alone and sets the input's; no hook
+    outlives the recorded forward; twice accumulates as two backwards do."""
+    from runtime.split import SplitBackward
 
     cfg = get_config("tiny")
     _, stages = build_stages(cfg, 3, seed=0)
-    idx, _ = synthetic_batch(cfg, 2, 0)
-    mid = stages[1]
+    _, targets = synthetic_batch(cfg, 2, 0)
+    st = stages[index]
     x = torch.randn(2, cfg.seq_len, cfg.d_model, requires_grad=True)
-    g = torch.randn(2, cfg.seq_len, cfg.d_model)
-    mid(x).backward(g)
-    ref = {n: p.grad.clone() for n, p in mid.named_parameters()}
+    last = st.is_last
+    g = None if last else torch.randn(2, cfg.seq_len, cfg.d_model)
+
+    def fwd():
+        return st(x, targets) if last else st(x)
+
+    for _ in range(2):
+        torch.autograd.backward(fwd(), g)
+    ref = {n: p.grad.clone() for n, p in st.named_parameters()}
     ref_dx = x.grad.clone()
-    mid.zero_grad(set_to_none=True)
+    st.zero_grad(set_to_none=True)
     x.grad = None
-    out = mid(x)
-    dx, groups = stage_backward_input([out], [g], [x], mid.parameters())
-    torch.testing.assert_close(dx[0], ref_dx)
-    assert all(p.grad is None for p in mid.parameters())  # B leaves the weights alone
-    stage_backward_weight(mid.parameters(), groups)
-    for n, p in mid.named_parameters():
+    sb = SplitBackward(st)
+    assert len(sb.linears) == (1 if last else 0) + 4 * len(st.blocks)
+    for i in range(2):
+        out, tape = sb.forward(fwd)
+        assert len(tape) == len(sb.linears)
+        assert all(not m._forward_hooks for m in sb.linears)  # the hooks are gone after the forward
+        before = [None if p.grad is None else p.grad.clone() for p in st.parameters()]
+        pending = sb.input_grad(out, g, x, tape)
+        for b, p in zip(before, st.parameters()):  # B leaves the weights alone
+            assert (p.grad is None) if b is None else torch.equal(p.grad, b)
+        assert i == 1 or all(b is None for b in before)
+        sb.weight_grad(pending)
+        assert not pending.linear and not pending.other
+    torch.testing.assert_close(x.grad, ref_dx)
+    for n, p in st.named_parameters():
         torch.testing.assert_close(p.grad, ref[n], msg=n)
 
 

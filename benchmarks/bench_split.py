@@ -1,0 +1,123 @@
+"""The split backward's cost: B + W against the fused backward, ours (``runtime.split``) and
+torch.distributed.pipelining's (``stage_backward_input`` / ``stage_backward_weight``).
+
+One process, one thread, the model cut as the runtime cuts it; for every stage but the first
+(whose B is empty and whose W is the fused backward, in both) and every micro-batch size, the
+three ways are run round robin (``--repeats`` rounds after ``--warmup``), each after its own
+untimed forward, so that a slow spell of the machine falls on all three. Prints a markdown
+table of medians (ms) and the ratio (B + W) / fused, per way:
+
+    python benchmarks/bench_split.py --model cpu-small --stages 3 --micro-batch-sizes 1,2,4
+
+Both ways' gradients are checked against the fused backward's before timing (atol 1e-5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="cpu-small")
+    ap.add_argument("--stages", type=int, default=3)
+    ap.add_argument("--micro-batch-sizes", default="1,2,4")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=1)
+    ns = ap.parse_args(argv)
+
+    import torch
+    from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+
+    from calibrate.measure import StageBench
+    from runtime.model import build_stages, get_config
+    from runtime.split import SplitBackward
+
+    torch.set_num_threads(ns.threads)
+    cfg = get_config(ns.model)
+    _, stages = build_stages(cfg, ns.stages)
+    sizes = [int(s) for s in ns.micro_batch_sizes.split(",")]
+    cpu = torch.device("cpu")
+
+    def grads(stage):
+        return [None if p.grad is None else p.grad.clone() for p in stage.parameters()]
+
+    def fused(b):
+        y = b.forward()
+        t0 = time.perf_counter()
+        b.backward(y)
+        return time.perf_counter() - t0, 0.0
+
+    def torch_split(b):
+        y = b.forward()
+        gr = None if b.grad_out is None else [b.grad_out]
+        t0 = time.perf_counter()
+        _, groups = stage_backward_input([y], gr, [b.x], b.stage.parameters())
+        t1 = time.perf_counter()
+        stage_backward_weight(b.stage.parameters(), groups)
+        return t1 - t0, time.perf_counter() - t1
+
+    def ours(b, sb):
+        y, tape = sb.forward(b.forward)
+        t0 = time.perf_counter()
+        pending = sb.input_grad(y, b.grad_out, b.x, tape)
+        t1 = time.perf_counter()
+        sb.weight_grad(pending)
+        return t1 - t0, time.perf_counter() - t1
+
+    rows = []
+    for s, stage in enumerate(stages):
+        if stage.is_first:
+            continue
+        sb = SplitBackward(stage)
+        for mbs in sizes:
+            b = StageBench(stage, cfg, mbs, cpu, torch.float32)
+            ways = {"fused": fused, "torch": torch_split, "ours": lambda bb, sb=sb: ours(bb, sb)}
+            ref = None
+            for name, fn in ways.items():   # correctness first: the same gradients as the fused backward
+                stage.zero_grad(set_to_none=True)
+                b.x.grad = None
+                fn(b)
+                got = grads(stage) + [b.x.grad.clone()]
+                if ref is None:
+                    ref = got
+                else:
+                    for g, r in zip(got, ref):
+                        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4, msg=f"{name}: stage {s} mbs {mbs}")
+            t = {name: [] for name in ways}
+            for i in range(ns.warmup + ns.repeats):
+                for name, fn in ways.items():
+                    stage.zero_grad(set_to_none=True)
+                    b.x.grad = None
+                    bi, w = fn(b)
+                    if i >= ns.warmup:
+                        t[name].append((bi, w))
+            med = {n: (statistics.median(x for x, _ in v), statistics.median(y for _, y in v),
+                       statistics.median(x + y for x, y in v)) for n, v in t.items()}
+            rows.append((s, mbs, med))
+            print(f"stage {s} mbs {mbs}: fused {1e3 * med['fused'][2]:.2f} ms, torch {1e3 * med['torch'][2]:.2f} ms, "
+                  f"ours {1e3 * med['ours'][2]:.2f} ms", file=sys.stderr, flush=True)
+
+    print(f"\nSplit backward on {ns.model}, {ns.stages} stages, {ns.threads} thread(s); median of {ns.repeats} "
+          "(ms); B + W over the fused backward\n")
+    print("| stage | mbs | fused | torch B | torch W | torch (B+W)/fused | ours B | ours W | ours (B+W)/fused |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for s, mbs, med in rows:
+        f = med["fused"][2]
+        print(f"| {s} | {mbs} | {1e3 * f:.2f} | {1e3 * med['torch'][0]:.2f} | {1e3 * med['torch'][1]:.2f} | "
+              f"{med['torch'][2] / f:.2f} | {1e3 * med['ours'][0]:.2f} | {1e3 * med['ours'][1]:.2f} | "
+              f"{med['ours'][2] / f:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
