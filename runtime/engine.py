@@ -73,8 +73,9 @@ injects a fault; ``PIPESIM_CLOCK_SYNC=always`` runs the clock ping-pong on one h
 
 Not modelled / not done: no activation recomputation, no data parallelism, dropout off;
 trace events are gathered at the end of the run (a crash keeps the per-step JSONL
-records but loses the trace). The split-backward helpers come from a private torch
-module (``torch.distributed.pipelining._backward``); torch is pinned (2.13).
+records but loses the trace). The split backward (:mod:`runtime.split`) defers only the
+linear layers' weight gradients to W; a stage's other parameters (LayerNorms) get theirs
+in B's autograd pass, held back until W.
 """
 
 from __future__ import annotations
