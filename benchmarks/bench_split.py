@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from calibrate.measure import StageBench
     from runtime.model import build_stages, get_config
-    from runtime.split import SplitBackward
 
     torch.set_num_threads(ns.threads)
     cfg = get_config(ns.model)
@@ -66,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         stage_backward_weight(b.stage.parameters(), groups)
         return t1 - t0, time.perf_counter() - t1
 
-    def ours(b, sb):
+    def ours(b):
+        sb = b.splitter
         y, tape = sb.forward(b.forward)
         t0 = time.perf_counter()
         pending = sb.input_grad(y, b.grad_out, b.x, tape)
@@ -78,10 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     for s, stage in enumerate(stages):
         if stage.is_first:
             continue
-        sb = SplitBackward(stage)
         for mbs in sizes:
-            b = StageBench(stage, cfg, mbs, cpu, torch.float32)
-            ways = {"fused": fused, "torch": torch_split, "ours": lambda bb, sb=sb: ours(bb, sb)}
+            b = StageBench(stage, cfg, mbs, cpu, torch.float32, split=True)   # b.splitter: runtime.split's
+            ways = {"fused": fused, "torch": torch_split, "ours": ours}
             ref = None
             for name, fn in ways.items():   # correctness first: the same gradients as the fused backward
                 stage.zero_grad(set_to_none=True)

@@ -115,6 +115,11 @@ class StageBench:
         from runtime.model import synthetic_batch
 
         self.stage, self.mbs, self.split = stage, mbs, split
+        self.splitter = None   # the split backward (runtime.split); none on the first stage, whose W is the backward
+        if split and not stage.is_first:
+            from runtime.split import SplitBackward
+
+            self.splitter = SplitBackward(stage)
         idx, targets = synthetic_batch(cfg, mbs, step=0)
         self.targets = targets.to(device) if stage.is_last else None
         if stage.is_first:
@@ -165,11 +170,9 @@ class StageBench:
     def run_split(self, clock: Clock, cpu: list | None = None) -> tuple[float, float]:
         """A forward (not timed), then the split backward as the runtime runs it: B (input
         gradient) and W (weight gradients), timed separately (seconds); CPU times to ``cpu``."""
-        from runtime.split import SplitBackward
-
         if self.x.grad is not None:
             self.x.grad = None
-        sb = None if self.stage.is_first else SplitBackward(self.stage)
+        sb = self.splitter
         if sb is None:
             y = self.forward()
         else:
