@@ -8,8 +8,11 @@ untimed forward, so that a slow spell of the machine falls on all three. Prints 
 table of medians (ms) and the ratio (B + W) / fused, per way:
 
     python benchmarks/bench_split.py --model cpu-small --stages 3 --micro-batch-sizes 1,2,4
+    python benchmarks/bench_split.py --model gpt3-small --device cuda     # on a GPU (TF32 off)
 
-Both ways' gradients are checked against the fused backward's before timing (atol 1e-5).
+Both ways' gradients are checked against the fused backward's before timing (atol 1e-5, rtol
+1e-4 in float32; looser in 16-bit types). On CUDA each timed part ends with a synchronize, so
+B and W are the GPU's time for them plus the launches.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ns = ap.parse_args(argv)
 
     import torch
@@ -42,36 +47,51 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.model import build_stages, get_config
 
     torch.set_num_threads(ns.threads)
+    if ns.device == "cuda" and not torch.cuda.is_available():
+        print("bench_split: CUDA is not available here; run it without --device cuda", file=sys.stderr)
+        return 2
+    torch.backends.cuda.matmul.allow_tf32 = False
+    dev, dtype = torch.device(ns.device), getattr(torch, ns.dtype)
+    tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
     cfg = get_config(ns.model)
     _, stages = build_stages(cfg, ns.stages)
+    stages = [st.to(device=dev, dtype=dtype) for st in stages]
     sizes = [int(s) for s in ns.micro_batch_sizes.split(",")]
-    cpu = torch.device("cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def grads(stage):
         return [None if p.grad is None else p.grad.clone() for p in stage.parameters()]
 
     def fused(b):
         y = b.forward()
+        sync()
         t0 = time.perf_counter()
         b.backward(y)
+        sync()
         return time.perf_counter() - t0, 0.0
 
     def torch_split(b):
         y = b.forward()
         gr = None if b.grad_out is None else [b.grad_out]
+        sync()
         t0 = time.perf_counter()
         _, groups = stage_backward_input([y], gr, [b.x], b.stage.parameters())
+        sync()
         t1 = time.perf_counter()
         stage_backward_weight(b.stage.parameters(), groups)
+        sync()
         return t1 - t0, time.perf_counter() - t1
 
     def ours(b):
         sb = b.splitter
         y, tape = sb.forward(b.forward)
+        sync()
         t0 = time.perf_counter()
         pending = sb.input_grad(y, b.grad_out, b.x, tape)
+        sync()
         t1 = time.perf_counter()
         sb.weight_grad(pending)
+        sync()
         return t1 - t0, time.perf_counter() - t1
 
     rows = []
@@ -79,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if stage.is_first:
             continue
         for mbs in sizes:
-            b = StageBench(stage, cfg, mbs, cpu, torch.float32, split=True)   # b.splitter: runtime.split's
+            b = StageBench(stage, cfg, mbs, dev, dtype, split=True)   # b.splitter: runtime.split's
             ways = {"fused": fused, "torch": torch_split, "ours": ours}
             ref = None
             for name, fn in ways.items():   # correctness first: the same gradients as the fused backward
@@ -91,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     ref = got
                 else:
                     for g, r in zip(got, ref):
-                        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-4, msg=f"{name}: stage {s} mbs {mbs}")
+                        torch.testing.assert_close(g, r, **tol, msg=f"{name}: stage {s} mbs {mbs}")
             t = {name: [] for name in ways}
             for i in range(ns.warmup + ns.repeats):
                 for name, fn in ways.items():
@@ -106,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stage {s} mbs {mbs}: fused {1e3 * med['fused'][2]:.2f} ms, torch {1e3 * med['torch'][2]:.2f} ms, "
                   f"ours {1e3 * med['ours'][2]:.2f} ms", file=sys.stderr, flush=True)
 
-    print(f"\nSplit backward on {ns.model}, {ns.stages} stages, {ns.threads} thread(s); median of {ns.repeats} "
+    where = (f"{torch.cuda.get_device_name(0)}, {ns.dtype}" if dev.type == "cuda"
+             else f"CPU, {ns.threads} thread(s), {ns.dtype}")
+    print(f"\nSplit backward on {ns.model}, {ns.stages} stages, {where}; median of {ns.repeats} "
           "(ms); B + W over the fused backward\n")
     print("| stage | mbs | fused | torch B | torch W | torch (B+W)/fused | ours B | ours W | ours (B+W)/fused |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
