@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.backends.cuda.matmul.allow_tf32 = False
     dev, dtype = torch.device(ns.device), getattr(torch, ns.dtype)
-    tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    # a gradient passes when its error relative to its norm is within rel_tol, or within 4x the fused
+    # backward's own run-to-run difference (kernels that accumulate in a varying order, on a GPU)
+    rel_tol = 1e-5 if dtype == torch.float32 else 1e-2
     cfg = get_config(ns.model)
     _, stages = build_stages(cfg, ns.stages)
     stages = [st.to(device=dev, dtype=dtype) for st in stages]
@@ -61,6 +63,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def grads(stage):
         return [None if p.grad is None else p.grad.clone() for p in stage.parameters()]
+
+    def worst_error(got, ref, names) -> tuple[float, str, float]:
+        """The largest ||g - r|| / ||r|| over the gradients: (that error, whose gradient, its max |g - r|)."""
+        worst = (0.0, "-", 0.0)
+        for g, r, n in zip(got, ref, names):
+            if (g is None) != (r is None):
+                return float("inf"), f"{n} (one of the two has no gradient)", float("inf")
+            if g is None:
+                continue
+            d = (g.double() - r.double())
+            e = d.norm().item() / max(r.double().norm().item(), 1e-30)
+            if e > worst[0]:
+                worst = (e, n, d.abs().max().item())
+        return worst
 
     def fused(b):
         y = b.forward()
@@ -94,24 +110,28 @@ def main(argv: list[str] | None = None) -> int:
         sync()
         return t1 - t0, time.perf_counter() - t1
 
-    rows = []
+    rows, errors, bad = [], [], []
     for s, stage in enumerate(stages):
+        names = [n for n, _ in stage.named_parameters()] + ["input"]
         if stage.is_first:
             continue
         for mbs in sizes:
             b = StageBench(stage, cfg, mbs, dev, dtype, split=True)   # b.splitter: runtime.split's
             ways = {"fused": fused, "torch": torch_split, "ours": ours}
-            ref = None
-            for name, fn in ways.items():   # correctness first: the same gradients as the fused backward
-                stage.zero_grad(set_to_none=True)
+            got = {}
+            for name, fn in [("fused", fused), ("fused again", fused), ("torch", torch_split), ("ours", ours)]:
+                stage.zero_grad(set_to_none=True)   # correctness first: the fused backward's gradients
                 b.x.grad = None
                 fn(b)
-                got = grads(stage) + [b.x.grad.clone()]
-                if ref is None:
-                    ref = got
-                else:
-                    for g, r in zip(got, ref):
-                        torch.testing.assert_close(g, r, **tol, msg=f"{name}: stage {s} mbs {mbs}")
+                got[name] = grads(stage) + [b.x.grad.clone()]
+            err = {n: worst_error(got[n], got["fused"], names) for n in ("fused again", "torch", "ours")}
+            errors.append((s, mbs, err))
+            for n in ("torch", "ours"):
+                e, where, diff = err[n]
+                if e > max(rel_tol, 4 * err["fused again"][0]):
+                    bad.append(f"{n}: stage {s} mbs {mbs}: {where} differs from the fused backward's by "
+                               f"{e:.2e} of its norm (max |diff| {diff:.2e}); the fused backward run again: "
+                               f"{err['fused again'][0]:.2e}")
             t = {name: [] for name in ways}
             for i in range(ns.warmup + ns.repeats):
                 for name, fn in ways.items():
@@ -137,6 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {s} | {mbs} | {1e3 * f:.2f} | {1e3 * med['torch'][0]:.2f} | {1e3 * med['torch'][1]:.2f} | "
               f"{med['torch'][2] / f:.2f} | {1e3 * med['ours'][0]:.2f} | {1e3 * med['ours'][1]:.2f} | "
               f"{med['ours'][2] / f:.2f} |")
+    print("\nGradients against the fused backward's: the largest ||g - g_fused|| / ||g_fused|| over the "
+          "stage's parameters and its input, and whose it is\n")
+    print("| stage | mbs | fused again | torch | ours | ours: worst gradient | ours: max abs diff |")
+    print("|---:|---:|---:|---:|---:|---|---:|")
+    for s, mbs, err in errors:
+        print(f"| {s} | {mbs} | {err['fused again'][0]:.1e} | {err['torch'][0]:.1e} | {err['ours'][0]:.1e} | "
+              f"{err['ours'][1]} | {err['ours'][2]:.1e} |")
+    if bad:
+        print("\nbench_split: gradients differ:\n  " + "\n  ".join(bad), file=sys.stderr)
+        return 1
     return 0
 
 
