@@ -95,7 +95,9 @@ def test_placement_and_overhead_round_trip(tmp_path):
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 PROFILES = sorted(ROOT.glob("pipesim/data/gpt3_*.json")) + [
-    ROOT / "benchmarks/results/gpu-2026-11-26/gpt3_small_h200_fp32.json"]
+    ROOT / "benchmarks/results/gpu-2026-11-26/gpt3_small_h200_fp32.json",
+    ROOT / "benchmarks/results/gpu-2026-11-29/gpt3_small_h200_fp32_split.json",
+    ROOT / "benchmarks/results/gpu-2026-11-29/gpt3_small_h200_bf16_split.json"]
 
 
 def test_schema_file_is_the_generated_schema():
@@ -136,7 +138,8 @@ def test_shipped_profiles_round_trip(path):
     pr = P.load(path)
     assert P.from_json(pr.to_json()) == pr
     assert P.from_json(json.loads(json.dumps(pr.to_json()))) == pr
-    assert pr.transport is None   # written before the section existed: the backend's default applies
+    # no transport section (written before it existed, or left to the backend's default): None
+    assert (pr.transport is None) == ("transport" not in json.loads(path.read_text()))
 
 
 def calibrated_style():
