@@ -97,7 +97,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 PROFILES = sorted(ROOT.glob("pipesim/data/gpt3_*.json")) + [
     ROOT / "benchmarks/results/gpu-2026-11-26/gpt3_small_h200_fp32.json",
     ROOT / "benchmarks/results/gpu-2026-11-29/gpt3_small_h200_fp32_split.json",
-    ROOT / "benchmarks/results/gpu-2026-11-29/gpt3_small_h200_bf16_split.json"]
+    ROOT / "benchmarks/results/gpu-2026-11-29/gpt3_small_h200_bf16_split.json",
+    ROOT / "benchmarks/results/gpu-2026-11-29/gpt3_small_h200_fp32_split_rerun.json"]
 
 
 def test_schema_file_is_the_generated_schema():
