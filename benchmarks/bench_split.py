@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import _device  # noqa: E402  (benchmarks/, beside this script)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,29 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--micro-batch-sizes", default="1,2,4")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    _device.add_args(ap)
     ns = ap.parse_args(argv)
 
     import torch
     from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
 
     from calibrate.measure import StageBench
-    from runtime.model import build_stages, get_config
 
-    torch.set_num_threads(ns.threads)
-    if ns.device == "cuda" and not torch.cuda.is_available():
-        print("bench_split: CUDA is not available here; run it without --device cuda", file=sys.stderr)
+    setup = _device.stages_on_device(ns, "bench_split")
+    if setup is None:
         return 2
-    torch.backends.cuda.matmul.allow_tf32 = False
-    dev, dtype = torch.device(ns.device), getattr(torch, ns.dtype)
+    cfg, stages, dev, dtype = setup
     # a gradient passes when its error relative to its norm is within rel_tol, or within 4x the fused
     # backward's own run-to-run difference (kernels that accumulate in a varying order, on a GPU)
     rel_tol = 1e-5 if dtype == torch.float32 else 1e-2
-    cfg = get_config(ns.model)
-    _, stages = build_stages(cfg, ns.stages)
-    stages = [st.to(device=dev, dtype=dtype) for st in stages]
     sizes = [int(s) for s in ns.micro_batch_sizes.split(",")]
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
@@ -110,19 +104,23 @@ def main(argv: list[str] | None = None) -> int:
         sync()
         return t1 - t0, time.perf_counter() - t1
 
+    def fresh(b, fn):
+        """``fn(b)`` with no gradient left from the last run."""
+        b.stage.zero_grad(set_to_none=True)
+        b.x.grad = None
+        return fn(b)
+
+    ways = {"fused": fused, "torch": torch_split, "ours": ours}
     rows, errors, bad = [], [], []
     for s, stage in enumerate(stages):
-        names = [n for n, _ in stage.named_parameters()] + ["input"]
         if stage.is_first:
             continue
+        names = [n for n, _ in stage.named_parameters()] + ["input"]
         for mbs in sizes:
             b = StageBench(stage, cfg, mbs, dev, dtype, split=True)   # b.splitter: runtime.split's
-            ways = {"fused": fused, "torch": torch_split, "ours": ours}
-            got = {}
+            got = {}   # correctness first: each way's gradients, and the fused backward's twice
             for name, fn in [("fused", fused), ("fused again", fused), ("torch", torch_split), ("ours", ours)]:
-                stage.zero_grad(set_to_none=True)   # correctness first: the fused backward's gradients
-                b.x.grad = None
-                fn(b)
+                fresh(b, fn)
                 got[name] = grads(stage) + [b.x.grad.clone()]
             err = {n: worst_error(got[n], got["fused"], names) for n in ("fused again", "torch", "ours")}
             errors.append((s, mbs, err))
@@ -135,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             t = {name: [] for name in ways}
             for i in range(ns.warmup + ns.repeats):
                 for name, fn in ways.items():
-                    stage.zero_grad(set_to_none=True)
-                    b.x.grad = None
-                    bi, w = fn(b)
+                    bi, w = fresh(b, fn)
                     if i >= ns.warmup:
                         t[name].append((bi, w))
             med = {n: (statistics.median(x for x, _ in v), statistics.median(y for _, y in v),
@@ -146,9 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stage {s} mbs {mbs}: fused {1e3 * med['fused'][2]:.2f} ms, torch {1e3 * med['torch'][2]:.2f} ms, "
                   f"ours {1e3 * med['ours'][2]:.2f} ms", file=sys.stderr, flush=True)
 
-    where = (f"{torch.cuda.get_device_name(0)}, {ns.dtype}" if dev.type == "cuda"
-             else f"CPU, {ns.threads} thread(s), {ns.dtype}")
-    print(f"\nSplit backward on {ns.model}, {ns.stages} stages, {where}; median of {ns.repeats} "
+    print(f"\nSplit backward on {ns.model}, {ns.stages} stages, {_device.describe(ns)}; median of {ns.repeats} "
           "(ms); B + W over the fused backward\n")
     print("| stage | mbs | fused | torch B | torch W | torch (B+W)/fused | ours B | ours W | ours (B+W)/fused |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

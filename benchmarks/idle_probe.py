@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import _device  # noqa: E402  (benchmarks/, beside this script)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -37,26 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gaps-ms", default="0,1,5,20,50,200,500")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    _device.add_args(ap)
     ns = ap.parse_args(argv)
 
     import torch
 
     from calibrate.measure import StageBench
-    from runtime.model import build_stages, get_config
 
-    if ns.device == "cuda" and not torch.cuda.is_available():
-        print("idle_probe: CUDA is not available here; run it without --device cuda", file=sys.stderr)
+    setup = _device.stages_on_device(ns, "idle_probe")
+    if setup is None:
         return 2
-    torch.set_num_threads(ns.threads)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    dev, dtype = torch.device(ns.device), getattr(torch, ns.dtype)
+    cfg, stages, dev, dtype = setup
     cuda = dev.type == "cuda"
-    cfg = get_config(ns.model)
-    _, stages = build_stages(cfg, ns.stages)
-    stage = stages[min(1, ns.stages - 1)].to(device=dev, dtype=dtype)
+    stage = stages[min(1, ns.stages - 1)]
     gaps = [float(g) / 1e3 for g in ns.gaps_ms.split(",")]
     sizes = [int(s) for s in ns.micro_batch_sizes.split(",")]
 
@@ -99,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mbs {mbs}: " + ", ".join(f"{1e3 * g:g} ms gap {1e3 * med[g][0]:.2f} ms" for g in gaps),
               file=sys.stderr, flush=True)
 
-    where = f"{torch.cuda.get_device_name(0)}, {ns.dtype}" if cuda else f"CPU, {ns.threads} thread(s), {ns.dtype}"
-    print(f"\nCompute after an idle gap: {ns.model} stage 1 of {ns.stages}, forward + backward, {where}; "
+    print(f"\nCompute after an idle gap: {ns.model} stage 1 of {ns.stages}, forward + backward, {_device.describe(ns)}; "
           f"median of {ns.rounds} rounds (ms); ratio to no gap\n")
     print("| mbs | gap ms | first: wall | ratio | first: device | ratio | next: wall | ratio | next: device | ratio |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
